@@ -1,0 +1,136 @@
+/**
+ * The engine's write paths: workflow starts, step checkpoints and completions,
+ * each behind a Batcher so concurrent workflows share statements and commits.
+ *
+ * Durability is never traded for batching: a caller's promise resolves only
+ * after the statement carrying its row has committed.
+ *
+ * Outages: a start fails fast with DBOS_ERR_DATABASE_UNAVAILABLE (503), since
+ * a client is waiting for an answer; step and completion writes of running
+ * workflows wait for the database to come back and retry, which is safe
+ * because every write is idempotent (ON CONFLICT DO NOTHING, epoch-checked
+ * UPDATE) even when an earlier attempt did commit before its answer was lost.
+ */
+import { Batcher } from './batcher.js'
+import { DatabaseUnavailableError, EngineStoppedError, WorkflowFencedError } from './errors.js'
+import type { Logger } from './logger.js'
+import { sleep } from './retry.js'
+import type { Sql, Tables } from './store/connect.js'
+import { isConnectionError } from './store/pg-errors.js'
+import { findStep, insertSteps, type StepRow, type StepWrite } from './store/steps.js'
+import {
+  completeWorkflows, findExisting, insertWorkflows, type Completion, type NewWorkflowRow
+} from './store/workflows.js'
+
+export type StartResult =
+  | { inserted: true, epoch: string }
+  | { inserted: false, name: string, inputHash: string }
+
+/** A step write either lands, or finds the outcome recorded before it. */
+export type StepResult = { written: true } | { written: false, recorded: StepRow }
+
+const BATCH = { maxBatch: 1000, isolateOnError: (err: unknown) => !isConnectionError(err) }
+
+export class Checkpoints {
+  readonly #sql: Sql
+  readonly #t: Tables
+  readonly #logger: Logger
+  readonly #signal: AbortSignal
+  readonly #starts: Batcher<NewWorkflowRow, StartResult>
+  readonly #steps: Batcher<StepWrite, boolean>
+  readonly #completions: Batcher<Completion, boolean>
+  #outageLogged = false
+
+  constructor (sql: Sql, t: Tables, logger: Logger, signal: AbortSignal, maxInFlight: number) {
+    this.#sql = sql
+    this.#t = t
+    this.#logger = logger
+    this.#signal = signal
+    this.#starts = new Batcher((rows) => this.#flushStarts(rows), { ...BATCH, maxInFlight })
+    this.#steps = new Batcher((rows) => this.#flushSteps(rows), { ...BATCH, maxInFlight })
+    this.#completions = new Batcher((rows) => this.#flushCompletions(rows), { ...BATCH, maxInFlight })
+  }
+
+  /** Inserts a PENDING workflow, or reports the one already under that id. One attempt: 503 if the database is down. */
+  async start (row: NewWorkflowRow): Promise<StartResult> {
+    try {
+      return await this.#starts.push(row)
+    } catch (err) {
+      if (isConnectionError(err)) throw new DatabaseUnavailableError({ cause: err })
+      throw err
+    }
+  }
+
+  /** Records a step's outcome; throws DBOS_ERR_WORKFLOW_FENCED if the workflow is no longer ours. */
+  async recordStep (row: StepWrite): Promise<StepResult> {
+    if (await this.#persist(row.workflowId, () => this.#steps.push(row))) return { written: true }
+    const recorded = await this.#persist(row.workflowId, () => findStep(this.#sql, this.#t, row.workflowId, row.stepId))
+    if (recorded === undefined) throw new WorkflowFencedError(row.workflowId)
+    return { written: false, recorded }
+  }
+
+  /** Records a final outcome; false if it was not ours to write (fenced, or already final). */
+  complete (row: Completion): Promise<boolean> {
+    return this.#persist(row.workflowId, () => this.#completions.push(row))
+  }
+
+  /**
+   * Retries `write` while the database is unreachable, until it answers or the
+   * engine stops (then the workflow stays PENDING for the next start).
+   */
+  async #persist<R> (workflowId: string, write: () => Promise<R>): Promise<R> {
+    for (let attempt = 1; ; attempt++) {
+      if (this.#signal.aborted) throw new EngineStoppedError(workflowId)
+      try {
+        const result = await write()
+        if (this.#outageLogged) {
+          this.#outageLogged = false
+          this.#logger.info({ workflowId }, 'workflow database reachable again; checkpoint writes resumed')
+        }
+        return result
+      } catch (err) {
+        if (!isConnectionError(err)) throw err
+        if (!this.#outageLogged) {
+          this.#outageLogged = true
+          this.#logger.warn({ err, workflowId }, 'workflow database unreachable; running workflows wait and retry their checkpoints')
+        }
+        await sleep(Math.min(50 * 2 ** attempt, 2000), this.#signal)
+      }
+    }
+  }
+
+  async drained (): Promise<void> {
+    await Promise.all([this.#starts.drained(), this.#steps.drained(), this.#completions.drained()])
+  }
+
+  async #flushStarts (rows: NewWorkflowRow[]): Promise<StartResult[]> {
+    // The same id twice in one batch (concurrent idempotent requests): insert it
+    // once; the others then see it as existing, exactly as if they came later.
+    const unique = new Map<string, NewWorkflowRow>()
+    for (const r of rows) if (!unique.has(r.workflowId)) unique.set(r.workflowId, r)
+    const inserted = new Map((await insertWorkflows(this.#sql, this.#t, [...unique.values()]))
+      .map((r) => [r.workflow_id, r.epoch]))
+    const missing = [...unique.keys()].filter((id) => !inserted.has(id))
+    const existing = new Map(missing.length === 0
+      ? []
+      : (await findExisting(this.#sql, this.#t, missing)).map((r) => [r.workflow_id, r]))
+    return rows.map((r): StartResult => {
+      const epoch = inserted.get(r.workflowId)
+      if (epoch !== undefined && unique.get(r.workflowId) === r) return { inserted: true, epoch }
+      if (epoch !== undefined) return { inserted: false, name: unique.get(r.workflowId)!.name, inputHash: unique.get(r.workflowId)!.inputHash }
+      const e = existing.get(r.workflowId)
+      // Vanished between the two statements (deleted): report a mismatch rather than guess.
+      return { inserted: false, name: e?.name ?? '', inputHash: e?.input_hash ?? '' }
+    })
+  }
+
+  async #flushSteps (rows: StepWrite[]): Promise<boolean[]> {
+    const written = new Set((await insertSteps(this.#sql, this.#t, rows)).map((r) => `${r.step_id}:${r.workflow_id}`))
+    return rows.map((r) => written.has(`${r.stepId}:${r.workflowId}`))
+  }
+
+  async #flushCompletions (rows: Completion[]): Promise<boolean[]> {
+    const done = new Set(await completeWorkflows(this.#sql, this.#t, rows))
+    return rows.map((r) => done.has(r.workflowId))
+  }
+}

@@ -1,0 +1,36 @@
+/** What a running workflow sees: its id and the durable operations it may call. */
+import type { RetryPolicy } from './retry.js'
+import type { TransactionSql } from './store/connect.js'
+
+export interface StepOptions {
+  /**
+   * Retry the step when it throws. Only the outcome of the last attempt is
+   * recorded; if every attempt fails, that error is recorded and thrown.
+   */
+  retries?: RetryPolicy
+}
+
+export interface TransactionOptions {
+  /** Default: Postgres's own default (read committed). */
+  isolationLevel?: 'read committed' | 'repeatable read' | 'serializable'
+}
+
+export interface WorkflowContext {
+  readonly workflowId: string
+  /** The dbos-request-id of the request that started this workflow, if any. */
+  readonly requestId: string | null
+  /**
+   * Runs `fn` once and checkpoints its result (or final error). When the
+   * workflow is resumed after a crash, a completed step returns its recorded
+   * result without running. A step that ran but whose checkpoint did not commit
+   * runs again: steps are at-least-once, so make their side effects idempotent.
+   * Steps are identified by call order; run them in parallel with Promise.all.
+   */
+  step<T> (name: string, fn: () => T | Promise<T>, options?: StepOptions): Promise<T>
+  /**
+   * Runs `fn` in a Postgres transaction (on the engine's database) that also
+   * writes the step's checkpoint, so its database writes happen exactly once.
+   * Retried automatically on serialization failures and deadlocks.
+   */
+  transaction<T> (name: string, fn: (sql: TransactionSql) => Promise<T>, options?: TransactionOptions): Promise<T>
+}

@@ -1,0 +1,101 @@
+/**
+ * Every error the library throws. Each has a stable string `code` (public API:
+ * codes are added, never renamed) and the HTTP `statusCode` a route should answer
+ * with, so Fastify's default error handler turns them into the right response.
+ */
+
+export class DBOSError extends Error {
+  readonly code: string
+  readonly statusCode: number
+
+  constructor (code: string, statusCode: number, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    this.statusCode = statusCode
+  }
+
+  override get name (): string {
+    return 'DBOSError'
+  }
+}
+
+type ErrorClass<A extends unknown[]> = {
+  new (...args: [...A, ({ cause?: unknown })?]): DBOSError
+  readonly code: string
+  readonly statusCode: number
+}
+
+/** Builds a subclass with a fixed code and status; `format` turns arguments into the message. */
+function define<A extends unknown[]> (code: string, statusCode: number, format: (...args: A) => string): ErrorClass<A> {
+  const Cls = class extends DBOSError {
+    static readonly code = code
+    static readonly statusCode = statusCode
+    constructor (...args: [...A, ({ cause?: unknown })?]) {
+      const argc = format.length
+      const options = args.length > argc ? args[argc] as { cause?: unknown } : undefined
+      super(code, statusCode, format(...(args.slice(0, argc) as A)), options)
+    }
+  }
+  Object.defineProperty(Cls, 'name', { value: code })
+  return Cls as unknown as ErrorClass<A>
+}
+
+export const InvalidIdempotencyKeyError = define('DBOS_ERR_INVALID_IDEMPOTENCY_KEY', 400,
+  (why: string) => `Invalid dbos-idempotency-key header: ${why}`)
+
+export const InvalidRequestIdError = define('DBOS_ERR_INVALID_REQUEST_ID', 400,
+  (why: string) => `Invalid dbos-request-id header: ${why}`)
+
+export const InvalidWorkflowIdError = define('DBOS_ERR_INVALID_WORKFLOW_ID', 400,
+  (why: string) => `Invalid workflow id: ${why}`)
+
+export const UnserializableValueError = define('DBOS_ERR_UNSERIALIZABLE_VALUE', 400,
+  (what: string, why: string) => `Cannot store ${what}: ${why}`)
+
+export const WorkflowNotFoundError = define('DBOS_ERR_WORKFLOW_NOT_FOUND', 404,
+  (workflowId: string) => `Workflow ${JSON.stringify(workflowId)} not found`)
+
+export const UnknownWorkflowError = define('DBOS_ERR_UNKNOWN_WORKFLOW', 500,
+  (name: string) => `Workflow ${JSON.stringify(name)} is not registered with this engine: pass its definition in the \`workflows\` option`)
+
+export const DuplicateWorkflowNameError = define('DBOS_ERR_DUPLICATE_WORKFLOW_NAME', 500,
+  (name: string) => `Two different workflow definitions share the name ${JSON.stringify(name)}`)
+
+/** Deliberately says nothing about the stored workflow: the key's owner may be someone else. */
+export const IdempotencyConflictError = define('DBOS_ERR_IDEMPOTENCY_KEY_REUSED', 422,
+  () => 'This idempotency key or workflow id was already used for a different workflow or input')
+
+export const NondeterminismError = define('DBOS_ERR_NONDETERMINISM', 500,
+  (workflowId: string, stepId: number, expected: string, got: string) =>
+    `Workflow ${workflowId} replayed step #${stepId} as ${JSON.stringify(got)}, but the recorded step is ${JSON.stringify(expected)}: workflow code must call steps in the same order on every run`)
+
+export const ResultTimeoutError = define('DBOS_ERR_RESULT_TIMEOUT', 504,
+  (workflowId: string, timeoutMs: number) => `Workflow ${workflowId} did not finish within ${timeoutMs} ms`)
+
+export const ShuttingDownError = define('DBOS_ERR_SHUTTING_DOWN', 503,
+  () => 'The workflow engine is shutting down and accepts no new workflows')
+
+export const NotReadyError = define('DBOS_ERR_NOT_READY', 503,
+  () => 'The workflow engine has not started yet: wait for app.ready()')
+
+export const DatabaseUnavailableError = define('DBOS_ERR_DATABASE_UNAVAILABLE', 503,
+  () => 'The workflow database is unavailable; try again shortly')
+
+export const MaxRecoveryAttemptsError = define('DBOS_ERR_MAX_RECOVERY_ATTEMPTS', 500,
+  (workflowId: string, attempts: number) =>
+    `Workflow ${workflowId} was abandoned after ${attempts} recovery attempts (it may be crashing its process)`)
+
+export const WorkflowFencedError = define('DBOS_ERR_WORKFLOW_FENCED', 409,
+  (workflowId: string) => `This process no longer owns workflow ${workflowId}; another executor took it over`)
+
+export const EngineStoppedError = define('DBOS_ERR_ENGINE_STOPPED', 503,
+  (workflowId: string) => `The engine stopped while workflow ${workflowId} was running; it stays PENDING and resumes on the next start`)
+
+export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
+  (why: string) => `Invalid fastify-dbos option: ${why}`)
+
+export const MigrationError = define('DBOS_ERR_MIGRATION_FAILED', 500,
+  (name: string) => `Migration ${name} failed`)
+
+export const EmbeddedPostgresError = define('DBOS_ERR_EMBEDDED_POSTGRES', 500,
+  (why: string) => `Embedded Postgres could not start: ${why}`)

@@ -1,0 +1,12 @@
+/** The engine's public API, usable from a plain script without Fastify. */
+export { Engine, type StartOptions, type PreparedInput } from './engine.js'
+export { defineWorkflow, type WorkflowDefinition, type WorkflowFunction, type WorkflowOptions, type InputOf, type OutputOf } from './workflow.js'
+export type { WorkflowContext, StepOptions, TransactionOptions } from './context.js'
+export { WorkflowHandle, type GetResultOptions } from './handle.js'
+export type { WorkflowStatus, WorkflowStatusName, StepInfo } from './status.js'
+export type { ListFilter } from './store/workflows.js'
+export type { EngineOptions } from './options.js'
+export type { RetryPolicy } from './retry.js'
+export type { Logger } from './logger.js'
+export { serialize, deserialize } from './codec.js'
+export * from './errors.js'

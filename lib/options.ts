@@ -1,0 +1,80 @@
+/** Engine options, their defaults, and validation. */
+import { createHash } from 'node:crypto'
+import { hostname } from 'node:os'
+import { InvalidOptionError } from './errors.js'
+import type { Logger } from './logger.js'
+import { consoleLogger } from './logger.js'
+import type { WorkflowDefinition } from './workflow.js'
+
+export interface EngineOptions {
+  /** Every workflow this engine can start or recover. */
+  workflows?: WorkflowDefinition<any, any>[]
+  /**
+   * Postgres connection string. Defaults to the DATABASE_URL environment
+   * variable; with neither, an embedded Postgres is started (see embeddedDataDir).
+   */
+  databaseUrl?: string
+  /** Where the embedded Postgres keeps its data. Default: `.dbos/pgdata` in the working directory. */
+  embeddedDataDir?: string
+  /** Schema holding the engine's tables. Default `dbos`. */
+  schema?: string
+  /**
+   * Names this process as the owner of the workflows it starts; on start-up the
+   * engine resumes the PENDING workflows recorded under its id. Default: the
+   * DBOS_EXECUTOR_ID environment variable, else one derived from the host name
+   * and working directory, so a restarted app finds its own work. Give each
+   * instance its own id when several run on one host in one directory.
+   */
+  executorId?: string
+  /** Times a crashed workflow is resumed before it is marked MAX_RECOVERY_ATTEMPTS_EXCEEDED. Default 10. */
+  maxRecoveryAttempts?: number
+  /** How long stop() lets running workflows finish before leaving them PENDING. Default 10 000 ms. */
+  shutdownTimeoutMs?: number
+  /** Connections in the engine's pool. Default 10. */
+  poolSize?: number
+  /** Fallback poll interval for results finished by another process. Default 1000 ms. */
+  resultPollIntervalMs?: number
+  logger?: Logger
+}
+
+export interface ResolvedOptions {
+  workflows: WorkflowDefinition<any, any>[]
+  databaseUrl: string | undefined
+  embeddedDataDir: string | undefined
+  schema: string
+  executorId: string
+  maxRecoveryAttempts: number
+  shutdownTimeoutMs: number
+  poolSize: number
+  resultPollIntervalMs: number
+  logger: Logger
+}
+
+export function resolveOptions (o: EngineOptions): ResolvedOptions {
+  const resolved: ResolvedOptions = {
+    workflows: o.workflows ?? [],
+    databaseUrl: o.databaseUrl ?? (process.env.DATABASE_URL || undefined),
+    embeddedDataDir: o.embeddedDataDir,
+    schema: o.schema ?? 'dbos',
+    executorId: o.executorId ?? (process.env.DBOS_EXECUTOR_ID || defaultExecutorId()),
+    maxRecoveryAttempts: o.maxRecoveryAttempts ?? 10,
+    shutdownTimeoutMs: o.shutdownTimeoutMs ?? 10_000,
+    poolSize: o.poolSize ?? 10,
+    resultPollIntervalMs: o.resultPollIntervalMs ?? 1000,
+    logger: o.logger ?? consoleLogger
+  }
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(resolved.schema)) {
+    throw new InvalidOptionError('schema must be a lower-case SQL identifier (letters, digits, underscores)')
+  }
+  for (const key of ['maxRecoveryAttempts', 'shutdownTimeoutMs', 'resultPollIntervalMs'] as const) {
+    if (!Number.isInteger(resolved[key]) || resolved[key] < 0) throw new InvalidOptionError(`${key} must be a non-negative integer`)
+  }
+  if (!Number.isInteger(resolved.poolSize) || resolved.poolSize < 2) throw new InvalidOptionError('poolSize must be an integer of at least 2')
+  if (typeof resolved.executorId !== 'string' || resolved.executorId.length === 0) throw new InvalidOptionError('executorId must be a non-empty string')
+  return resolved
+}
+
+/** Stable across restarts of the same app (same host, same directory). */
+function defaultExecutorId (): string {
+  return `${hostname()}:${createHash('sha256').update(process.cwd()).digest('hex').slice(0, 8)}`
+}

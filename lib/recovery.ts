@@ -1,0 +1,81 @@
+/**
+ * Start-up recovery: resume every PENDING workflow recorded under this
+ * executor id from its last checkpoint. Runs in the background so the server
+ * is ready at once, and keeps retrying while the database is unreachable, so
+ * a Postgres restart during recovery cannot leave workflows stuck PENDING.
+ */
+import { deserialize, serialize } from './codec.js'
+import { MaxRecoveryAttemptsError } from './errors.js'
+import type { Logger } from './logger.js'
+import { sleep } from './retry.js'
+import type { Sql, Tables } from './store/connect.js'
+import { listSteps, type StepRow } from './store/steps.js'
+import { claimWorkflows, listPending, type ClaimedRow } from './store/workflows.js'
+import type { WorkflowDefinition } from './workflow.js'
+import type { Checkpoints } from './checkpoints.js'
+
+export interface RecoveryDeps {
+  sql: Sql
+  tables: Tables
+  checkpoints: Checkpoints
+  logger: Logger
+  executorId: string
+  signal: AbortSignal
+  maxRecoveryAttempts: number
+  definition (name: string): WorkflowDefinition<any, any> | undefined
+  isRunning (workflowId: string): boolean
+  resume (def: WorkflowDefinition<any, any>, row: ClaimedRow, input: unknown, steps: StepRow[]): void
+}
+
+/** Retries the whole pass until it succeeds or the engine stops. */
+export async function recoverUntilDone (deps: RecoveryDeps): Promise<void> {
+  for (let attempt = 1; !deps.signal.aborted; attempt++) {
+    try {
+      await recoverOnce(deps)
+      return
+    } catch (err) {
+      if (deps.signal.aborted) return
+      deps.logger.warn({ err, attempt }, 'workflow recovery failed; retrying')
+      await sleep(Math.min(100 * 2 ** attempt, 5000), deps.signal)
+    }
+  }
+}
+
+async function recoverOnce (deps: RecoveryDeps): Promise<void> {
+  const pending = await listPending(deps.sql, deps.tables, deps.executorId)
+  const ids: string[] = []
+  for (const row of pending) {
+    if (deps.isRunning(row.workflow_id)) continue
+    if (deps.definition(row.name) === undefined) {
+      deps.logger.warn({ workflowId: row.workflow_id, workflowName: row.name },
+        'cannot recover workflow: no definition with this name is registered; it stays PENDING')
+      continue
+    }
+    ids.push(row.workflow_id)
+  }
+  if (ids.length === 0) return
+  deps.logger.info({ count: ids.length, executorId: deps.executorId }, 'recovering pending workflows')
+  for (let i = 0; i < ids.length; i += 500) {
+    if (deps.signal.aborted) return
+    for (const row of await claimWorkflows(deps.sql, deps.tables, deps.executorId, ids.slice(i, i + 500))) {
+      await resumeOne(deps, row)
+    }
+  }
+}
+
+async function resumeOne (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
+  const def = deps.definition(row.name)!
+  const limit = def.options.maxRecoveryAttempts ?? deps.maxRecoveryAttempts
+  // attempts counts the first run too, so N recoveries allow N + 1 attempts.
+  if (row.attempts > limit + 1) {
+    const error = new MaxRecoveryAttemptsError(row.workflow_id, row.attempts - 1)
+    deps.logger.error({ workflowId: row.workflow_id, attempts: row.attempts }, error.message)
+    await deps.checkpoints.complete({
+      workflowId: row.workflow_id, epoch: row.epoch, status: 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', output: null, error: serialize(error)
+    })
+    return
+  }
+  const steps = await listSteps(deps.sql, deps.tables, row.workflow_id)
+  deps.logger.info({ workflowId: row.workflow_id, workflowName: row.name, attempt: row.attempts, recordedSteps: steps.length }, 'resuming workflow')
+  deps.resume(def, row, deserialize(row.input), steps)
+}

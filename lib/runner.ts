@@ -1,0 +1,136 @@
+/**
+ * One execution of a workflow function: the WorkflowContext it receives, with
+ * replay of recorded steps and checkpointing of new ones.
+ */
+import type { Checkpoints } from './checkpoints.js'
+import { deserialize, serialize, serializeError } from './codec.js'
+import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
+import { EngineStoppedError, NondeterminismError, WorkflowFencedError } from './errors.js'
+import { retryDelay, sleep } from './retry.js'
+import type { Sql, Tables, TransactionSql } from './store/connect.js'
+import { DEADLOCK_DETECTED, isConnectionError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
+import { findStep, insertStepInTransaction, type StepRow } from './store/steps.js'
+
+export interface RunDeps {
+  sql: Sql
+  tables: Tables
+  checkpoints: Checkpoints
+  /** Aborted when the engine stops: retry sleeps end and no more writes happen. */
+  signal: AbortSignal
+}
+
+const MAX_TRANSACTION_RETRIES = 10
+
+/** Thrown inside a transaction to roll it back when its checkpoint already exists or is fenced. */
+class CheckpointNotWritten extends Error {}
+
+type Outcome = { output: string | null, error: string | null }
+
+export class WorkflowRun implements WorkflowContext {
+  readonly workflowId: string
+  readonly requestId: string | null
+  readonly epoch: string
+  readonly #deps: RunDeps
+  readonly #recorded: Map<number, StepRow>
+  #nextStepId = 0
+
+  constructor (deps: RunDeps, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = []) {
+    this.#deps = deps
+    this.workflowId = workflowId
+    this.epoch = epoch
+    this.requestId = requestId
+    this.#recorded = new Map(recorded.map((s) => [s.step_id, s]))
+  }
+
+  async step<T> (name: string, fn: () => T | Promise<T>, options: StepOptions = {}): Promise<T> {
+    // Taken synchronously, so steps started together (Promise.all) get ids in call order.
+    const stepId = this.#nextStepId++
+    const replayed = this.#replay(stepId, name)
+    if (replayed !== undefined) return replayed.value as T
+    const maxAttempts = Math.max(1, options.retries?.maxAttempts ?? 1)
+    let outcome: Outcome
+    let value: T | undefined
+    let thrown: unknown
+    for (let attempt = 1; ; attempt++) {
+      this.#assertRunning()
+      try {
+        value = await fn()
+        outcome = { output: serialize(value, `the result of step ${JSON.stringify(name)}`), error: null }
+        break
+      } catch (err) {
+        if (attempt < maxAttempts && !(err instanceof EngineStoppedError)) {
+          await sleep(retryDelay(options.retries!, attempt), this.#deps.signal)
+          continue
+        }
+        thrown = err
+        outcome = { output: null, error: serializeError(err) }
+        break
+      }
+    }
+    const result = await this.#deps.checkpoints.recordStep({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome })
+    // Someone recorded this step first (a previous owner, or an earlier attempt
+    // of this write whose answer was lost): its outcome is the one that counts.
+    if (!result.written) return this.#restore(result.recorded) as T
+    if (outcome.error !== null) throw thrown
+    return value as T
+  }
+
+  async transaction<T> (name: string, fn: (sql: TransactionSql) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    const stepId = this.#nextStepId++
+    const replayed = this.#replay(stepId, name)
+    if (replayed !== undefined) return replayed.value as T
+    const begin = options.isolationLevel === undefined ? 'read write' : `isolation level ${options.isolationLevel}`
+    for (let attempt = 1; ; attempt++) {
+      this.#assertRunning()
+      try {
+        return await this.#deps.sql.begin(begin, async (tx) => {
+          const value = await fn(tx)
+          const output = serialize(value, `the result of transaction ${JSON.stringify(name)}`)
+          const row = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, output, error: null }
+          if (!await insertStepInTransaction(tx, this.#deps.tables, row)) throw new CheckpointNotWritten()
+          return value
+        }) as T
+      } catch (err) {
+        if (err instanceof CheckpointNotWritten) return this.#recordedElsewhere(stepId) as T
+        const retryable = isConnectionError(err) || (
+          [SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(sqlState(err) ?? '') && attempt < MAX_TRANSACTION_RETRIES)
+        if (retryable) {
+          // After a lost connection the commit may or may not have happened; the
+          // retry finds out (its checkpoint insert conflicts) without writing twice.
+          await sleep(Math.min(20 * 2 ** attempt, 2000), this.#deps.signal)
+          continue
+        }
+        // The transaction rolled back: record the error as the step's outcome.
+        const result = await this.#deps.checkpoints.recordStep({
+          workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: null, error: serializeError(err)
+        })
+        if (!result.written) return this.#restore(result.recorded) as T
+        throw err
+      }
+    }
+  }
+
+  /** The recorded outcome of step `stepId` (throws a recorded error), or undefined when it has not run yet. */
+  #replay (stepId: number, name: string): { value: unknown } | undefined {
+    const row = this.#recorded.get(stepId)
+    if (row === undefined) return undefined
+    this.#recorded.delete(stepId)
+    if (row.name !== name) throw new NondeterminismError(this.workflowId, stepId, row.name, name)
+    return { value: this.#restore(row) }
+  }
+
+  #restore (row: StepRow): unknown {
+    if (row.error !== null) throw deserialize(row.error)
+    return deserialize(row.output!)
+  }
+
+  async #recordedElsewhere (stepId: number): Promise<unknown> {
+    const row = await findStep(this.#deps.sql, this.#deps.tables, this.workflowId, stepId)
+    if (row === undefined) throw new WorkflowFencedError(this.workflowId)
+    return this.#restore(row)
+  }
+
+  #assertRunning (): void {
+    if (this.#deps.signal.aborted) throw new EngineStoppedError(this.workflowId)
+  }
+}

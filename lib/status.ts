@@ -1,0 +1,59 @@
+/** What users see of a stored workflow. */
+import { deserialize } from './codec.js'
+import type { WorkflowRow } from './store/workflows.js'
+import type { StepRow } from './store/steps.js'
+
+export type WorkflowStatusName = 'PENDING' | 'SUCCESS' | 'ERROR' | 'MAX_RECOVERY_ATTEMPTS_EXCEEDED' | 'CANCELLED'
+
+export interface WorkflowStatus {
+  workflowId: string
+  name: string
+  status: WorkflowStatusName
+  input: unknown
+  /** The return value, once status is SUCCESS. */
+  output?: unknown
+  /** The thrown error, restored as an Error, once status is ERROR (or MAX_RECOVERY_ATTEMPTS_EXCEEDED). */
+  error?: Error
+  /** The dbos-request-id of the request that started it, if any. */
+  requestId: string | null
+  /** The process that owns it. */
+  executorId: string
+  /** Times it has been started: 1, plus one per recovery. */
+  attempts: number
+  createdAt: Date
+  updatedAt: Date
+  completedAt: Date | null
+}
+
+export interface StepInfo {
+  stepId: number
+  name: string
+  output?: unknown
+  error?: Error
+  createdAt: Date
+}
+
+export function toStatus (row: WorkflowRow): WorkflowStatus {
+  const status: WorkflowStatus = {
+    workflowId: row.workflow_id,
+    name: row.name,
+    status: row.status as WorkflowStatusName,
+    input: deserialize(row.input),
+    requestId: row.request_id,
+    executorId: row.executor_id,
+    attempts: row.attempts,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    completedAt: row.completed_at
+  }
+  if (row.output !== null) status.output = deserialize(row.output)
+  if (row.error !== null) status.error = deserialize(row.error) as Error
+  return status
+}
+
+export function toStepInfo (row: StepRow): StepInfo {
+  const step: StepInfo = { stepId: row.step_id, name: row.name, createdAt: row.created_at }
+  if (row.error !== null) step.error = deserialize(row.error) as Error
+  else if (row.output !== null) step.output = deserialize(row.output)
+  return step
+}

@@ -1,0 +1,36 @@
+/**
+ * Postgres and driver error classification, by SQLSTATE and driver code, never
+ * by message text.
+ */
+
+export const UNIQUE_VIOLATION = '23505'
+export const SERIALIZATION_FAILURE = '40001'
+export const DEADLOCK_DETECTED = '40P01'
+
+// Class 08 is "connection exception"; the others are the server going away or
+// not being ready yet, all of which end when the database comes back.
+const TRANSIENT_SQLSTATES = new Set([
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now (starting up / shutting down)
+  '53300', // too_many_connections
+  '58030' // io_error
+])
+
+// Codes postgres.js and Node's net layer put on errors when the socket fails.
+const TRANSIENT_DRIVER_CODES = new Set([
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
+  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND'
+])
+
+/** True when the error means "the database is (temporarily) unreachable", so retrying later can succeed. */
+export function isConnectionError (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code !== 'string') return false
+  return code.startsWith('08') || TRANSIENT_SQLSTATES.has(code) || TRANSIENT_DRIVER_CODES.has(code)
+}
+
+export function sqlState (err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}

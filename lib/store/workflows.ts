@@ -1,0 +1,172 @@
+/**
+ * SQL for the workflows table. Writes take arrays and move many rows per
+ * statement (unnest), so concurrent workflows share round trips and commits.
+ * Every write made on behalf of a running workflow is conditioned on its epoch
+ * (the fencing token), so a runner that lost ownership changes nothing.
+ */
+import type { Sql, Tables } from './connect.js'
+
+export interface NewWorkflowRow {
+  workflowId: string
+  name: string
+  input: string
+  inputHash: string
+  requestId: string | null
+  executorId: string
+}
+
+export interface ExistingWorkflow {
+  workflow_id: string
+  name: string
+  input_hash: string
+}
+
+export interface InsertedWorkflow {
+  workflow_id: string
+  epoch: string
+}
+
+/**
+ * Inserts new PENDING workflows. Ids that already exist are left untouched and
+ * not returned; the caller compares them (insertedOrExisting below).
+ */
+export async function insertWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow[]): Promise<InsertedWorkflow[]> {
+  return sql<InsertedWorkflow[]>`
+    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id)
+    SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id
+    FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.name)}::text[],
+                ${rows.map((r) => r.input)}::text[], ${rows.map((r) => r.inputHash)}::text[],
+                ${rows.map((r) => r.requestId)}::text[], ${rows.map((r) => r.executorId)}::text[])
+         AS v(workflow_id, name, input, input_hash, request_id, executor_id)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id, epoch::text AS epoch`
+}
+
+/** The identity of existing workflows, for idempotency checks after a conflict. */
+export async function findExisting (sql: Sql, t: Tables, ids: string[]): Promise<ExistingWorkflow[]> {
+  return sql<ExistingWorkflow[]>`
+    SELECT workflow_id, name, input_hash FROM ${t.workflows} WHERE workflow_id = ANY(${ids}::text[])`
+}
+
+export interface Completion {
+  workflowId: string
+  epoch: string
+  status: 'SUCCESS' | 'ERROR' | 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
+  output: string | null
+  error: string | null
+}
+
+/**
+ * Records final outcomes and announces them on the NOTIFY channel for waiters in
+ * other processes. Conditioned on epoch and PENDING: a fenced-off or already
+ * finished workflow is not returned, and nothing about it changes.
+ */
+export async function completeWorkflows (sql: Sql, t: Tables, rows: Completion[]): Promise<string[]> {
+  const done = await sql<{ workflow_id: string }[]>`
+    WITH done AS (
+      UPDATE ${t.workflows} AS w
+      SET status = v.status, output = v.output, error = v.error, updated_at = now(), completed_at = now()
+      FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.epoch)}::bigint[],
+                  ${rows.map((r) => r.status)}::text[], ${rows.map((r) => r.output)}::text[],
+                  ${rows.map((r) => r.error)}::text[]) AS v(workflow_id, epoch, status, output, error)
+      WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
+      RETURNING w.workflow_id
+    )
+    SELECT workflow_id, pg_notify(${t.channel}, workflow_id) FROM done`
+  return done.map((r) => r.workflow_id)
+}
+
+export interface WorkflowRow {
+  workflow_id: string
+  name: string
+  status: string
+  input: string
+  output: string | null
+  error: string | null
+  request_id: string | null
+  executor_id: string
+  epoch: string
+  attempts: number
+  created_at: Date
+  updated_at: Date
+  completed_at: Date | null
+}
+
+const COLUMNS = ['workflow_id', 'name', 'status', 'input', 'output', 'error', 'request_id',
+  'executor_id', 'attempts', 'created_at', 'updated_at', 'completed_at']
+
+export async function getWorkflow (sql: Sql, t: Tables, workflowId: string): Promise<WorkflowRow | undefined> {
+  const [row] = await sql<WorkflowRow[]>`
+    SELECT ${sql(COLUMNS)}, epoch::text AS epoch FROM ${t.workflows} WHERE workflow_id = ${workflowId}`
+  return row
+}
+
+/** Only what getResult needs: status and outcome, not the input. */
+export async function getOutcome (sql: Sql, t: Tables, workflowId: string): Promise<Pick<WorkflowRow, 'status' | 'output' | 'error'> | undefined> {
+  const [row] = await sql<Pick<WorkflowRow, 'status' | 'output' | 'error'>[]>`
+    SELECT status, output, error FROM ${t.workflows} WHERE workflow_id = ${workflowId}`
+  return row
+}
+
+export interface ListFilter {
+  name?: string
+  status?: string
+  requestId?: string
+  executorId?: string
+  createdAfter?: Date
+  createdBefore?: Date
+  limit?: number
+  offset?: number
+  /** Newest first by default. */
+  order?: 'asc' | 'desc'
+}
+
+export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promise<WorkflowRow[]> {
+  const conditions = [
+    f.name !== undefined && sql`name = ${f.name}`,
+    f.status !== undefined && sql`status = ${f.status}`,
+    f.requestId !== undefined && sql`request_id = ${f.requestId}`,
+    f.executorId !== undefined && sql`executor_id = ${f.executorId}`,
+    f.createdAfter !== undefined && sql`created_at >= ${f.createdAfter}`,
+    f.createdBefore !== undefined && sql`created_at < ${f.createdBefore}`
+  ].filter((c) => c !== false)
+  const where = conditions.reduce((acc, c) => sql`${acc} AND ${c}`, sql`TRUE`)
+  const order = f.order === 'asc' ? sql`ASC` : sql`DESC`
+  return sql<WorkflowRow[]>`
+    SELECT ${sql(COLUMNS)}, epoch::text AS epoch FROM ${t.workflows}
+    WHERE ${where}
+    ORDER BY created_at ${order}, workflow_id ${order}
+    LIMIT ${f.limit ?? 100} OFFSET ${f.offset ?? 0}`
+}
+
+export interface PendingRow { workflow_id: string, name: string }
+
+/** PENDING workflows owned by an executor: the ones its recovery resumes. */
+export async function listPending (sql: Sql, t: Tables, executorId: string): Promise<PendingRow[]> {
+  return sql<PendingRow[]>`
+    SELECT workflow_id, name FROM ${t.workflows}
+    WHERE executor_id = ${executorId} AND status = 'PENDING'
+    ORDER BY created_at`
+}
+
+export interface ClaimedRow {
+  workflow_id: string
+  name: string
+  input: string
+  request_id: string | null
+  epoch: string
+  attempts: number
+}
+
+/**
+ * Takes ownership of PENDING workflows for a new run: bumps the epoch, which
+ * fences off any runner still holding the old one, and counts the attempt.
+ * UPDATE locks each row, so two claimers cannot both get the same epoch.
+ */
+export async function claimWorkflows (sql: Sql, t: Tables, executorId: string, ids: string[]): Promise<ClaimedRow[]> {
+  return sql<ClaimedRow[]>`
+    UPDATE ${t.workflows}
+    SET epoch = epoch + 1, attempts = attempts + 1, executor_id = ${executorId}, updated_at = now()
+    WHERE workflow_id = ANY(${ids}::text[]) AND status = 'PENDING'
+    RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
+}

@@ -1,0 +1,75 @@
+/**
+ * The Fastify plugin: one engine per registration, started in onReady and
+ * stopped in onClose, plus `app.workflows` and `req.workflows`.
+ */
+import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import fp from 'fastify-plugin'
+import { Engine, invalidIdReason } from '../lib/engine.js'
+import { InvalidIdempotencyKeyError, InvalidRequestIdError } from '../lib/errors.js'
+import type { EngineOptions } from '../lib/options.js'
+import { AppWorkflows } from './app-workflows.js'
+import { RequestWorkflows } from './request-workflows.js'
+
+export const IDEMPOTENCY_KEY_HEADER = 'dbos-idempotency-key'
+export const REQUEST_ID_HEADER = 'dbos-request-id'
+
+export interface FastifyDbosOptions extends Omit<EngineOptions, 'logger'> {
+  /**
+   * Scopes idempotency keys, e.g. per authenticated user: return a string and
+   * the workflow id becomes `<encoded scope>:<key>`, so two users sending the
+   * same key never meet. Return undefined for no scope.
+   */
+  idempotencyKeyScope?: (request: FastifyRequest) => string | undefined
+  /** Defaults to the app's logger. */
+  logger?: EngineOptions['logger']
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    workflows: AppWorkflows
+  }
+  interface FastifyRequest {
+    workflows: RequestWorkflows
+  }
+}
+
+const plugin: FastifyPluginCallback<FastifyDbosOptions> = (fastify: FastifyInstance, options, done) => {
+  const { idempotencyKeyScope, ...engineOptions } = options
+  const engine = new Engine({ ...engineOptions, logger: options.logger ?? fastify.log.child({ plugin: 'fastify-dbos' }) })
+
+  fastify.decorate('workflows', new AppWorkflows(engine))
+  fastify.decorateRequest('workflows', null as unknown as RequestWorkflows)
+
+  fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) => {
+    const requestIdHeader = request.headers[REQUEST_ID_HEADER]
+    const key = request.headers[IDEMPOTENCY_KEY_HEADER]
+    let requestId = request.id as string
+    if (requestIdHeader !== undefined) {
+      const bad = invalidIdReason(requestIdHeader)
+      if (bad !== undefined) return next(new InvalidRequestIdError(bad))
+      requestId = requestIdHeader as string
+    }
+    reply.header(REQUEST_ID_HEADER, requestId)
+    let scopedKey: string | undefined
+    if (key !== undefined) {
+      const bad = invalidIdReason(key)
+      if (bad !== undefined) return next(new InvalidIdempotencyKeyError(bad))
+      const scope = idempotencyKeyScope?.(request)
+      scopedKey = scope === undefined ? key as string : `${encodeURIComponent(scope)}:${key as string}`
+    }
+    request.workflows = new RequestWorkflows(engine, requestId, scopedKey)
+    next()
+  })
+
+  fastify.addHook('onReady', () => engine.start())
+  fastify.addHook('onClose', () => engine.stop())
+  done()
+}
+
+/** Durable workflows for Fastify: `app.register(dbosPlugin, { workflows: [...] })`. */
+export const dbosPlugin = fp(plugin, { fastify: '5.x', name: 'fastify-dbos' })
+export default dbosPlugin
+
+export { AppWorkflows } from './app-workflows.js'
+export { RequestWorkflows, type RunOptions } from './request-workflows.js'
+export * from '../lib/index.js'

@@ -1,0 +1,59 @@
+/**
+ * `req.workflows`: starting workflows from a route, with the request's
+ * idempotency key and request id applied.
+ *
+ * Id rule under `dbos-idempotency-key: K` (scoped, see keyScope): the first
+ * distinct workflow a request starts gets id K, the n-th (n >= 2) gets `K::n`.
+ * Starting the same definition with the same input again in that request
+ * returns the workflow it already started. A retried request makes the same
+ * calls in the same order, so it lands on the same ids.
+ */
+import type { Engine, StartOptions } from '../lib/engine.js'
+import type { WorkflowHandle, GetResultOptions } from '../lib/handle.js'
+import type { WorkflowDefinition } from '../lib/workflow.js'
+
+export interface RunOptions extends Omit<StartOptions, 'requestId'>, GetResultOptions {}
+
+export class RequestWorkflows {
+  readonly #engine: Engine
+  /** The dbos-request-id of this request (the header, or Fastify's request id). */
+  readonly requestId: string
+  /** The (scoped) idempotency key, when the request carried one. */
+  readonly idempotencyKey: string | undefined
+  #distinct = 0
+  readonly #byInput = new Map<string, Promise<WorkflowHandle<any>>>()
+
+  constructor (engine: Engine, requestId: string, idempotencyKey: string | undefined) {
+    this.#engine = engine
+    this.requestId = requestId
+    this.idempotencyKey = idempotencyKey
+  }
+
+  /** Starts a workflow (resolves once it is durably recorded) and returns its handle. */
+  start<I, O> (def: WorkflowDefinition<I, O>, input: I, options: Omit<StartOptions, 'requestId'> = {}): Promise<WorkflowHandle<O>> {
+    const requestId = this.requestId
+    if (options.workflowId !== undefined || this.idempotencyKey === undefined) {
+      return this.#engine.startWorkflow(def, input, { ...options, requestId })
+    }
+    const prepared = this.#engine.prepareInput(def, input)
+    const known = this.#byInput.get(prepared.hash)
+    if (known !== undefined) return known
+    const n = ++this.#distinct
+    const workflowId = n === 1 ? this.idempotencyKey : `${this.idempotencyKey}::${n}`
+    const started = this.#engine.startWorkflow(def, input, { workflowId, requestId }, prepared)
+    this.#byInput.set(prepared.hash, started)
+    return started
+  }
+
+  /** Starts a workflow and waits for its result. */
+  async run<I, O> (def: WorkflowDefinition<I, O>, input: I, options: RunOptions = {}): Promise<O> {
+    const { timeoutMs, ...startOptions } = options
+    const handle = await this.start(def, input, startOptions)
+    return handle.getResult({ timeoutMs })
+  }
+
+  /** A handle to an existing workflow; 404 if there is none. */
+  retrieve<O = unknown> (workflowId: string): Promise<WorkflowHandle<O>> {
+    return this.#engine.retrieve<O>(workflowId)
+  }
+}

@@ -1,0 +1,47 @@
+// The test command (`npm test`): runs tap against DATABASE_URL when set, and
+// otherwise against an embedded Postgres started here for the whole run (data
+// in .dbos/test-pgdata). Prints tap's TAP stream, then one summary line
+// `N passed, N failed` counted over every assertion.
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { Parser } from 'tap-parser'
+import { startEmbeddedPostgres } from '../dist/lib/embedded-postgres.js'
+
+const quiet = { debug () {}, info () {}, warn: console.warn, error: console.error }
+const env = { ...process.env }
+let embedded
+if (!env.DATABASE_URL) {
+  embedded = await startEmbeddedPostgres('.dbos/test-pgdata', quiet)
+  env.DATABASE_URL = embedded.url
+  console.log(`# tests use an embedded Postgres at ${embedded.url}`)
+} else {
+  console.log(`# tests use DATABASE_URL=${env.DATABASE_URL.replace(/:[^:@/]*@/, ':***@')}`)
+}
+
+const tapBin = fileURLToPath(new URL('../node_modules/.bin/tap', import.meta.url))
+const child = spawn(process.execPath, [tapBin, '-R', 'tap', ...process.argv.slice(2)], { env, stdio: ['ignore', 'pipe', 'inherit'] })
+// Count leaf assertions at every depth: each subtest also reports one summary
+// assertion in its parent, which is taken back out when the subtest completes.
+const parser = new Parser()
+const summary = { pass: 0, fail: 0 }
+function track (p) {
+  p.on('assert', (a) => { if (a.ok) summary.pass++; else summary.fail++ })
+  p.on('child', (child) => {
+    track(child)
+    child.on('complete', (r) => { if (r.ok) summary.pass--; else summary.fail-- })
+  })
+}
+track(parser)
+const parsed = new Promise((resolve) => parser.on('complete', resolve))
+child.stdout.pipe(parser)
+child.stdout.pipe(process.stdout)
+
+const stopDatabase = () => embedded?.stop()
+process.once('SIGINT', () => child.kill('SIGINT'))
+process.once('SIGTERM', () => child.kill('SIGTERM'))
+const code = await new Promise((resolve) => child.on('close', (c, signal) => resolve(c ?? (signal ? 1 : 0))))
+await parsed
+await stopDatabase()
+const failed = summary.fail + (code !== 0 && summary.fail === 0 ? 1 : 0)
+console.log(`${summary.pass} passed, ${failed} failed`)
+process.exit(code)
