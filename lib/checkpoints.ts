@@ -17,10 +17,9 @@ import type { Logger } from './logger.js'
 import { sleep } from './retry.js'
 import type { Sql, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
-import { findStep, insertSteps, type StepRow, type StepWrite } from './store/steps.js'
-import {
-  completeWorkflows, findExisting, insertWorkflows, type Completion, type NewWorkflowRow
-} from './store/workflows.js'
+import { stepKey, writeCheckpoints, type StepWrite } from './store/checkpoints.js'
+import { findStep, type StepRow } from './store/steps.js'
+import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } from './store/workflows.js'
 
 export type StartResult =
   | { inserted: true, epoch: string }
@@ -28,6 +27,8 @@ export type StartResult =
 
 /** A step write either lands, or finds the outcome recorded before it. */
 export type StepResult = { written: true } | { written: false, recorded: StepRow }
+
+type Write = { step: StepWrite, completion?: undefined } | { step?: undefined, completion: Completion }
 
 const BATCH = { maxBatch: 1000, isolateOnError: (err: unknown) => !isConnectionError(err) }
 
@@ -37,8 +38,8 @@ export class Checkpoints {
   readonly #logger: Logger
   readonly #signal: AbortSignal
   readonly #starts: Batcher<NewWorkflowRow, StartResult>
-  readonly #steps: Batcher<StepWrite, boolean>
-  readonly #completions: Batcher<Completion, boolean>
+  /** Steps and completions share statements: a last step and its completion usually go together. */
+  readonly #writes: Batcher<Write, boolean>
   #outageLogged = false
 
   constructor (sql: Sql, t: Tables, logger: Logger, signal: AbortSignal, maxInFlight: number) {
@@ -47,8 +48,7 @@ export class Checkpoints {
     this.#logger = logger
     this.#signal = signal
     this.#starts = new Batcher((rows) => this.#flushStarts(rows), { ...BATCH, maxInFlight })
-    this.#steps = new Batcher((rows) => this.#flushSteps(rows), { ...BATCH, maxInFlight })
-    this.#completions = new Batcher((rows) => this.#flushCompletions(rows), { ...BATCH, maxInFlight })
+    this.#writes = new Batcher((rows) => this.#flushWrites(rows), { ...BATCH, maxInFlight })
   }
 
   /** Inserts a PENDING workflow, or reports the one already under that id. One attempt: 503 if the database is down. */
@@ -63,7 +63,7 @@ export class Checkpoints {
 
   /** Records a step's outcome; throws DBOS_ERR_WORKFLOW_FENCED if the workflow is no longer ours. */
   async recordStep (row: StepWrite): Promise<StepResult> {
-    if (await this.#persist(row.workflowId, () => this.#steps.push(row))) return { written: true }
+    if (await this.#persist(row.workflowId, () => this.#writes.push({ step: row }))) return { written: true }
     const recorded = await this.#persist(row.workflowId, () => findStep(this.#sql, this.#t, row.workflowId, row.stepId))
     if (recorded === undefined) throw new WorkflowFencedError(row.workflowId)
     return { written: false, recorded }
@@ -71,7 +71,7 @@ export class Checkpoints {
 
   /** Records a final outcome; false if it was not ours to write (fenced, or already final). */
   complete (row: Completion): Promise<boolean> {
-    return this.#persist(row.workflowId, () => this.#completions.push(row))
+    return this.#persist(row.workflowId, () => this.#writes.push({ completion: row }))
   }
 
   /**
@@ -100,7 +100,7 @@ export class Checkpoints {
   }
 
   async drained (): Promise<void> {
-    await Promise.all([this.#starts.drained(), this.#steps.drained(), this.#completions.drained()])
+    await Promise.all([this.#starts.drained(), this.#writes.drained()])
   }
 
   async #flushStarts (rows: NewWorkflowRow[]): Promise<StartResult[]> {
@@ -124,13 +124,16 @@ export class Checkpoints {
     })
   }
 
-  async #flushSteps (rows: StepWrite[]): Promise<boolean[]> {
-    const written = new Set((await insertSteps(this.#sql, this.#t, rows)).map((r) => `${r.step_id}:${r.workflow_id}`))
-    return rows.map((r) => written.has(`${r.stepId}:${r.workflowId}`))
-  }
-
-  async #flushCompletions (rows: Completion[]): Promise<boolean[]> {
-    const done = new Set(await completeWorkflows(this.#sql, this.#t, rows))
-    return rows.map((r) => done.has(r.workflowId))
+  async #flushWrites (writes: Write[]): Promise<boolean[]> {
+    const steps: StepWrite[] = []
+    const completions: Completion[] = []
+    for (const w of writes) {
+      if (w.step !== undefined) steps.push(w.step)
+      else completions.push(w.completion)
+    }
+    const written = await writeCheckpoints(this.#sql, this.#t, steps, completions)
+    return writes.map((w) => w.step !== undefined
+      ? written.steps.has(stepKey(w.step.workflowId, w.step.stepId))
+      : written.completed.has(w.completion.workflowId))
   }
 }

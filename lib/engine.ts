@@ -232,7 +232,7 @@ export class Engine implements HandleSource {
     const db = this.#db!
     const run = new WorkflowRun({ sql: db.sql, tables: db.tables, checkpoints: db.checkpoints, signal: this.#abort.signal },
       workflowId, epoch, requestId, steps)
-    const outcome = this.#execute(def, run, input)
+    const outcome = this.#execute(db, def, run, input)
     this.#running.set(workflowId, outcome)
     void outcome.finally(() => {
       this.#running.delete(workflowId)
@@ -241,7 +241,7 @@ export class Engine implements HandleSource {
   }
 
   /** Runs the body and records its outcome; never rejects. */
-  async #execute (def: WorkflowDefinition<any, any>, run: WorkflowRun, input: unknown): Promise<LocalOutcome> {
+  async #execute (db: Connected, def: WorkflowDefinition<any, any>, run: WorkflowRun, input: unknown): Promise<LocalOutcome> {
     const { logger } = this.options
     const workflowId = run.workflowId
     let local: LocalOutcome
@@ -257,12 +257,14 @@ export class Engine implements HandleSource {
       local = { ok: false, error: err }
     }
     try {
-      const written = await this.#db!.checkpoints.complete({
+      const written = await db.checkpoints.complete({
         workflowId, epoch: run.epoch, status: local.ok ? 'SUCCESS' : 'ERROR', output, error
       })
+      // Usually already settled: the last step's write shared the completion's statement.
+      await run.confirmCheckpoints()
       if (!written) return this.#abandoned(workflowId, new WorkflowFencedError(workflowId))
     } catch (err) {
-      if (err instanceof EngineStoppedError) return this.#abandoned(workflowId, err)
+      if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
       logger.error({ err, workflowId }, 'could not record the outcome of a workflow; it stays PENDING')
       return { ok: false, error: err }
     }

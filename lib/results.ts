@@ -1,7 +1,7 @@
 /**
  * Waking getResult callers. In this process a finished run wakes its waiters
  * directly; a workflow finished by another process is announced with NOTIFY
- * (see completeWorkflows), which we LISTEN for only once somebody waits on a
+ * (see writeCheckpoints), which we LISTEN for only once somebody waits on a
  * workflow not running here. A slow poll covers notifications lost while the
  * listening connection was down.
  */

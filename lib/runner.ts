@@ -33,6 +33,15 @@ export class WorkflowRun implements WorkflowContext {
   readonly #deps: RunDeps
   readonly #recorded: Map<number, StepRow>
   #nextStepId = 0
+  /**
+   * Checkpoint writes issued but not yet confirmed. A step returns as soon as
+   * its write is issued; the write must be durable before anything with side
+   * effects happens next (the next step or transaction runs, or the outcome is
+   * recorded). Code between steps is replayed on recovery anyway, so it may
+   * run meanwhile; and the last step's write can share a statement with the
+   * workflow's completion.
+   */
+  #unconfirmed: Promise<void>[] = []
 
   constructor (deps: RunDeps, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = []) {
     this.#deps = deps
@@ -47,6 +56,7 @@ export class WorkflowRun implements WorkflowContext {
     const stepId = this.#nextStepId++
     const replayed = this.#replay(stepId, name)
     if (replayed !== undefined) return replayed.value as T
+    await this.confirmCheckpoints()
     const maxAttempts = Math.max(1, options.retries?.maxAttempts ?? 1)
     let outcome: Outcome
     let value: T | undefined
@@ -67,10 +77,16 @@ export class WorkflowRun implements WorkflowContext {
         break
       }
     }
-    const result = await this.#deps.checkpoints.recordStep({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome })
-    // Someone recorded this step first (a previous owner, or an earlier attempt
-    // of this write whose answer was lost): its outcome is the one that counts.
-    if (!result.written) return this.#restore(result.recorded) as T
+    const write = this.#deps.checkpoints.recordStep({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome })
+      .then((result) => {
+        // Already recorded: fine if it is our own write whose answer was lost
+        // (same outcome); anything else means another run owns this workflow.
+        if (!result.written && (result.recorded.output !== outcome.output || result.recorded.error !== outcome.error)) {
+          throw new WorkflowFencedError(this.workflowId)
+        }
+      })
+    write.catch(() => {}) // surfaced by confirmCheckpoints
+    this.#unconfirmed.push(write)
     if (outcome.error !== null) throw thrown
     return value as T
   }
@@ -79,6 +95,7 @@ export class WorkflowRun implements WorkflowContext {
     const stepId = this.#nextStepId++
     const replayed = this.#replay(stepId, name)
     if (replayed !== undefined) return replayed.value as T
+    await this.confirmCheckpoints()
     const begin = options.isolationLevel === undefined ? 'read write' : `isolation level ${options.isolationLevel}`
     for (let attempt = 1; ; attempt++) {
       this.#assertRunning()
@@ -107,6 +124,15 @@ export class WorkflowRun implements WorkflowContext {
         if (!result.written) return this.#restore(result.recorded) as T
         throw err
       }
+    }
+  }
+
+  /** Waits until every step checkpoint issued so far is durable; throws if one was fenced off. */
+  async confirmCheckpoints (): Promise<void> {
+    while (this.#unconfirmed.length > 0) {
+      const writes = this.#unconfirmed
+      this.#unconfirmed = []
+      await Promise.all(writes)
     }
   }
 

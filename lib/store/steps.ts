@@ -1,14 +1,6 @@
 /** SQL for the steps table: checkpoints of completed steps, keyed by call order. */
+import type { StepWrite } from './checkpoints.js'
 import type { Sql, Tables, TransactionSql } from './connect.js'
-
-export interface StepWrite {
-  workflowId: string
-  epoch: string
-  stepId: number
-  name: string
-  output: string | null
-  error: string | null
-}
 
 export interface StepRow {
   step_id: number
@@ -16,29 +8,6 @@ export interface StepRow {
   output: string | null
   error: string | null
   created_at: Date
-}
-
-/**
- * Records many steps in one statement. A row is written only while its
- * workflow is PENDING under the writer's epoch. Returns the keys written; a
- * missing key was either recorded before (first writer wins on the primary
- * key, so a replay always sees one outcome) or fenced off: see findSteps.
- *
- * The epoch join takes no row lock on purpose: a stale owner can at worst
- * record a step the new owner would then read back, never a second outcome,
- * and the epoch-checked UPDATE in completeWorkflows is what truly fences.
- */
-export async function insertSteps (sql: Sql, t: Tables, rows: StepWrite[]): Promise<{ workflow_id: string, step_id: number }[]> {
-  return sql<{ workflow_id: string, step_id: number }[]>`
-    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-    SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
-    FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.epoch)}::bigint[],
-                ${rows.map((r) => r.stepId)}::int[], ${rows.map((r) => r.name)}::text[],
-                ${rows.map((r) => r.output)}::text[], ${rows.map((r) => r.error)}::text[])
-         AS v(workflow_id, epoch, step_id, name, output, error)
-    JOIN ${t.workflows} w ON w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
-    ON CONFLICT (workflow_id, step_id) DO NOTHING
-    RETURNING workflow_id, step_id`
 }
 
 /**

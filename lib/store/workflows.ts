@@ -56,26 +56,6 @@ export interface Completion {
   error: string | null
 }
 
-/**
- * Records final outcomes and announces them on the NOTIFY channel for waiters in
- * other processes. Conditioned on epoch and PENDING: a fenced-off or already
- * finished workflow is not returned, and nothing about it changes.
- */
-export async function completeWorkflows (sql: Sql, t: Tables, rows: Completion[]): Promise<string[]> {
-  const done = await sql<{ workflow_id: string }[]>`
-    WITH done AS (
-      UPDATE ${t.workflows} AS w
-      SET status = v.status, output = v.output, error = v.error, updated_at = now(), completed_at = now()
-      FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.epoch)}::bigint[],
-                  ${rows.map((r) => r.status)}::text[], ${rows.map((r) => r.output)}::text[],
-                  ${rows.map((r) => r.error)}::text[]) AS v(workflow_id, epoch, status, output, error)
-      WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
-      RETURNING w.workflow_id
-    )
-    SELECT workflow_id, pg_notify(${t.channel}, workflow_id) FROM done`
-  return done.map((r) => r.workflow_id)
-}
-
 export interface WorkflowRow {
   workflow_id: string
   name: string

@@ -1,0 +1,73 @@
+/**
+ * The one statement that records progress of running workflows: new step
+ * checkpoints and final outcomes, for many workflows at once. Putting both in
+ * one statement lets a workflow's last step and its completion share a round
+ * trip and a commit, and lets concurrent workflows share them too.
+ */
+import type { Sql, Tables } from './connect.js'
+import type { Completion } from './workflows.js'
+
+export interface StepWrite {
+  workflowId: string
+  epoch: string
+  stepId: number
+  name: string
+  output: string | null
+  error: string | null
+}
+
+export interface CheckpointsWritten {
+  /** `${stepId}:${workflowId}` of each step row inserted. */
+  steps: Set<string>
+  /** Ids of workflows whose outcome was recorded. */
+  completed: Set<string>
+}
+
+export const stepKey = (workflowId: string, stepId: number): string => `${stepId}:${workflowId}`
+
+/**
+ * Step rows are written only while their workflow is PENDING under the
+ * writer's epoch; outcomes likewise. Neither touches a row it does not own, so
+ * a fenced-off runner changes nothing. A step key already present is left as it
+ * is (first writer wins), so a replay always sees one outcome per step.
+ *
+ * Concurrency: the step insert's epoch join takes no row lock on purpose. A
+ * stale owner racing an epoch bump can at worst record a step the new owner
+ * then reads back instead of running (identical to a replay); the completion
+ * UPDATE locks the row and re-checks the epoch, so a stale owner can never
+ * record an outcome. Both sub-statements see one snapshot, so a step and its
+ * workflow's completion in the same batch both apply.
+ *
+ * Completions are announced with pg_notify for getResult waiters elsewhere.
+ */
+export async function writeCheckpoints (sql: Sql, t: Tables, steps: StepWrite[], completions: Completion[]): Promise<CheckpointsWritten> {
+  const rows = await sql<{ kind: 's' | 'c', workflow_id: string, step_id: number | null }[]>`
+    WITH new_steps AS (
+      INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
+      SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
+      FROM unnest(${steps.map((r) => r.workflowId)}::text[], ${steps.map((r) => r.epoch)}::bigint[],
+                  ${steps.map((r) => r.stepId)}::int[], ${steps.map((r) => r.name)}::text[],
+                  ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[])
+           AS v(workflow_id, epoch, step_id, name, output, error)
+      JOIN ${t.workflows} w ON w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
+      ON CONFLICT (workflow_id, step_id) DO NOTHING
+      RETURNING workflow_id, step_id
+    ), done AS (
+      UPDATE ${t.workflows} AS w
+      SET status = v.status, output = v.output, error = v.error, updated_at = now(), completed_at = now()
+      FROM unnest(${completions.map((r) => r.workflowId)}::text[], ${completions.map((r) => r.epoch)}::bigint[],
+                  ${completions.map((r) => r.status)}::text[], ${completions.map((r) => r.output)}::text[],
+                  ${completions.map((r) => r.error)}::text[]) AS v(workflow_id, epoch, status, output, error)
+      WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
+      RETURNING w.workflow_id
+    )
+    SELECT 's' AS kind, workflow_id, step_id FROM new_steps
+    UNION ALL
+    SELECT 'c', d.workflow_id, NULL FROM done d, LATERAL (SELECT pg_notify(${t.channel}, d.workflow_id)) n`
+  const written: CheckpointsWritten = { steps: new Set(), completed: new Set() }
+  for (const r of rows) {
+    if (r.kind === 's') written.steps.add(stepKey(r.workflow_id, r.step_id!))
+    else written.completed.add(r.workflow_id)
+  }
+  return written
+}
