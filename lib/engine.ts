@@ -24,7 +24,7 @@ import { connect, tables, type Sql, type Tables } from './store/connect.js'
 import { migrate } from './store/migrate.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { listSteps, type StepRow } from './store/steps.js'
-import { getOutcome, getWorkflow, listWorkflows, type ListFilter } from './store/workflows.js'
+import { getOutcome, getWorkflow, listWorkflows, releaseWorkflows, type ListFilter } from './store/workflows.js'
 import type { WorkflowDefinition } from './workflow.js'
 
 export interface StartOptions {
@@ -68,6 +68,8 @@ export class Engine implements HandleSource {
   readonly options: ResolvedOptions
   readonly #defs = new Map<string, WorkflowDefinition<any, any>>()
   readonly #running = new Map<string, Promise<LocalOutcome>>()
+  /** Epoch each local run holds, so stop() can hand unfinished ones back. */
+  readonly #epochs = new Map<string, string>()
   readonly #abort = new AbortController()
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
   #starting: Promise<void> | undefined
@@ -172,7 +174,22 @@ export class Engine implements HandleSource {
     this.#abort.abort()
     await this.#recovery
     await this.#db?.checkpoints.drained()
+    await this.#releaseUnfinished()
     await this.#closeConnections()
+  }
+
+  /**
+   * Runs cut short by a graceful stop are not crashes: take their attempt back
+   * so that restarts during a long workflow never count toward
+   * maxRecoveryAttempts. Best effort; if the database is down they count.
+   */
+  async #releaseUnfinished (): Promise<void> {
+    const db = this.#db
+    const rows = [...this.#epochs].map(([workflowId, epoch]) => ({ workflowId, epoch }))
+    if (db === undefined || rows.length === 0) return
+    await releaseWorkflows(db.sql, db.tables, rows).catch((err) => {
+      this.options.logger.warn({ err }, 'could not release unfinished workflows; this shutdown counts as a recovery attempt')
+    })
   }
 
   async #closeConnections (): Promise<void> {
@@ -234,8 +251,10 @@ export class Engine implements HandleSource {
       workflowId, epoch, requestId, steps)
     const outcome = this.#execute(db, def, run, input)
     this.#running.set(workflowId, outcome)
+    this.#epochs.set(workflowId, epoch)
     void outcome.finally(() => {
       this.#running.delete(workflowId)
+      this.#epochs.delete(workflowId)
       db.results.wake(workflowId)
     })
   }

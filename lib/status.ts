@@ -18,7 +18,10 @@ export interface WorkflowStatus {
   requestId: string | null
   /** The process that owns it. */
   executorId: string
-  /** Times it has been started: 1, plus one per recovery. */
+  /**
+   * Runs counted toward maxRecoveryAttempts: the first run plus one per
+   * recovery. A run cut short by a graceful shutdown is not counted.
+   */
   attempts: number
   createdAt: Date
   updatedAt: Date

@@ -150,3 +150,15 @@ export async function claimWorkflows (sql: Sql, t: Tables, executorId: string, i
     WHERE workflow_id = ANY(${ids}::text[]) AND status = 'PENDING'
     RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
 }
+
+/**
+ * Hands back workflows a graceful shutdown left unfinished: their run does not
+ * count as an attempt. Epoch-checked, so a workflow someone else has since
+ * claimed is left alone.
+ */
+export async function releaseWorkflows (sql: Sql, t: Tables, rows: { workflowId: string, epoch: string }[]): Promise<void> {
+  await sql`
+    UPDATE ${t.workflows} AS w SET attempts = greatest(w.attempts - 1, 0), updated_at = now()
+    FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.epoch)}::bigint[]) AS v(workflow_id, epoch)
+    WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'`
+}
