@@ -124,11 +124,11 @@ function freePort (): Promise<number> {
  * must be able to reach that directory; if an ancestor is closed to other
  * users (say /root), fall back to a per-app directory under /var/tmp.
  */
-export async function defaultDataDir (cwd = process.cwd()): Promise<string> {
-  const preferred = path.join(cwd, '.dbos', 'pgdata')
+export async function defaultDataDir (cwd = process.cwd(), name = 'pgdata'): Promise<string> {
+  const preferred = path.join(cwd, '.dbos', name)
   if (userInfo().uid !== 0 || await reachableByOthers(cwd)) return preferred
   const { createHash } = await import('node:crypto')
-  return path.join('/var/tmp/fastify-dbos', createHash('sha256').update(cwd).digest('hex').slice(0, 16), 'pgdata')
+  return path.join('/var/tmp/fastify-dbos', createHash('sha256').update(cwd).digest('hex').slice(0, 16), name)
 }
 
 async function reachableByOthers (dir: string): Promise<boolean> {

@@ -1,17 +1,17 @@
 // The test command (`npm test`): runs tap against DATABASE_URL when set, and
 // otherwise against an embedded Postgres started here for the whole run (data
-// in .dbos/test-pgdata). Prints tap's TAP stream, then one summary line
+// in .dbos/test-pgdata, see defaultDataDir). Prints tap's TAP stream, then one summary line
 // `N passed, N failed` counted over every assertion.
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Parser } from 'tap-parser'
-import { startEmbeddedPostgres } from '../dist/lib/embedded-postgres.js'
+import { defaultDataDir, startEmbeddedPostgres } from '../dist/lib/embedded-postgres.js'
 
 const quiet = { debug () {}, info () {}, warn: console.warn, error: console.error }
 const env = { ...process.env }
 let embedded
 if (!env.DATABASE_URL) {
-  embedded = await startEmbeddedPostgres('.dbos/test-pgdata', quiet)
+  embedded = await startEmbeddedPostgres(await defaultDataDir(process.cwd(), 'test-pgdata'), quiet)
   env.DATABASE_URL = embedded.url
   console.log(`# tests use an embedded Postgres at ${embedded.url}`)
 } else {
