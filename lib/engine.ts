@@ -40,6 +40,13 @@ export interface PreparedInput {
   hash: string
 }
 
+/** For the Fastify plugin's request layer, not for users. */
+export interface InternalStart {
+  prepared?: PreparedInput
+  /** The id was derived from a validated key, so it may be longer than a caller's own. */
+  derivedId?: boolean
+}
+
 interface Deadline { at: number, timeoutMs: number }
 
 type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: unknown }
@@ -51,15 +58,18 @@ interface Connected {
   results: ResultWaiters
 }
 
-const MAX_ID_LENGTH = 256
+/** Longest id or key a caller may give. */
+export const MAX_ID_LENGTH = 256
+/** Longest id the engine derives from a key (scope prefix and `::n` suffix added). */
+export const MAX_DERIVED_ID_LENGTH = 1024
 // C0 and C1 control characters, DEL.
 const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/
 
 /** Why `id` is not usable as a workflow id or header value, or undefined if it is. */
-export function invalidIdReason (id: unknown): string | undefined {
+export function invalidIdReason (id: unknown, maxLength = MAX_ID_LENGTH): string | undefined {
   if (typeof id !== 'string') return 'must be a string'
   if (id.length === 0) return 'must not be empty'
-  if (id.length > MAX_ID_LENGTH) return `must be at most ${MAX_ID_LENGTH} characters`
+  if (id.length > maxLength) return `must be at most ${maxLength} characters`
   if (CONTROL_CHARS.test(id)) return 'must not contain control characters'
   return undefined
 }
@@ -214,13 +224,13 @@ export class Engine implements HandleSource {
    * workflowId that already exists, returns that workflow if it has the same
    * definition and input, and refuses with 422 otherwise.
    */
-  async startWorkflow<I, O> (def: WorkflowDefinition<I, O>, input: I, options: StartOptions = {}, prepared?: PreparedInput): Promise<WorkflowHandle<O>> {
+  async startWorkflow<I, O> (def: WorkflowDefinition<I, O>, input: I, options: StartOptions = {}, internal: InternalStart = {}): Promise<WorkflowHandle<O>> {
     const db = this.#accepting()
     if (this.#defs.get(def.name) !== def) throw new UnknownWorkflowError(def.name)
     const workflowId = options.workflowId ?? nanoid()
-    const bad = invalidIdReason(workflowId)
+    const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH)
     if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
-    const { text, hash } = prepared ?? this.prepareInput(def, input)
+    const { text, hash } = internal.prepared ?? this.prepareInput(def, input)
     const requestId = options.requestId ?? null
     const started = await db.checkpoints.start({
       workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: this.executorId

@@ -30,17 +30,19 @@ export class RequestWorkflows {
   }
 
   /** Starts a workflow (resolves once it is durably recorded) and returns its handle. */
-  start<I, O> (def: WorkflowDefinition<I, O>, input: I, options: Omit<StartOptions, 'requestId'> = {}): Promise<WorkflowHandle<O>> {
+  async start<I, O> (def: WorkflowDefinition<I, O>, input: I, options: Omit<StartOptions, 'requestId'> = {}): Promise<WorkflowHandle<O>> {
     const requestId = this.requestId
     if (options.workflowId !== undefined || this.idempotencyKey === undefined) {
       return this.#engine.startWorkflow(def, input, { ...options, requestId })
     }
     const prepared = this.#engine.prepareInput(def, input)
+    // Everything up to the start call runs synchronously, so concurrent starts
+    // within one request are numbered in call order.
     const known = this.#byInput.get(prepared.hash)
     if (known !== undefined) return known
     const n = ++this.#distinct
     const workflowId = n === 1 ? this.idempotencyKey : `${this.idempotencyKey}::${n}`
-    const started = this.#engine.startWorkflow(def, input, { workflowId, requestId }, prepared)
+    const started = this.#engine.startWorkflow(def, input, { workflowId, requestId }, { prepared, derivedId: true })
     this.#byInput.set(prepared.hash, started)
     return started
   }
