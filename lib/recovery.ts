@@ -68,7 +68,7 @@ async function resumeOne (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
   const limit = def.options.maxRecoveryAttempts ?? deps.maxRecoveryAttempts
   // attempts counts the first run too, so N recoveries allow N + 1 attempts.
   if (row.attempts > limit + 1) {
-    const error = new MaxRecoveryAttemptsError(row.workflow_id, row.attempts - 1)
+    const error = new MaxRecoveryAttemptsError(row.workflow_id, limit)
     deps.logger.error({ workflowId: row.workflow_id, attempts: row.attempts }, error.message)
     await deps.checkpoints.complete({
       workflowId: row.workflow_id, epoch: row.epoch, status: 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', output: null, error: serialize(error)

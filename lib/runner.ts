@@ -3,12 +3,13 @@
  * replay of recorded steps and checkpointing of new ones.
  */
 import type { Checkpoints } from './checkpoints.js'
-import { deserialize, serialize, serializeError } from './codec.js'
+import { deserialize, serializeError, serializeResult } from './codec.js'
 import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
 import { EngineStoppedError, NondeterminismError, WorkflowFencedError } from './errors.js'
 import { retryDelay, sleep } from './retry.js'
 import type { Sql, Tables, TransactionSql } from './store/connect.js'
 import { DEADLOCK_DETECTED, isConnectionError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
+import type { StepWrite } from './store/checkpoints.js'
 import { findStep, insertStepInTransaction, type StepRow } from './store/steps.js'
 
 export interface RunDeps {
@@ -57,38 +58,50 @@ export class WorkflowRun implements WorkflowContext {
     const replayed = this.#replay(stepId, name)
     if (replayed !== undefined) return replayed.value as T
     await this.confirmCheckpoints()
+    const attempt = await this.#attempt(fn, options)
+    const outcome = attempt.ok
+      ? this.#encodeResult(attempt.value, `the result of step ${JSON.stringify(name)}`)
+      : { output: null, error: serializeError(attempt.error) }
+    this.#issueWrite({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome })
+    if (!attempt.ok) throw attempt.error
+    if (outcome.error !== null) throw outcome.thrown
+    return attempt.value
+  }
+
+  /** Runs a step's function, retrying per its policy; the last attempt's outcome counts. */
+  async #attempt<T> (fn: () => T | Promise<T>, options: StepOptions): Promise<{ ok: true, value: T } | { ok: false, error: unknown }> {
     const maxAttempts = Math.max(1, options.retries?.maxAttempts ?? 1)
-    let outcome: Outcome
-    let value: T | undefined
-    let thrown: unknown
     for (let attempt = 1; ; attempt++) {
       this.#assertRunning()
       try {
-        value = await fn()
-        outcome = { output: serialize(value, `the result of step ${JSON.stringify(name)}`), error: null }
-        break
-      } catch (err) {
-        if (attempt < maxAttempts && !(err instanceof EngineStoppedError)) {
-          await sleep(retryDelay(options.retries!, attempt), this.#deps.signal)
-          continue
-        }
-        thrown = err
-        outcome = { output: null, error: serializeError(err) }
-        break
+        return { ok: true, value: await fn() }
+      } catch (error) {
+        if (attempt >= maxAttempts || error instanceof EngineStoppedError) return { ok: false, error }
+        await sleep(retryDelay(options.retries!, attempt), this.#deps.signal)
       }
     }
-    const write = this.#deps.checkpoints.recordStep({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome })
-      .then((result) => {
-        // Already recorded: fine if it is our own write whose answer was lost
-        // (same outcome); anything else means another run owns this workflow.
-        if (!result.written && (result.recorded.output !== outcome.output || result.recorded.error !== outcome.error)) {
-          throw new WorkflowFencedError(this.workflowId)
-        }
-      })
+  }
+
+  /** A result that cannot be stored becomes the step's error (a 500: it is the code's fault, and retrying cannot help). */
+  #encodeResult (value: unknown, what: string): Outcome & { thrown?: unknown } {
+    try {
+      return { output: serializeResult(value, what), error: null }
+    } catch (thrown) {
+      return { output: null, error: serializeError(thrown), thrown }
+    }
+  }
+
+  /** Issues a step's checkpoint write; confirmCheckpoints waits for it before the next side effect. */
+  #issueWrite (row: StepWrite): void {
+    const write = this.#deps.checkpoints.recordStep(row).then((result) => {
+      // Already recorded: fine if it is our own write whose answer was lost
+      // (same outcome); anything else means another run owns this workflow.
+      if (!result.written && (result.recorded.output !== row.output || result.recorded.error !== row.error)) {
+        throw new WorkflowFencedError(this.workflowId)
+      }
+    })
     write.catch(() => {}) // surfaced by confirmCheckpoints
     this.#unconfirmed.push(write)
-    if (outcome.error !== null) throw thrown
-    return value as T
   }
 
   async transaction<T> (name: string, fn: (sql: TransactionSql) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
@@ -100,31 +113,31 @@ export class WorkflowRun implements WorkflowContext {
     for (let attempt = 1; ; attempt++) {
       this.#assertRunning()
       try {
-        return await this.#deps.sql.begin(begin, async (tx) => {
-          const value = await fn(tx)
-          const output = serialize(value, `the result of transaction ${JSON.stringify(name)}`)
-          const row = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, output, error: null }
-          if (!await insertStepInTransaction(tx, this.#deps.tables, row)) throw new CheckpointNotWritten()
-          return value
-        }) as T
+        return await this.#deps.sql.begin(begin, (tx) => this.#transactionBody(tx, stepId, name, fn)) as T
       } catch (err) {
         if (err instanceof CheckpointNotWritten) return this.#recordedElsewhere(stepId) as T
         const retryable = isConnectionError(err) || (
           [SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(sqlState(err) ?? '') && attempt < MAX_TRANSACTION_RETRIES)
-        if (retryable) {
-          // After a lost connection the commit may or may not have happened; the
-          // retry finds out (its checkpoint insert conflicts) without writing twice.
-          await sleep(Math.min(20 * 2 ** attempt, 2000), this.#deps.signal)
-          continue
+        if (!retryable) {
+          // The transaction rolled back: its error is the step's outcome.
+          this.#issueWrite({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: null, error: serializeError(err) })
+          throw err
         }
-        // The transaction rolled back: record the error as the step's outcome.
-        const result = await this.#deps.checkpoints.recordStep({
-          workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: null, error: serializeError(err)
-        })
-        if (!result.written) return this.#restore(result.recorded) as T
-        throw err
+        // After a lost connection the commit may or may not have happened; the
+        // retry finds out (its checkpoint insert conflicts) without writing twice.
+        await sleep(Math.min(20 * 2 ** attempt, 2000), this.#deps.signal)
       }
     }
+  }
+
+  /** Inside the transaction: the user's function, then its checkpoint, committed together. */
+  async #transactionBody<T> (tx: TransactionSql, stepId: number, name: string, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
+    const value = await fn(tx)
+    const outcome = this.#encodeResult(value, `the result of transaction ${JSON.stringify(name)}`)
+    if (outcome.error !== null) throw outcome.thrown
+    const row = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: outcome.output, error: null }
+    if (!await insertStepInTransaction(tx, this.#deps.tables, row)) throw new CheckpointNotWritten()
+    return value
   }
 
   /** Waits until every step checkpoint issued so far is durable; throws if one was fenced off. */

@@ -17,7 +17,8 @@ export interface FastifyDbosOptions extends Omit<EngineOptions, 'logger'> {
   /**
    * Scopes idempotency keys, e.g. per authenticated user: return a string and
    * the workflow id becomes `<encoded scope>:<key>`, so two users sending the
-   * same key never meet. Return undefined for no scope.
+   * same key never meet. Return undefined for no scope. Called at the
+   * request's first workflow start, so authentication hooks have run.
    */
   idempotencyKeyScope?: (request: FastifyRequest) => string | undefined
   /** Defaults to the app's logger. */
@@ -50,14 +51,12 @@ const plugin: FastifyPluginCallback<FastifyDbosOptions> = (fastify: FastifyInsta
       requestId = requestIdHeader as string
     }
     reply.header(REQUEST_ID_HEADER, requestId)
-    let scopedKey: string | undefined
     if (key !== undefined) {
       const bad = invalidIdReason(key)
       if (bad !== undefined) return next(new InvalidIdempotencyKeyError(bad))
-      const scope = idempotencyKeyScope?.(request)
-      scopedKey = scope === undefined ? key as string : `${encodeURIComponent(scope)}:${key as string}`
     }
-    request.workflows = new RequestWorkflows(engine, requestId, scopedKey)
+    const scope = idempotencyKeyScope === undefined ? undefined : () => idempotencyKeyScope(request)
+    request.workflows = new RequestWorkflows(engine, requestId, key as string | undefined, scope)
     next()
   })
 

@@ -18,21 +18,36 @@ export class RequestWorkflows {
   readonly #engine: Engine
   /** The dbos-request-id of this request (the header, or Fastify's request id). */
   readonly requestId: string
-  /** The (scoped) idempotency key, when the request carried one. */
-  readonly idempotencyKey: string | undefined
+  readonly #key: string | undefined
+  readonly #scope: (() => string | undefined) | undefined
+  #scopedKey: string | undefined
   #distinct = 0
   readonly #byInput = new Map<string, Promise<WorkflowHandle<any>>>()
 
-  constructor (engine: Engine, requestId: string, idempotencyKey: string | undefined) {
+  constructor (engine: Engine, requestId: string, key: string | undefined, scope?: () => string | undefined) {
     this.#engine = engine
     this.requestId = requestId
-    this.idempotencyKey = idempotencyKey
+    this.#key = key
+    this.#scope = scope
+  }
+
+  /**
+   * The idempotency key with its scope applied, when the request carried one.
+   * The scope is asked for on first use, not when the request arrives, so it
+   * can depend on authentication done in later hooks.
+   */
+  get idempotencyKey (): string | undefined {
+    if (this.#key === undefined || this.#scopedKey !== undefined) return this.#scopedKey
+    const scope = this.#scope?.()
+    this.#scopedKey = scope === undefined ? this.#key : `${encodeURIComponent(scope)}:${this.#key}`
+    return this.#scopedKey
   }
 
   /** Starts a workflow (resolves once it is durably recorded) and returns its handle. */
   async start<I, O> (def: WorkflowDefinition<I, O>, input: I, options: Omit<StartOptions, 'requestId'> = {}): Promise<WorkflowHandle<O>> {
     const requestId = this.requestId
-    if (options.workflowId !== undefined || this.idempotencyKey === undefined) {
+    const key = this.idempotencyKey
+    if (options.workflowId !== undefined || key === undefined) {
       return this.#engine.startWorkflow(def, input, { ...options, requestId })
     }
     const prepared = this.#engine.prepareInput(def, input)
@@ -41,7 +56,7 @@ export class RequestWorkflows {
     const known = this.#byInput.get(prepared.hash)
     if (known !== undefined) return known
     const n = ++this.#distinct
-    const workflowId = n === 1 ? this.idempotencyKey : `${this.idempotencyKey}::${n}`
+    const workflowId = n === 1 ? key : `${key}::${n}`
     const started = this.#engine.startWorkflow(def, input, { workflowId, requestId }, { prepared, derivedId: true })
     this.#byInput.set(prepared.hash, started)
     return started

@@ -27,7 +27,10 @@ export async function migrate (sql: Sql, t: Tables): Promise<string[]> {
   return sql.begin(async (tx) => {
     // Held until commit: a second process blocks here, then sees the rows this one inserted.
     await tx`SELECT pg_advisory_xact_lock(hashtext(${'fastify-dbos:migrate:' + t.schema}))`
-    await tx`CREATE SCHEMA IF NOT EXISTS ${tx(t.schema)}`
+    // Checked first because CREATE SCHEMA IF NOT EXISTS needs the database's
+    // CREATE privilege even when the schema exists.
+    const [schema] = await tx`SELECT 1 FROM pg_namespace WHERE nspname = ${t.schema}`
+    if (schema === undefined) await tx`CREATE SCHEMA ${tx(t.schema)}`
     await tx`CREATE TABLE IF NOT EXISTS ${t.migrations} (
       id integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`
     const done = new Set((await tx<{ id: number }[]>`SELECT id FROM ${t.migrations}`).map((r) => r.id))
