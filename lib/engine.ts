@@ -6,24 +6,24 @@
 import { createHash } from 'node:crypto'
 import { nanoid } from 'nanoid'
 import { Checkpoints } from './checkpoints.js'
-import { deserialize, serialize, serializeError, serializeResult } from './codec.js'
+import { deserialize, serialize } from './codec.js'
 import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from './embedded-postgres.js'
 import {
-  DatabaseUnavailableError, DuplicateWorkflowNameError, EngineStoppedError, IdempotencyConflictError,
-  InvalidWorkflowIdError, MaxRecoveryAttemptsError, NotReadyError, ResultTimeoutError, ShuttingDownError,
-  UnknownWorkflowError, WorkflowCancelledError, WorkflowFencedError, WorkflowNotFoundError
+  DatabaseUnavailableError, DuplicateWorkflowNameError, IdempotencyConflictError,
+  InvalidWorkflowIdError, NotReadyError, ShuttingDownError,
+  UnknownWorkflowError, WorkflowFencedError, WorkflowNotFoundError
 } from './errors.js'
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from './handle.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from './options.js'
 import { recoverUntilDone } from './recovery.js'
-import { ResultWaiters } from './results.js'
-import { sleep } from './retry.js'
-import { WorkflowRun } from './runner.js'
+import { beforeDeadline, deadlineAfter, ResultWaiters, storedResult, type Deadline } from './results.js'
+import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
+import { LocalRuns, type Connected } from './local-runs.js'
 import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from './status.js'
-import { connect, tables, type Sql, type Tables } from './store/connect.js'
+import { connect, tables } from './store/connect.js'
 import { migrate } from './store/migrate.js'
 import { isConnectionError } from './store/pg-errors.js'
-import { listSteps, type StepRow } from './store/steps.js'
+import { listSteps } from './store/steps.js'
 import { getOutcome, getWorkflow, listWorkflows, releaseWorkflows, type ListFilter } from './store/workflows.js'
 import type { WorkflowDefinition } from './workflow.js'
 
@@ -47,39 +47,10 @@ export interface InternalStart {
   derivedId?: boolean
 }
 
-interface Deadline { at: number, timeoutMs: number }
-
-type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: unknown }
-
-interface Connected {
-  sql: Sql
-  tables: Tables
-  checkpoints: Checkpoints
-  results: ResultWaiters
-}
-
-/** Longest id or key a caller may give. */
-export const MAX_ID_LENGTH = 256
-/** Longest id the engine derives from a key (scope prefix and `::n` suffix added). */
-export const MAX_DERIVED_ID_LENGTH = 1024
-// C0 and C1 control characters, DEL.
-const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/
-
-/** Why `id` is not usable as a workflow id or header value, or undefined if it is. */
-export function invalidIdReason (id: unknown, maxLength = MAX_ID_LENGTH): string | undefined {
-  if (typeof id !== 'string') return 'must be a string'
-  if (id.length === 0) return 'must not be empty'
-  if (id.length > maxLength) return `must be at most ${maxLength} characters`
-  if (CONTROL_CHARS.test(id)) return 'must not contain control characters'
-  return undefined
-}
-
 export class Engine implements HandleSource {
   readonly options: ResolvedOptions
   readonly #defs = new Map<string, WorkflowDefinition<any, any>>()
-  readonly #running = new Map<string, Promise<LocalOutcome>>()
-  /** Epoch each local run holds, so stop() can hand unfinished ones back. */
-  readonly #epochs = new Map<string, string>()
+  readonly #runs: LocalRuns
   readonly #abort = new AbortController()
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
   #starting: Promise<void> | undefined
@@ -91,6 +62,7 @@ export class Engine implements HandleSource {
 
   constructor (options: EngineOptions = {}) {
     this.options = resolveOptions(options)
+    this.#runs = new LocalRuns(this.options.logger, this.#abort.signal)
     this.register(...this.options.workflows)
   }
 
@@ -150,8 +122,8 @@ export class Engine implements HandleSource {
       signal: this.#abort.signal,
       maxRecoveryAttempts: this.options.maxRecoveryAttempts,
       definition: (name) => this.#defs.get(name),
-      isRunning: (id) => this.#running.has(id),
-      resume: (def, row, input, steps) => this.#launch(def, row.workflow_id, row.epoch, input, row.request_id, steps)
+      isRunning: (id) => this.#runs.has(id),
+      resume: (def, row, input, steps) => this.#runs.launch(this.#db!, def, row.workflow_id, row.epoch, input, row.request_id, steps)
     })
   }
 
@@ -168,15 +140,15 @@ export class Engine implements HandleSource {
   async #stop (): Promise<void> {
     await this.#starting?.catch(() => {})
     if (this.#state === 'running') this.#state = 'stopping'
-    const running = [...this.#running.values()]
+    const running = this.#runs.outcomes()
     if (running.length > 0) {
       this.options.logger.info({ count: running.length }, 'waiting for running workflows to finish')
       let timer: NodeJS.Timeout | undefined
       const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, this.options.shutdownTimeoutMs) })
       await Promise.race([Promise.allSettled(running), timeout])
       clearTimeout(timer)
-      if (this.#running.size > 0) {
-        this.options.logger.warn({ workflowIds: [...this.#running.keys()] },
+      if (this.#runs.size > 0) {
+        this.options.logger.warn({ workflowIds: this.#runs.ids() },
           'shutdown timeout: leaving unfinished workflows PENDING; they resume on the next start')
       }
     }
@@ -195,7 +167,7 @@ export class Engine implements HandleSource {
    */
   async #releaseUnfinished (): Promise<void> {
     const db = this.#db
-    const rows = [...this.#epochs].map(([workflowId, epoch]) => ({ workflowId, epoch }))
+    const rows = this.#runs.held()
     if (db === undefined || rows.length === 0) return
     await releaseWorkflows(db.sql, db.tables, rows).catch((err) => {
       this.options.logger.warn({ err }, 'could not release unfinished workflows; this shutdown counts as a recovery attempt')
@@ -237,7 +209,7 @@ export class Engine implements HandleSource {
     })
     if (started.inserted) {
       // The body gets the stored form of its input, exactly as a recovery would.
-      this.#launch(def, workflowId, started.epoch, deserialize(text), requestId)
+      this.#runs.launch(db, def, workflowId, started.epoch, deserialize(text), requestId)
     } else if (started.name !== def.name || started.inputHash !== hash) {
       throw new IdempotencyConflictError()
     }
@@ -253,61 +225,6 @@ export class Engine implements HandleSource {
   #connected (): Connected {
     if (this.#db === undefined) throw this.#state === 'stopped' ? new ShuttingDownError() : new NotReadyError()
     return this.#db
-  }
-
-  #launch (def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[]): void {
-    const db = this.#db!
-    const run = new WorkflowRun({ sql: db.sql, tables: db.tables, checkpoints: db.checkpoints, signal: this.#abort.signal },
-      workflowId, epoch, requestId, steps)
-    const outcome = this.#execute(db, def, run, input)
-    this.#running.set(workflowId, outcome)
-    this.#epochs.set(workflowId, epoch)
-    void outcome.finally(() => {
-      this.#running.delete(workflowId)
-      this.#epochs.delete(workflowId)
-      db.results.wake(workflowId)
-    })
-  }
-
-  /** Runs the body and records its outcome; never rejects. */
-  async #execute (db: Connected, def: WorkflowDefinition<any, any>, run: WorkflowRun, input: unknown): Promise<LocalOutcome> {
-    const { logger } = this.options
-    const workflowId = run.workflowId
-    let local: LocalOutcome
-    let output: string | null = null
-    let error: string | null = null
-    try {
-      const value = await def.fn(run, input)
-      output = serializeResult(value, `the output of workflow ${JSON.stringify(def.name)}`)
-      local = { ok: true, value }
-    } catch (err) {
-      if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
-      error = serializeError(err)
-      local = { ok: false, error: err }
-    }
-    try {
-      const written = await db.checkpoints.complete({
-        workflowId, epoch: run.epoch, status: local.ok ? 'SUCCESS' : 'ERROR', output, error
-      })
-      // Usually already settled: the last step's write shared the completion's statement.
-      await run.confirmCheckpoints()
-      if (!written) return this.#abandoned(workflowId, new WorkflowFencedError(workflowId))
-    } catch (err) {
-      if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
-      logger.error({ err, workflowId }, 'could not record the outcome of a workflow; it stays PENDING')
-      return { ok: false, error: err }
-    }
-    if (!local.ok) logger.debug({ workflowId, err: local.error }, 'workflow finished with an error')
-    return local
-  }
-
-  #abandoned (workflowId: string, err: Error): LocalOutcome {
-    if (err instanceof WorkflowFencedError) {
-      this.options.logger.warn({ workflowId }, 'workflow taken over by another run; this run stopped without writing')
-    } else {
-      this.options.logger.info({ workflowId }, 'engine stopped before the workflow finished; it stays PENDING')
-    }
-    return { ok: false, error: err }
   }
 
   /** A handle to an existing workflow; 404 if there is none with this id. */
@@ -336,10 +253,10 @@ export class Engine implements HandleSource {
   }
 
   async getResult (workflowId: string, options: GetResultOptions = {}): Promise<unknown> {
-    const deadline: Deadline = { at: options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs, timeoutMs: options.timeoutMs ?? 0 }
-    const local = this.#running.get(workflowId)
+    const deadline = deadlineAfter(options.timeoutMs)
+    const local = this.#runs.get(workflowId)
     if (local !== undefined) {
-      const outcome = await this.#beforeDeadline(local, deadline, workflowId)
+      const outcome = await beforeDeadline(local, deadline, workflowId)
       if (outcome.ok) return outcome.value
       // A run that stopped without an outcome: whoever took over writes it to the database.
       if (!(outcome.error instanceof WorkflowFencedError)) throw outcome.error
@@ -347,39 +264,26 @@ export class Engine implements HandleSource {
     return this.#awaitStored(workflowId, deadline)
   }
 
+  /** Reads the outcome; until there is one, waits for a wake-up (local run, NOTIFY) or the next poll. */
   async #awaitStored (workflowId: string, deadline: Deadline): Promise<unknown> {
     const db = this.#connected()
     void db.results.listen()
     for (;;) {
-      const waiter = db.results.wait(workflowId)
+      const waiter = db.results.wait(workflowId, this.options.resultPollIntervalMs)
       try {
         const row = await getOutcome(db.sql, db.tables, workflowId).catch((err) => {
           if (isConnectionError(err)) return null // keep waiting through an outage
           throw err
         })
         if (row === undefined) throw new WorkflowNotFoundError(workflowId)
-        if (row !== null && row.status !== 'PENDING') {
-          if (row.status === 'SUCCESS') return deserialize(row.output!)
-          if (row.error !== null) throw deserialize(row.error)
-          throw row.status === 'CANCELLED' ? new WorkflowCancelledError(workflowId) : new MaxRecoveryAttemptsError(workflowId, 0)
-        }
-        const local = this.#running.get(workflowId)
-        const wait: Promise<unknown> = local ?? Promise.race([waiter.woken, sleep(this.options.resultPollIntervalMs, this.#abort.signal)])
-        await this.#beforeDeadline(wait, deadline, workflowId)
+        const result = row === null ? { pending: true as const } : storedResult(row, workflowId)
+        if (!result.pending) return result.value
+        await beforeDeadline<unknown>(this.#runs.get(workflowId) ?? waiter.woken, deadline, workflowId)
         if (this.#abort.signal.aborted) throw new ShuttingDownError()
       } finally {
         waiter.cancel()
       }
     }
-  }
-
-  #beforeDeadline<T> (promise: Promise<T>, deadline: Deadline, workflowId: string): Promise<T> {
-    if (deadline.at === Infinity) return promise
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new ResultTimeoutError(workflowId, deadline.timeoutMs)), Math.max(0, deadline.at - Date.now()))
-    })
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
   }
 
   /** Reads answer 503 while the database is unreachable. */

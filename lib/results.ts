@@ -5,8 +5,11 @@
  * workflow not running here. A slow poll covers notifications lost while the
  * listening connection was down.
  */
+import { deserialize } from './codec.js'
+import { MaxRecoveryAttemptsError, ResultTimeoutError, WorkflowCancelledError } from './errors.js'
 import type { Logger } from './logger.js'
 import type { Sql } from './store/connect.js'
+import type { WorkflowRow } from './store/workflows.js'
 
 export class ResultWaiters {
   readonly #sql: Sql
@@ -31,14 +34,19 @@ export class ResultWaiters {
     return this.#listening
   }
 
-  /** A promise that resolves on the next wake(workflowId), and a function to stop waiting. */
-  wait (workflowId: string): { woken: Promise<void>, cancel (): void } {
+  /**
+   * A promise that resolves on the next wake(workflowId) or after pollMs,
+   * whichever is first, and a function to stop waiting (clears the timer).
+   */
+  wait (workflowId: string, pollMs: number): { woken: Promise<void>, cancel (): void } {
     let set = this.#waiters.get(workflowId)
     if (set === undefined) this.#waiters.set(workflowId, set = new Set())
     let wake!: () => void
     const woken = new Promise<void>((resolve) => { wake = resolve })
     set.add(wake)
+    const timer = setTimeout(wake, pollMs)
     const cancel = (): void => {
+      clearTimeout(timer)
       set.delete(wake)
       if (set.size === 0 && this.#waiters.get(workflowId) === set) this.#waiters.delete(workflowId)
     }
@@ -57,4 +65,28 @@ export class ResultWaiters {
     this.#listening = undefined
     await listening?.unlisten().catch(() => {})
   }
+}
+
+export interface Deadline { at: number, timeoutMs: number | undefined }
+
+export function deadlineAfter (timeoutMs: number | undefined): Deadline {
+  return { at: timeoutMs === undefined ? Infinity : Date.now() + timeoutMs, timeoutMs }
+}
+
+/** `promise`, or DBOS_ERR_RESULT_TIMEOUT once the deadline passes. */
+export function beforeDeadline<T> (promise: Promise<T>, deadline: Deadline, workflowId: string): Promise<T> {
+  if (deadline.at === Infinity) return promise
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new ResultTimeoutError(workflowId, deadline.timeoutMs ?? 0)), Math.max(0, deadline.at - Date.now()))
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** The result of a finished workflow row (throws its error), or `pending` while it runs. */
+export function storedResult (row: Pick<WorkflowRow, 'status' | 'output' | 'error'>, workflowId: string): { pending: true } | { pending: false, value: unknown } {
+  if (row.status === 'PENDING') return { pending: true }
+  if (row.status === 'SUCCESS') return { pending: false, value: deserialize(row.output!) }
+  if (row.error !== null) throw deserialize(row.error)
+  throw row.status === 'CANCELLED' ? new WorkflowCancelledError(workflowId) : new MaxRecoveryAttemptsError(workflowId, 0)
 }

@@ -4,7 +4,8 @@
  */
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
-import { Engine, invalidIdReason } from '../lib/engine.js'
+import { Engine } from '../lib/engine.js'
+import { invalidIdReason } from '../lib/ids.js'
 import { InvalidIdempotencyKeyError, InvalidRequestIdError } from '../lib/errors.js'
 import type { EngineOptions } from '../lib/options.js'
 import { AppWorkflows } from './app-workflows.js'
