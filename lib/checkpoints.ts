@@ -23,7 +23,8 @@ import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } f
 
 export type StartResult =
   | { inserted: true, epoch: string }
-  | { inserted: false, name: string, inputHash: string }
+  /** `pendingOwner` is the existing row's executor while it is PENDING (undefined otherwise, or when it was inserted in this very batch). */
+  | { inserted: false, name: string, inputHash: string, pendingOwner?: string }
 
 /** A step write either lands, or finds the outcome recorded before it. */
 export type StepResult = { written: true } | { written: false, recorded: StepRow }
@@ -120,7 +121,8 @@ export class Checkpoints {
       if (epoch !== undefined) return { inserted: false, name: unique.get(r.workflowId)!.name, inputHash: unique.get(r.workflowId)!.inputHash }
       const e = existing.get(r.workflowId)
       // Vanished between the two statements (deleted): report a mismatch rather than guess.
-      return { inserted: false, name: e?.name ?? '', inputHash: e?.input_hash ?? '' }
+      if (e === undefined) return { inserted: false, name: '', inputHash: '' }
+      return { inserted: false, name: e.name, inputHash: e.input_hash, pendingOwner: e.status === 'PENDING' ? e.executor_id : undefined }
     })
   }
 

@@ -4,6 +4,7 @@
  * start() and stop() are safe to call twice; stop() waits for start().
  */
 import { createHash } from 'node:crypto'
+import { setMaxListeners } from 'node:events'
 import { nanoid } from 'nanoid'
 import { Checkpoints } from './checkpoints.js'
 import { deserialize, serialize } from './codec.js'
@@ -15,7 +16,7 @@ import {
 } from './errors.js'
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from './handle.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from './options.js'
-import { recoverUntilDone } from './recovery.js'
+import { claimAndResume, recoverUntilDone, type RecoveryDeps } from './recovery.js'
 import { beforeDeadline, deadlineAfter, ResultWaiters, storedResult, type Deadline } from './results.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
 import { LocalRuns, type Connected } from './local-runs.js'
@@ -59,10 +60,15 @@ export class Engine implements HandleSource {
   #embedded: EmbeddedPostgres | undefined
   #databaseUrl: string | undefined
   #recovery: Promise<void> | undefined
+  #recoveryDeps: RecoveryDeps | undefined
+  /** Ids with a start in flight here (counted): never treated as orphans. */
+  readonly #inserting = new Map<string, number>()
 
   constructor (options: EngineOptions = {}) {
     this.options = resolveOptions(options)
     this.#runs = new LocalRuns(this.options.logger, this.#abort.signal)
+    // Every retry sleep and running step listens for the stop signal.
+    setMaxListeners(0, this.#abort.signal)
     this.register(...this.options.workflows)
   }
 
@@ -115,16 +121,19 @@ export class Engine implements HandleSource {
       throw isConnectionError(err) ? new DatabaseUnavailableError({ cause: err }) : err
     }
     this.#state = 'running'
-    this.#recovery = recoverUntilDone({
-      ...this.#db,
+    const db = this.#db
+    this.#recoveryDeps = {
+      ...db,
       logger,
       executorId: this.executorId,
       signal: this.#abort.signal,
       maxRecoveryAttempts: this.options.maxRecoveryAttempts,
       definition: (name) => this.#defs.get(name),
-      isRunning: (id) => this.#runs.has(id),
-      resume: (def, row, input, steps) => this.#runs.launch(this.#db!, def, row.workflow_id, row.epoch, input, row.request_id, steps)
-    })
+      isRunning: (id) => this.#runs.has(id) || this.#inserting.has(id),
+      claiming: new Set(),
+      resume: (def, row, input, steps) => this.#runs.launch(db, def, row.workflow_id, row.epoch, input, row.request_id, steps)
+    }
+    this.#recovery = recoverUntilDone(this.#recoveryDeps)
   }
 
   /**
@@ -153,10 +162,12 @@ export class Engine implements HandleSource {
       }
     }
     this.#state = 'stopped'
+    // Taken before abort(): aborted runs drop out of the registry as they notice.
+    const unfinished = this.#runs.held()
     this.#abort.abort()
     await this.#recovery
     await this.#db?.checkpoints.drained()
-    await this.#releaseUnfinished()
+    await this.#releaseUnfinished(unfinished)
     await this.#closeConnections()
   }
 
@@ -165,9 +176,8 @@ export class Engine implements HandleSource {
    * so that restarts during a long workflow never count toward
    * maxRecoveryAttempts. Best effort; if the database is down they count.
    */
-  async #releaseUnfinished (): Promise<void> {
+  async #releaseUnfinished (rows: { workflowId: string, epoch: string }[]): Promise<void> {
     const db = this.#db
-    const rows = this.#runs.held()
     if (db === undefined || rows.length === 0) return
     await releaseWorkflows(db.sql, db.tables, rows).catch((err) => {
       this.options.logger.warn({ err }, 'could not release unfinished workflows; this shutdown counts as a recovery attempt')
@@ -204,16 +214,37 @@ export class Engine implements HandleSource {
     if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
     const { text, hash } = internal.prepared ?? this.prepareInput(def, input)
     const requestId = options.requestId ?? null
-    const started = await db.checkpoints.start({
-      workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: this.executorId
-    })
-    if (started.inserted) {
-      // The body gets the stored form of its input, exactly as a recovery would.
-      this.#runs.launch(db, def, workflowId, started.epoch, deserialize(text), requestId)
-    } else if (started.name !== def.name || started.inputHash !== hash) {
-      throw new IdempotencyConflictError()
+    this.#inserting.set(workflowId, (this.#inserting.get(workflowId) ?? 0) + 1)
+    try {
+      const started = await db.checkpoints.start({
+        workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: this.executorId
+      })
+      if (started.inserted) {
+        // The body gets the stored form of its input, exactly as a recovery would.
+        this.#runs.launch(db, def, workflowId, started.epoch, deserialize(text), requestId)
+      } else if (started.name !== def.name || started.inputHash !== hash) {
+        throw new IdempotencyConflictError()
+      } else if (started.pendingOwner === this.executorId && !this.#runs.has(workflowId) && this.#inserting.get(workflowId) === 1 && this.#recovery !== undefined) {
+        this.#resumeOrphan(workflowId)
+      }
+    } finally {
+      const n = this.#inserting.get(workflowId)! - 1
+      if (n === 0) this.#inserting.delete(workflowId)
+      else this.#inserting.set(workflowId, n)
     }
     return new WorkflowHandle<O>(this, workflowId)
+  }
+
+  /**
+   * Ours, PENDING, and running nowhere in this process: an earlier start whose
+   * answer was lost (it committed, but the caller saw a 503), or a run left by
+   * a failure. The caller retried with the same id, so run it now rather than
+   * at the next restart.
+   */
+  #resumeOrphan (workflowId: string): void {
+    claimAndResume(this.#recoveryDeps!, workflowId).catch((err) => {
+      this.options.logger.error({ err, workflowId }, 'could not resume a pending workflow; it resumes on the next start')
+    })
   }
 
   #accepting (): Connected {

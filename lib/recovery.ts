@@ -13,6 +13,7 @@ import { listSteps, type StepRow } from './store/steps.js'
 import { claimWorkflows, listPending, type ClaimedRow } from './store/workflows.js'
 import type { WorkflowDefinition } from './workflow.js'
 import type { Checkpoints } from './checkpoints.js'
+import { isConnectionError } from './store/pg-errors.js'
 
 export interface RecoveryDeps {
   sql: Sql
@@ -24,6 +25,8 @@ export interface RecoveryDeps {
   maxRecoveryAttempts: number
   definition (name: string): WorkflowDefinition<any, any> | undefined
   isRunning (workflowId: string): boolean
+  /** Ids being claimed right now, by recovery or by a retried start. */
+  claiming: Set<string>
   resume (def: WorkflowDefinition<any, any>, row: ClaimedRow, input: unknown, steps: StepRow[]): void
 }
 
@@ -35,7 +38,7 @@ export async function recoverUntilDone (deps: RecoveryDeps): Promise<void> {
       return
     } catch (err) {
       if (deps.signal.aborted) return
-      deps.logger.warn({ err, attempt }, 'workflow recovery failed; retrying')
+      deps.logger.warn({ err, attempt, executorId: deps.executorId }, 'workflow recovery pass failed; retrying')
       await sleep(Math.min(100 * 2 ** attempt, 5000), deps.signal)
     }
   }
@@ -55,11 +58,34 @@ async function recoverOnce (deps: RecoveryDeps): Promise<void> {
   }
   if (ids.length === 0) return
   deps.logger.info({ count: ids.length, executorId: deps.executorId }, 'recovering pending workflows')
-  for (let i = 0; i < ids.length; i += 500) {
+  for (const workflowId of ids) {
     if (deps.signal.aborted) return
-    for (const row of await claimWorkflows(deps.sql, deps.tables, deps.executorId, ids.slice(i, i + 500))) {
-      await resumeOne(deps, row)
+    if (deps.isRunning(workflowId)) continue
+    try {
+      await claimAndResume(deps, workflowId)
+    } catch (err) {
+      // An outage ends this pass (recoverUntilDone retries it); one bad workflow
+      // (say, an input that no longer decodes) must not stop the others.
+      if (isConnectionError(err)) throw err
+      deps.logger.error({ err, workflowId }, 'could not resume workflow; it stays PENDING')
     }
+  }
+}
+
+/**
+ * Claims one PENDING workflow (new epoch, one more attempt) and resumes it
+ * from its checkpoints. Claiming one at a time means a failure costs at most
+ * one workflow one attempt. Also used when a start finds its workflow PENDING
+ * here but not running (its first start's answer was lost).
+ */
+export async function claimAndResume (deps: RecoveryDeps, workflowId: string): Promise<void> {
+  if (deps.claiming.has(workflowId)) return // recovery and a retried start may race for it
+  deps.claiming.add(workflowId)
+  try {
+    const [row] = await claimWorkflows(deps.sql, deps.tables, deps.executorId, [workflowId])
+    if (row !== undefined) await resumeOne(deps, row)
+  } finally {
+    deps.claiming.delete(workflowId)
   }
 }
 

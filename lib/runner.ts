@@ -7,8 +7,8 @@ import { deserialize, serializeError, serializeResult } from './codec.js'
 import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
 import { EngineStoppedError, NondeterminismError, WorkflowFencedError } from './errors.js'
 import { retryDelay, sleep } from './retry.js'
-import type { Sql, Tables, TransactionSql } from './store/connect.js'
-import { DEADLOCK_DETECTED, isConnectionError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
+import { ping, type Sql, type Tables, type TransactionSql } from './store/connect.js'
+import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
 import type { StepWrite } from './store/checkpoints.js'
 import { findStep, insertStepInTransaction, type StepRow } from './store/steps.js'
 
@@ -116,9 +116,7 @@ export class WorkflowRun implements WorkflowContext {
         return await this.#deps.sql.begin(begin, (tx) => this.#transactionBody(tx, stepId, name, fn)) as T
       } catch (err) {
         if (err instanceof CheckpointNotWritten) return this.#recordedElsewhere(stepId) as T
-        const retryable = isConnectionError(err) || (
-          [SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(sqlState(err) ?? '') && attempt < MAX_TRANSACTION_RETRIES)
-        if (!retryable) {
+        if (!await this.#retryableInTransaction(err, attempt)) {
           // The transaction rolled back: its error is the step's outcome.
           this.#issueWrite({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: null, error: serializeError(err) })
           throw err
@@ -128,6 +126,17 @@ export class WorkflowRun implements WorkflowContext {
         await sleep(Math.min(20 * 2 ** attempt, 2000), this.#deps.signal)
       }
     }
+  }
+
+  /**
+   * Serialization failures and deadlocks are retried a few times; losing the
+   * database is waited out. A network error the user's code got from some
+   * other service only counts as ours if our database is unreachable too.
+   */
+  async #retryableInTransaction (err: unknown, attempt: number): Promise<boolean> {
+    if ([SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(sqlState(err) ?? '')) return attempt < MAX_TRANSACTION_RETRIES
+    if (isDatabaseConnectionError(err)) return true
+    return isConnectionError(err) && !await ping(this.#deps.sql)
   }
 
   /** Inside the transaction: the user's function, then its checkpoint, committed together. */
@@ -142,10 +151,12 @@ export class WorkflowRun implements WorkflowContext {
 
   /** Waits until every step checkpoint issued so far is durable; throws if one was fenced off. */
   async confirmCheckpoints (): Promise<void> {
-    while (this.#unconfirmed.length > 0) {
-      const writes = this.#unconfirmed
-      this.#unconfirmed = []
-      await Promise.all(writes)
+    // Await a snapshot and only then drop it: clearing first would let a
+    // parallel step (Promise.all) find the list empty and run its side effect
+    // while an earlier step's write is still in flight.
+    for (let pending = this.#unconfirmed; pending.length > 0; pending = this.#unconfirmed) {
+      await Promise.all(pending)
+      this.#unconfirmed = this.#unconfirmed.filter((p) => !pending.includes(p))
     }
   }
 

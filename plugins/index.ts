@@ -18,7 +18,8 @@ export interface FastifyDbosOptions extends Omit<EngineOptions, 'logger'> {
   /**
    * Scopes idempotency keys, e.g. per authenticated user: return a string and
    * the workflow id becomes `<encoded scope>:<key>`, so two users sending the
-   * same key never meet. Return undefined for no scope. Called at the
+   * same key never meet. When it returns undefined (say, an anonymous
+   * request) the prefix is empty: the id is `:<key>`. Called at the
    * request's first workflow start, so authentication hooks have run.
    */
   idempotencyKeyScope?: (request: FastifyRequest) => string | undefined
@@ -62,6 +63,14 @@ const plugin: FastifyPluginCallback<FastifyDbosOptions> = (fastify: FastifyInsta
   })
 
   fastify.addHook('onReady', () => engine.start())
+  // Stopping starts at preClose, not onClose: Fastify runs onClose only after
+  // in-flight requests finish, and a request awaiting a long workflow would
+  // hold the close open past shutdownTimeoutMs. From here new starts get 503,
+  // and waiting requests get 503 once the timeout abandons their workflow.
+  fastify.addHook('preClose', (done) => {
+    engine.stop().catch((err) => fastify.log.error({ err }, 'fastify-dbos: stopping the workflow engine failed'))
+    done()
+  })
   fastify.addHook('onClose', () => engine.stop())
   done()
 }

@@ -38,8 +38,10 @@ export class RequestWorkflows {
    */
   get idempotencyKey (): string | undefined {
     if (this.#key === undefined || this.#scopedKey !== undefined) return this.#scopedKey
-    const scope = this.#scope?.()
-    this.#scopedKey = scope === undefined ? this.#key : `${encodeURIComponent(scope)}:${this.#key}`
+    // With a scope function, every key gets a prefix (empty when it returns
+    // undefined); the scope is encoded, so its first ':' ends it and an
+    // anonymous key like 'alice:k1' can never equal alice's scoped one.
+    this.#scopedKey = this.#scope === undefined ? this.#key : `${encodeURIComponent(this.#scope() ?? '')}:${this.#key}`
     return this.#scopedKey
   }
 

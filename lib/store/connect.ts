@@ -1,4 +1,5 @@
 /** Opens the engine's postgres.js pool. */
+import { createHash } from 'node:crypto'
 import postgres from 'postgres'
 
 export type Sql = postgres.Sql
@@ -14,6 +15,12 @@ export function connect (url: string, poolSize: number): Sql {
     idle_timeout: 60,
     connection: { application_name: 'fastify-dbos' }
   })
+}
+
+/** Channel names are identifiers (at most 63 bytes): hash long schema names down. */
+function notifyChannel (schema: string): string {
+  const channel = `fastify_dbos_done:${schema}`
+  return channel.length <= 63 ? channel : `fastify_dbos_done:${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`
 }
 
 /** Identifiers of the engine's tables within its schema, built once. */
@@ -32,6 +39,16 @@ export function tables (sql: Sql, schema: string): Tables {
     workflows: sql(`${schema}.workflows`),
     steps: sql(`${schema}.steps`),
     migrations: sql(`${schema}.migrations`),
-    channel: `fastify_dbos_done:${schema}`
+    channel: notifyChannel(schema)
+  }
+}
+
+/** True when the database answers a trivial query. */
+export async function ping (sql: Sql): Promise<boolean> {
+  try {
+    await sql`SELECT 1`
+    return true
+  } catch {
+    return false
   }
 }

@@ -17,17 +17,27 @@ const TRANSIENT_SQLSTATES = new Set([
   '58030' // io_error
 ])
 
-// Codes postgres.js and Node's net layer put on errors when the socket fails.
-const TRANSIENT_DRIVER_CODES = new Set([
-  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
-  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND'
-])
+// Codes only postgres.js uses.
+const DRIVER_CODES = new Set(['CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT'])
+// Codes Node's net layer puts on errors when a socket fails: any client's.
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND'])
 
 /** True when the error means "the database is (temporarily) unreachable", so retrying later can succeed. */
 export function isConnectionError (err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code
   if (typeof code !== 'string') return false
-  return code.startsWith('08') || TRANSIENT_SQLSTATES.has(code) || TRANSIENT_DRIVER_CODES.has(code)
+  return isDatabaseConnectionError(err) || NETWORK_CODES.has(code)
+}
+
+/**
+ * Like isConnectionError, but only for errors that can only have come from a
+ * Postgres connection: not ECONNREFUSED, which user code calling some other
+ * service inside a transaction can throw too.
+ */
+export function isDatabaseConnectionError (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code !== 'string') return false
+  return (code.startsWith('08') && code.length === 5) || TRANSIENT_SQLSTATES.has(code) || DRIVER_CODES.has(code)
 }
 
 export function sqlState (err: unknown): string | undefined {

@@ -19,6 +19,8 @@ export interface ExistingWorkflow {
   workflow_id: string
   name: string
   input_hash: string
+  status: string
+  executor_id: string
 }
 
 export interface InsertedWorkflow {
@@ -28,7 +30,10 @@ export interface InsertedWorkflow {
 
 /**
  * Inserts new PENDING workflows. Ids that already exist are left untouched and
- * not returned; the caller compares them (insertedOrExisting below).
+ * not returned; the caller looks them up (findExisting) to compare.
+ * Concurrency: ON CONFLICT waits for a concurrent uncommitted insert of the
+ * same id to commit or abort, so exactly one inserter wins and the others
+ * then find its row.
  */
 export async function insertWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow[]): Promise<InsertedWorkflow[]> {
   return sql<InsertedWorkflow[]>`
@@ -45,7 +50,7 @@ export async function insertWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow
 /** The identity of existing workflows, for idempotency checks after a conflict. */
 export async function findExisting (sql: Sql, t: Tables, ids: string[]): Promise<ExistingWorkflow[]> {
   return sql<ExistingWorkflow[]>`
-    SELECT workflow_id, name, input_hash FROM ${t.workflows} WHERE workflow_id = ANY(${ids}::text[])`
+    SELECT workflow_id, name, input_hash, status, executor_id FROM ${t.workflows} WHERE workflow_id = ANY(${ids}::text[])`
 }
 
 export interface Completion {
@@ -139,22 +144,22 @@ export interface ClaimedRow {
 }
 
 /**
- * Takes ownership of PENDING workflows for a new run: bumps the epoch, which
- * fences off any runner still holding the old one, and counts the attempt.
- * UPDATE locks each row, so two claimers cannot both get the same epoch.
+ * Takes PENDING workflows of this executor for a new run: bumps the epoch,
+ * which fences off any runner still holding the old one, and counts the
+ * attempt. UPDATE locks each row, so two claimers cannot both get one epoch.
  */
 export async function claimWorkflows (sql: Sql, t: Tables, executorId: string, ids: string[]): Promise<ClaimedRow[]> {
   return sql<ClaimedRow[]>`
     UPDATE ${t.workflows}
-    SET epoch = epoch + 1, attempts = attempts + 1, executor_id = ${executorId}, updated_at = now()
-    WHERE workflow_id = ANY(${ids}::text[]) AND status = 'PENDING'
+    SET epoch = epoch + 1, attempts = attempts + 1, updated_at = now()
+    WHERE workflow_id = ANY(${ids}::text[]) AND executor_id = ${executorId} AND status = 'PENDING'
     RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
 }
 
 /**
  * Hands back workflows a graceful shutdown left unfinished: their run does not
- * count as an attempt. Epoch-checked, so a workflow someone else has since
- * claimed is left alone.
+ * count as an attempt. The UPDATE locks each row and re-checks the epoch, so a
+ * workflow claimed since is left alone.
  */
 export async function releaseWorkflows (sql: Sql, t: Tables, rows: { workflowId: string, epoch: string }[]): Promise<void> {
   await sql`
