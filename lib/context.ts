@@ -1,6 +1,7 @@
 /** What a running workflow sees: its id and the durable operations it may call. */
 import type { RetryPolicy } from './retry.js'
 import type { TransactionSql } from './store/connect.js'
+import type { IsolationLevel } from './store/transaction.js'
 
 export interface StepOptions {
   /**
@@ -12,7 +13,7 @@ export interface StepOptions {
 
 export interface TransactionOptions {
   /** Default: Postgres's own default (read committed). */
-  isolationLevel?: 'read committed' | 'repeatable read' | 'serializable'
+  isolationLevel?: IsolationLevel
 }
 
 export interface WorkflowContext {

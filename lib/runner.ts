@@ -11,6 +11,7 @@ import { ping, type Sql, type Tables, type TransactionSql } from './store/connec
 import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
 import type { StepWrite } from './store/checkpoints.js'
 import { findStep, insertStepInTransaction, type StepRow } from './store/steps.js'
+import { inTransaction } from './store/transaction.js'
 
 export interface RunDeps {
   sql: Sql
@@ -109,11 +110,10 @@ export class WorkflowRun implements WorkflowContext {
     const replayed = this.#replay(stepId, name)
     if (replayed !== undefined) return replayed.value as T
     await this.confirmCheckpoints()
-    const begin = options.isolationLevel === undefined ? 'read write' : `isolation level ${options.isolationLevel}`
     for (let attempt = 1; ; attempt++) {
       this.#assertRunning()
       try {
-        return await this.#deps.sql.begin(begin, (tx) => this.#transactionBody(tx, stepId, name, fn)) as T
+        return await inTransaction(this.#deps.sql, options.isolationLevel, (tx) => this.#transactionBody(tx, stepId, name, fn))
       } catch (err) {
         if (err instanceof CheckpointNotWritten) return this.#recordedElsewhere(stepId) as T
         if (!await this.#retryableInTransaction(err, attempt)) {
@@ -136,7 +136,11 @@ export class WorkflowRun implements WorkflowContext {
   async #retryableInTransaction (err: unknown, attempt: number): Promise<boolean> {
     if ([SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(sqlState(err) ?? '')) return attempt < MAX_TRANSACTION_RETRIES
     if (isDatabaseConnectionError(err)) return true
-    return isConnectionError(err) && !await ping(this.#deps.sql)
+    if (!isConnectionError(err)) return false
+    // A refused connect names its address: ours if it is our database's port.
+    const port = (err as { port?: unknown }).port
+    if (typeof port === 'number') return this.#deps.sql.options.port.includes(port)
+    return !await ping(this.#deps.sql)
   }
 
   /** Inside the transaction: the user's function, then its checkpoint, committed together. */

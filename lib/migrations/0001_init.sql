@@ -32,8 +32,13 @@ CREATE INDEX workflows_name_created_at ON workflows (name, created_at);
 -- One row per completed step (or transaction), keyed by call order. A row exists
 -- only once the step's outcome is durable; replay returns it instead of running
 -- the step again.
+-- No foreign key to workflows, on purpose: every insert joins its workflow row
+-- (which must exist, be PENDING and hold the writer's epoch), so the key's
+-- trigger would only repeat that check, and its per-row KEY SHARE lock costs
+-- about a third of the checkpoint write. Deleting a workflow deletes its steps
+-- explicitly.
 CREATE TABLE steps (
-  workflow_id  text NOT NULL REFERENCES workflows (workflow_id) ON DELETE CASCADE,
+  workflow_id  text NOT NULL,
   step_id      integer NOT NULL,
   name         text NOT NULL,
   output       text,

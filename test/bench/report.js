@@ -1,0 +1,130 @@
+// The printed report: medians over rounds, ratios, targets, and where the
+// statements go. Input is the object run.js also saves as JSON.
+
+const WRITES_PER_WORKFLOW = 5 // start, three steps, outcome: the ceiling's divisor
+const KINDS = ['ours', 'dbos', 'ceiling']
+
+export function printReport (report) {
+  const m = medians(report)
+  const { machine, server, rounds } = report
+  console.log(`\n${machine.cpus} cores, ${machine.memoryGiB} GiB, Node ${machine.node}; Postgres ${server.settings.server_version} ` +
+    `${server.embedded ? '(embedded)' : '(DATABASE_URL)'}, synchronous_commit=${server.settings.synchronous_commit}, ` +
+    `fsync=${server.settings.fsync}, shared_buffers=${server.settings.shared_buffers}; ${rounds.length} rounds, medians; ` +
+    `statements from ${server.pgss ? 'pg_stat_statements' : 'the drivers'}\n`)
+  printTable(['', 'ours', 'DBOS 5.3', 'ceiling (INSERT)', 'ours vs DBOS', 'ours vs ceiling'], tableRows(report, m))
+  printRounds(rounds)
+  printTargets(m)
+  printStatements(rounds)
+}
+
+/** Per contender, the median over rounds of each measurement. */
+function medians ({ rounds, server }) {
+  const counted = server.pgss ? 'statementsPerOp' : 'driverStatementsPerOp'
+  const m = {}
+  for (const kind of KINDS) {
+    const med = (path) => median(rounds.map((r) => get(r[kind], path)))
+    m[kind] = {
+      p50: med('latency.p50'),
+      p99: med('latency.p99'),
+      rate: med('throughput.perSecond'),
+      httpRate: med('http.perSecond'),
+      httpP50: med('http.p50'),
+      httpP99: med('http.p99'),
+      stmtSeq: med(`latency.${counted}`),
+      stmtConc: med(`throughput.${counted}`),
+      stmtHttp: med(`http.${counted}`),
+      idle: med(`idle.${counted}`),
+      cpu: med('throughput.nodeCpuUsPerOp'),
+      walSeq: med('latency.walBytesPerOp'),
+      walConc: med('throughput.walBytesPerOp')
+    }
+  }
+  return m
+}
+
+function tableRows (report, { ours, dbos, ceiling }) {
+  const { memory, plan, server } = report
+  const ceilingWf = ceiling.rate / WRITES_PER_WORKFLOW
+  const count = plan.memory.count
+  const burst = (k) => memory[k] === undefined ? '-' : fmt(memory[k].allDoneMs / 1000, 1)
+  const heap = (k, at) => memory[k] === undefined ? '-' : fmt((memory[k][at] - memory[k].before) / 2 ** 20, 1)
+  const perSecond = (x) => fmt(x / (plan.idleMs / 1000), 1)
+  return [
+    ['one at a time p50 (ms)', fmt(ours.p50, 2), fmt(dbos.p50, 2), fmt(ceiling.p50, 2), times(dbos.p50 / ours.p50, 'lower'), `${fmt(ours.p50 / ceiling.p50, 1)} inserts`],
+    ['one at a time p99 (ms)', fmt(ours.p99, 2), fmt(dbos.p99, 2), fmt(ceiling.p99, 2), times(dbos.p99 / ours.p99, 'lower'), ''],
+    ['64 in flight (wf/s)', fmt(ours.rate), fmt(dbos.rate), `${fmt(ceiling.rate)} /5=${fmt(ceilingWf)}`, times(ours.rate / dbos.rate, 'higher'), times(ours.rate / ceilingWf, '')],
+    ['HTTP 32 conns (req/s)', fmt(ours.httpRate), fmt(dbos.httpRate), '', times(ours.httpRate / dbos.httpRate, 'higher'), ''],
+    ['HTTP p50 / p99 (ms)', `${fmt(ours.httpP50)} / ${fmt(ours.httpP99)}`, `${fmt(dbos.httpP50)} / ${fmt(dbos.httpP99)}`, '', '', ''],
+    ['statements/wf, one at a time', fmt(ours.stmtSeq, 2), fmt(dbos.stmtSeq, 2), fmt(ceiling.stmtSeq, 2), '', ''],
+    ['statements/wf, 64 in flight', fmt(ours.stmtConc, 2), fmt(dbos.stmtConc, 2), fmt(ceiling.stmtConc, 2), '', ''],
+    ['statements/wf, HTTP', fmt(ours.stmtHttp, 2), fmt(dbos.stmtHttp, 2), '', '', ''],
+    ...(server.pgss
+      ? [['WAL bytes/wf, one at a time', fmt(ours.walSeq), fmt(dbos.walSeq), fmt(ceiling.walSeq), times(dbos.walSeq / ours.walSeq, 'less'), ''],
+          ['WAL bytes/wf, 64 in flight', fmt(ours.walConc), fmt(dbos.walConc), fmt(ceiling.walConc), times(dbos.walConc / ours.walConc, 'less'), '']]
+      : []),
+    ['statements/s when idle', perSecond(ours.idle), perSecond(dbos.idle), '', '', ''],
+    ['node CPU/wf at 64 (µs)', fmt(ours.cpu), fmt(dbos.cpu), fmt(ceiling.cpu), times(dbos.cpu / ours.cpu, 'less'), ''],
+    [`${count} at once: all done (s)`, burst('ours'), burst('dbos'), '', '', ''],
+    [`heap +MB, ${count} started`, heap('ours', 'afterStart'), heap('dbos', 'afterStart'), '', '', ''],
+    [`heap +MB, ${count} finished`, heap('ours', 'afterDone'), heap('dbos', 'afterDone'), '', '', '']
+  ]
+}
+
+function printRounds (rounds) {
+  console.log('\nper round (ours | DBOS | ceiling):')
+  for (const [label, path, digits] of [['p50 ms', 'latency.p50', 2], ['64 in flight/s', 'throughput.perSecond', 0], ['HTTP req/s', 'http.perSecond', 0]]) {
+    const line = KINDS.map((k) => rounds.map((r) => fmt(get(r[k], path), digits)).join(', '))
+    console.log(`  ${label.padEnd(15)} ${line.join(' | ')}`)
+  }
+}
+
+function printTargets ({ ours, dbos }) {
+  console.log('\ntargets:')
+  const targets = [
+    ['>= 10x DBOS throughput at 64 in flight, > 2,000 wf/s', ours.rate / dbos.rate >= 10 && ours.rate > 2000, `${times(ours.rate / dbos.rate, '')}, ${fmt(ours.rate)} wf/s`],
+    ['>= 5x lower p50 than DBOS one at a time', dbos.p50 / ours.p50 >= 5, times(dbos.p50 / ours.p50, 'lower')],
+    ['>= 5x DBOS req/s over HTTP', ours.httpRate / dbos.httpRate >= 5, times(ours.httpRate / dbos.httpRate, '')],
+    ['<= 5 statements per 3-step workflow', Math.max(ours.stmtSeq, ours.stmtConc, ours.stmtHttp) <= 5, `${fmt(ours.stmtSeq, 2)} one at a time, ${fmt(ours.stmtConc, 2)} at 64`]
+  ]
+  for (const [what, met, value] of targets) console.log(`  [${met ? 'met' : 'NOT met'}] ${what}: ${value}`)
+}
+
+function printStatements (rounds) {
+  console.log('\nstatements per workflow by text (round 1):')
+  for (const kind of ['ours', 'dbos']) {
+    for (const phase of ['latency', 'throughput']) {
+      const top = rounds[0][kind]?.[phase]?.topStatements
+      if (top === undefined) continue
+      console.log(`  ${kind}, ${phase === 'latency' ? 'one at a time' : '64 in flight'}:`)
+      for (const s of top) console.log(`    ${fmt(s.perOp, 2).padStart(6)}  ${s.query}`)
+    }
+  }
+}
+
+function printTable (header, rows) {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)))
+  const line = (cells) => cells.map((c, i) => i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i])).join('  ')
+  console.log(line(header))
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '))
+  for (const r of rows) console.log(line(r))
+}
+
+function get (obj, path) {
+  return path.split('.').reduce((o, k) => o?.[k], obj)
+}
+
+function median (values) {
+  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
+  if (v.length === 0) return NaN
+  const mid = Math.floor(v.length / 2)
+  return v.length % 2 === 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2
+}
+
+function fmt (x, digits = 0) {
+  if (typeof x !== 'number' || !Number.isFinite(x)) return '-'
+  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+function times (ratio, word) {
+  return Number.isFinite(ratio) ? `${fmt(ratio, ratio < 10 ? 2 : 1)}x${word ? ` ${word}` : ''}` : '-'
+}

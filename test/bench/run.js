@@ -1,0 +1,156 @@
+// `npm run bench`: this library against DBOS Transact and against plain
+// INSERTs, on one Postgres (embedded unless DATABASE_URL is set). Contenders
+// run one at a time, each in a fresh child process on a fresh database,
+// interleaved over BENCH_ROUNDS rounds (default 2); the report shows medians.
+// See docs/benchmarks.md for what is measured and the latest results.
+import { fork } from 'node:child_process'
+import { mkdir, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import autocannon from 'autocannon'
+import { printReport } from './report.js'
+import { openServer, statementDelta } from './server.js'
+
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2))
+// BENCH_ONLY=ours,dbos runs a subset; BENCH_MEMORY=0 skips the 10,000-workflow memory
+// phase; BENCH_CPU_PROF=dir writes a .cpuprofile per child.
+const KINDS = (process.env.BENCH_ONLY ?? 'ours,dbos,ceiling').split(',')
+const CPU_PROF = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
+const PLAN = {
+  latency: { warmup: 100, runs: 300 },
+  throughput: { concurrency: 64, warmupMs: 1000, durationMs: 3000 },
+  http: { connections: 32, warmupSeconds: 1, durationSeconds: 5 },
+  memory: { count: 10_000 },
+  idleMs: 2000
+}
+const DATABASES = { ours: 'bench_ours', dbos: 'bench_dbos', ceiling: 'bench_ceiling' }
+const RESULTS_FILE = '.dbos/bench-last.json'
+
+const server = await openServer()
+const log = (msg) => console.error(`# ${msg}`)
+log(`Postgres ${server.settings.server_version} (${server.embedded ? `embedded, ${server.dataDir}` : 'DATABASE_URL'}); ` +
+  `statements counted ${server.pgss ? 'with pg_stat_statements' : 'at the driver'}`)
+
+const rounds = []
+const memory = {}
+try {
+  for (let round = 1; round <= ROUNDS; round++) {
+    const results = {}
+    for (const kind of KINDS) {
+      log(`round ${round}/${ROUNDS}: ${kind}`)
+      results[kind] = await benchContender(kind)
+    }
+    rounds.push(results)
+  }
+  for (const kind of process.env.BENCH_MEMORY === '0' ? [] : KINDS.filter((k) => k !== 'ceiling')) {
+    log(`memory: ${kind}, ${PLAN.memory.count} workflows`)
+    memory[kind] = await withContender(kind, (c) => c.call('memory', PLAN.memory))
+  }
+} finally {
+  await server.close()
+}
+
+const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }
+const report = { date: new Date().toISOString(), machine, server: { embedded: server.embedded, pgss: server.pgss, settings: server.settings }, plan: PLAN, rounds, memory }
+await mkdir('.dbos', { recursive: true })
+await writeFile(RESULTS_FILE, JSON.stringify(report, null, 2))
+printReport(report)
+log(`raw results in ${RESULTS_FILE}`)
+
+/** One contender's measurements in one round. */
+async function benchContender (kind) {
+  return withContender(kind, async (c, db) => {
+    const out = {}
+    out.idle = await counted(db, c, () => new Promise((resolve) => setTimeout(() => resolve({}), PLAN.idleMs)), () => 1)
+    out.latency = await counted(db, c, () => c.call('latency', PLAN.latency), () => PLAN.latency.warmup + PLAN.latency.runs)
+    out.throughput = await counted(db, c, () => c.call('throughput', PLAN.throughput), (r) => r.completed)
+    if (kind !== 'ceiling') {
+      const { port } = await c.call('httpStart')
+      await loadHttp(port, PLAN.http.warmupSeconds)
+      out.http = await counted(db, c, () => loadHttp(port, PLAN.http.durationSeconds), (r) => r.ok)
+    }
+    return out
+  })
+}
+
+/** Runs `fn` and adds statements per operation: server-side (pg_stat_statements) and driver-side. */
+async function counted (db, c, fn, operations) {
+  const [pgBefore, driverBefore] = [await server.statements(db), await c.call('queries')]
+  const result = await fn()
+  const [pgAfter, driverAfter] = [await server.statements(db), await c.call('queries')]
+  const ops = Math.max(1, operations(result))
+  const pg = statementDelta(pgBefore, pgAfter)
+  return {
+    ...result,
+    statementsPerOp: pg === undefined ? undefined : pg.total / ops,
+    walBytesPerOp: pg === undefined ? undefined : pg.walBytes / ops,
+    driverStatementsPerOp: (driverAfter.total - driverBefore.total) / ops,
+    topStatements: (pg?.rows ?? driverDelta(driverBefore, driverAfter)).slice(0, 8)
+      .map((r) => ({ perOp: r.calls / ops, query: r.query }))
+  }
+}
+
+function driverDelta (before, after) {
+  return Object.entries(after.byText)
+    .map(([query, n]) => ({ query, calls: n - (before.byText[query] ?? 0) }))
+    .filter((r) => r.calls > 0)
+    .sort((a, b) => b.calls - a.calls)
+}
+
+/** autocannon against POST /wf, each request with a unique dbos-idempotency-key. */
+async function loadHttp (port, seconds) {
+  let n = 0
+  const run = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`
+  const result = await autocannon({
+    url: `http://127.0.0.1:${port}/wf`,
+    method: 'POST',
+    connections: PLAN.http.connections,
+    duration: seconds,
+    requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'dbos-idempotency-key': `${run}-${++n}` } }) }]
+  })
+  const ok = result['2xx']
+  return { ok, perSecond: ok / seconds, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts, non2xx: result.non2xx }
+}
+
+/** A fresh database and a child process for `kind`, closed after `fn`. */
+async function withContender (kind, fn) {
+  const db = DATABASES[kind]
+  await server.recreateDatabase(db)
+  const c = await spawnContender(kind, server.urlFor(db))
+  try {
+    return await fn(c, db)
+  } finally {
+    await c.close()
+  }
+}
+
+function spawnContender (kind, url) {
+  const child = fork(new URL('./contender.js', import.meta.url), [kind, url], {
+    execArgv: ['--expose-gc', ...CPU_PROF],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+  })
+  const waiting = []
+  const exited = new Promise((resolve) => child.once('exit', (code) => {
+    for (const w of waiting.splice(0)) w.reject(new Error(`${kind} child exited (code ${code})`))
+    resolve(code)
+  }))
+  child.on('message', (msg) => {
+    const w = waiting.shift()
+    if (msg.ok) w?.resolve(msg.result)
+    else w?.reject(new Error(`${kind}: ${msg.error}`))
+  })
+  const reply = () => new Promise((resolve, reject) => waiting.push({ resolve, reject }))
+  const handle = {
+    call (cmd, args = {}) {
+      const answer = reply()
+      child.send({ ...args, cmd })
+      return answer
+    },
+    async close () {
+      if (child.exitCode === null && child.connected) await handle.call('close').catch(() => {})
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000)
+      await exited
+      clearTimeout(timer)
+    }
+  }
+  return reply().then(() => handle)
+}
