@@ -21,7 +21,7 @@ import { beforeDeadline, deadlineAfter, ResultWaiters, storedResult, type Deadli
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
 import { LocalRuns, type Connected } from './local-runs.js'
 import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from './status.js'
-import { connect, tables } from './store/connect.js'
+import { connect, openPool, tables } from './store/connect.js'
 import { migrate } from './store/migrate.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { listSteps } from './store/steps.js'
@@ -113,6 +113,7 @@ export class Engine implements HandleSource {
         checkpoints: new Checkpoints(sql, t, logger, this.#abort.signal, Math.max(1, Math.floor(this.options.poolSize / 6))),
         results: new ResultWaiters(sql, t.channel, logger)
       }
+      await openPool(sql)
       const applied = await migrate(sql, t)
       if (applied.length > 0) logger.info({ migrations: applied, schema: t.schema }, 'applied workflow database migrations')
     } catch (err) {

@@ -113,6 +113,13 @@ export class WorkflowRun implements WorkflowContext {
     for (let attempt = 1; ; attempt++) {
       this.#assertRunning()
       try {
+        if (attempt > 1) {
+          // The last attempt's COMMIT may have landed before its connection
+          // died: then the checkpoint is there, and running again would repeat
+          // the transaction's writes.
+          const committed = await findStep(this.#deps.sql, this.#deps.tables, this.workflowId, stepId)
+          if (committed !== undefined) return this.#restore(committed) as T
+        }
         return await inTransaction(this.#deps.sql, options.isolationLevel, (tx) => this.#transactionBody(tx, stepId, name, fn))
       } catch (err) {
         if (err instanceof CheckpointNotWritten) return this.#recordedElsewhere(stepId) as T
@@ -137,7 +144,9 @@ export class WorkflowRun implements WorkflowContext {
     if ([SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(sqlState(err) ?? '')) return attempt < MAX_TRANSACTION_RETRIES
     if (isDatabaseConnectionError(err)) return true
     if (!isConnectionError(err)) return false
-    // A refused connect names its address: ours if it is our database's port.
+    // postgres.js marks the errors of its queries with the query text; a
+    // refused connect names its address. Otherwise: ours if ours is down.
+    if (Object.hasOwn(err as object, 'query')) return true
     const port = (err as { port?: unknown }).port
     if (typeof port === 'number') return this.#deps.sql.options.port.includes(port)
     return !await ping(this.#deps.sql)

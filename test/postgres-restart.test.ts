@@ -12,6 +12,7 @@ import t, { type Test } from 'tap'
 import { startEmbeddedPostgres } from '../lib/embedded-postgres.js'
 import dbosPlugin, { defineWorkflow, type FastifyDbosOptions, type Logger } from '../plugins/index.js'
 import { pollUntil, silentLogger, uniqueSchema } from './helpers/db.js'
+import postgres from 'postgres'
 
 /**
  * One Postgres cluster that can be stopped and started again on the same port
@@ -226,4 +227,40 @@ t.test('app.close() while Postgres is down returns, and the next app finishes th
   const handle = await second.workflows.retrieve(workflowId)
   t.same(await handle.getResult({ timeoutMs: 30_000 }), [`${key}-1`, `${key}-2`, `${key}-3`])
   t.same(await second.workflows.list({ status: 'PENDING' }), [])
+})
+
+// Transactions in flight when the server goes away: postgres.js would crash
+// the process by writing to the dead socket (porsager/postgres#1154), or run
+// the rest of a transaction on a reconnected socket. Each transaction must
+// still commit exactly once.
+const transfers = defineWorkflow('transfers', async (ctx, input: { schema: string, n: number }) => {
+  let total = 0
+  for (let i = 0; i < 3; i++) {
+    total += await ctx.transaction(`transfer-${i}`, async (sql) => {
+      await sql`SELECT pg_sleep(0.02)`
+      const [row] = await sql`INSERT INTO ${sql(input.schema)}.ledger (workflow, step) VALUES (${input.n}, ${i}) RETURNING step`
+      return row!.step as number
+    })
+  }
+  return total
+})
+
+t.test('transactions in flight during a restart commit exactly once and the process survives', async (t) => {
+  const schema = uniqueSchema('txrestart')
+  const app = await appOnCluster(t, { schema, workflows: [gated, transfers] })
+  const admin = postgres(cluster.url, { max: 1, onnotice: () => {} })
+  t.teardown(() => admin.end({ timeout: 5 }))
+  await admin`CREATE TABLE ${admin(schema)}.ledger (workflow int, step int, PRIMARY KEY (workflow, step))`
+  const handles = await Promise.all(Array.from({ length: 30 }, (_, n) => app.workflows.start(transfers, { schema, n })))
+  await pollUntil(async () => (await admin`SELECT count(*)::int AS c FROM ${admin(schema)}.ledger`.catch(() => [{ c: 0 }]))[0]!.c >= 10,
+    { what: 'some transactions to commit' })
+  await admin.end({ timeout: 1 })
+  await cluster.stop()
+  await cluster.start()
+  for (const h of handles) t.equal(await h.getResult({ timeoutMs: 60_000 }), 3, 'each workflow ran its three transactions')
+  const check = postgres(cluster.url, { max: 1, onnotice: () => {} })
+  t.teardown(() => check.end({ timeout: 5 }))
+  const [{ rows, workflows }] = await check`SELECT count(*)::int AS rows, count(DISTINCT workflow)::int AS workflows FROM ${check(schema)}.ledger` as unknown as [{ rows: number, workflows: number }]
+  t.equal(rows, 90, 'every transaction committed exactly once')
+  t.equal(workflows, 30)
 })

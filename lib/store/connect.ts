@@ -23,6 +23,18 @@ function notifyChannel (schema: string): string {
   return channel.length <= 63 ? channel : `fastify_dbos_done:${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`
 }
 
+/**
+ * Opens the first connection, which loads Postgres's array types, then stops
+ * later connections from loading them again. postgres.js (3.4.x) runs that
+ * load without handling its rejection, so a connection that dies during it
+ * (any reconnect while Postgres restarts) crashes the process with an
+ * unhandled rejection. The types it loaded stay registered for the pool.
+ */
+export async function openPool (sql: Sql): Promise<void> {
+  await sql`SELECT 1`
+  sql.options.fetch_types = false
+}
+
 /** Identifiers of the engine's tables within its schema, built once. */
 export interface Tables {
   schema: string
