@@ -49,7 +49,10 @@ export class Checkpoints {
     this.#logger = logger
     this.#signal = signal
     this.#starts = new Batcher((rows) => this.#flushStarts(rows), { ...BATCH, maxInFlight })
-    this.#writes = new Batcher((rows) => this.#flushWrites(rows), { ...BATCH, maxInFlight })
+    // One write batch at a time: batches then commit in push order, so a
+    // workflow's completion can never commit before its last step's row.
+    // Under load a batch simply grows; one statement carries them all.
+    this.#writes = new Batcher((rows) => this.#flushWrites(rows), { ...BATCH, maxInFlight: 1 })
   }
 
   /** Inserts a PENDING workflow, or reports the one already under that id. One attempt: 503 if the database is down. */

@@ -1,7 +1,7 @@
 /**
  * How workflow inputs, outputs, step results and errors are stored: JSON text,
  * extended with tagged objects for what JSON loses (undefined, BigInt, Date, Map,
- * Set, Error, Uint8Array, NaN/Infinity). Values JSON cannot represent faithfully
+ * Set, Error, Buffer, Uint8Array, NaN/Infinity). Values JSON cannot represent faithfully
  * (functions, symbols, cycles, class instances without toJSON) are refused up
  * front, so nothing is written that could not be replayed identically.
  */
@@ -52,6 +52,7 @@ function replaceObject (raw: object): unknown {
   if (raw instanceof Map) return new Tagged('Map', [...raw.entries()])
   if (raw instanceof Set) return new Tagged('Set', [...raw.values()])
   if (raw instanceof Error) return new Tagged('Error', errorFields(raw))
+  if (Buffer.isBuffer(raw)) return new Tagged('Buffer', raw.toString('base64'))
   if (raw instanceof Uint8Array) return new Tagged('Bytes', Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64'))
   if (typeof (raw as { toJSON?: unknown }).toJSON === 'function') return (raw as { toJSON: () => unknown }).toJSON()
   const proto = Object.getPrototypeOf(raw)
@@ -138,6 +139,7 @@ function reviveTagged (tag: string, v: unknown): unknown {
     case 'Date': return new Date(v === null ? Number.NaN : v as string)
     case 'Map': return new Map((revive(v) as [unknown, unknown][]))
     case 'Set': return new Set(revive(v) as unknown[])
+    case 'Buffer': return Buffer.from(v as string, 'base64')
     case 'Bytes': return new Uint8Array(Buffer.from(v as string, 'base64'))
     case 'Object': return Object.fromEntries(revive(v) as [string, unknown][])
     case 'Error': return reviveError(revive(v) as Record<string, unknown>)

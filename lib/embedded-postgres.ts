@@ -127,7 +127,10 @@ async function importWithoutSignalHandlers (): Promise<EmbeddedPostgresCtor> {
 async function stopLeftoverServer (dataDir: string, logger: Logger): Promise<void> {
   const pidFile = path.join(dataDir, 'postmaster.pid')
   const pid = Number.parseInt((await readFile(pidFile, 'utf8').catch(() => '')).split('\n')[0] ?? '', 10)
-  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isAlive(pid)) return
+  // A stale file's pid may since belong to an unrelated process: only signal a postgres.
+  const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined)
+  if (command !== undefined && !command.split('\0')[0]!.endsWith('postgres')) return
   logger.info({ pid, dataDir }, 'stopping a Postgres left running by an earlier process')
   process.kill(pid, 'SIGINT')
   const deadline = Date.now() + 30_000

@@ -109,7 +109,8 @@ export class Engine implements HandleSource {
       this.#db = {
         sql,
         tables: t,
-        // A sixth of the pool per batcher (starts, checkpoints) leaves room for user transactions and reads.
+        // A few connections for batched starts (checkpoint writes use one)
+        // leave the rest of the pool to user transactions and reads.
         checkpoints: new Checkpoints(sql, t, logger, this.#abort.signal, Math.max(1, Math.floor(this.options.poolSize / 6))),
         results: new ResultWaiters(sql, t.channel, logger)
       }

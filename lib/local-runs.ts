@@ -3,7 +3,7 @@
  * holds, and what happens when it ends (outcome recorded, waiters woken, or
  * abandoned because the engine stopped or another run took over).
  */
-import { serializeError, serializeResult } from './codec.js'
+import { deserialize, serializeError, serializeResult } from './codec.js'
 import type { Checkpoints } from './checkpoints.js'
 import { EngineStoppedError, WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
@@ -68,7 +68,8 @@ export class LocalRuns {
     try {
       const value = await def.fn(run, input)
       output = serializeResult(value, `the output of workflow ${JSON.stringify(def.name)}`)
-      local = { ok: true, value }
+      // What every other caller of getResult gets back from the database.
+      local = { ok: true, value: deserialize(output) }
     } catch (err) {
       if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
       error = serializeError(err)

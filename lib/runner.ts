@@ -66,7 +66,10 @@ export class WorkflowRun implements WorkflowContext {
     this.#issueWrite({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome })
     if (!attempt.ok) throw attempt.error
     if (outcome.error !== null) throw outcome.thrown
-    return attempt.value
+    // The stored form, not the original: a replay returns exactly this, so the
+    // first run and a recovery see the same value (a class instance's toJSON,
+    // -0, ... would otherwise differ between them).
+    return deserialize(outcome.output!) as T
   }
 
   /** Runs a step's function, retrying per its policy; the last attempt's outcome counts. */
