@@ -75,6 +75,7 @@ export class LocalRuns {
       error = serializeError(err)
       local = { ok: false, error: err }
     }
+    if (run.checkpointFailure !== undefined) return this.#abandoned(workflowId, run.checkpointFailure)
     try {
       const written = await db.checkpoints.complete({
         workflowId, epoch: run.epoch, status: local.ok ? 'SUCCESS' : 'ERROR', output, error
@@ -91,11 +92,14 @@ export class LocalRuns {
     return local
   }
 
-  #abandoned (workflowId: string, err: Error): LocalOutcome {
+  /** The run ends without an outcome: the workflow stays PENDING for whoever owns it now. */
+  #abandoned (workflowId: string, err: unknown): LocalOutcome {
     if (err instanceof WorkflowFencedError) {
       this.#logger.warn({ workflowId }, 'workflow taken over by another run; this run stopped without writing')
-    } else {
+    } else if (err instanceof EngineStoppedError) {
       this.#logger.info({ workflowId }, 'engine stopped before the workflow finished; it stays PENDING')
+    } else {
+      this.#logger.error({ err, workflowId }, 'a step checkpoint could not be written; the workflow stays PENDING and resumes on the next start (or when its start is retried)')
     }
     return { ok: false, error: err }
   }

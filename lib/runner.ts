@@ -44,6 +44,10 @@ export class WorkflowRun implements WorkflowContext {
    * workflow's completion.
    */
   #unconfirmed: Promise<void>[] = []
+  #checkpointFailure: unknown
+
+  /** Why a step's checkpoint could not be written, if one could not: the run must not record an outcome. */
+  get checkpointFailure (): unknown { return this.#checkpointFailure }
 
   constructor (deps: RunDeps, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = []) {
     this.#deps = deps
@@ -104,7 +108,9 @@ export class WorkflowRun implements WorkflowContext {
         throw new WorkflowFencedError(this.workflowId)
       }
     })
-    write.catch(() => {}) // surfaced by confirmCheckpoints
+    // Surfaced by confirmCheckpoints; remembered so that workflow code that
+    // catches it cannot carry on as if the step had been recorded.
+    write.catch((err) => { this.#checkpointFailure ??= err })
     this.#unconfirmed.push(write)
   }
 
