@@ -87,11 +87,8 @@ export class Batcher<T, R> {
         for (const p of batch) p.reject(err)
         return
       }
-      if (batch.length === 1) {
-        batch[0]!.reject(err)
-        return
-      }
-      await Promise.all(batch.map((p) => this.#send([p])))
+      // One at a time, in order: the caller relies on batches committing in push order.
+      for (const p of batch) await this.#send([p])
     }
   }
 }
