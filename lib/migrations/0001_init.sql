@@ -23,8 +23,11 @@ CREATE TABLE workflows (
   completed_at    timestamptz
 );
 
--- Recovery looks up the PENDING workflows of one executor; keep that index small.
-CREATE INDEX workflows_pending_by_executor ON workflows (executor_id) WHERE status = 'PENDING';
+-- Recovery looks up the PENDING workflows of one executor. Deliberately not a
+-- partial index (WHERE status = 'PENDING'): the planner then prefers it for
+-- every "this workflow, if PENDING" check in the checkpoint writes, scanning
+-- all pending workflows per write instead of looking one up by primary key.
+CREATE INDEX workflows_executor_status ON workflows (executor_id, status);
 CREATE INDEX workflows_created_at ON workflows (created_at);
 CREATE INDEX workflows_request_id ON workflows (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX workflows_name_created_at ON workflows (name, created_at);

@@ -4,6 +4,7 @@
  * one statement lets a workflow's last step and its completion share a round
  * trip and a commit, and lets concurrent workflows share them too.
  */
+import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
 import type { Completion } from './workflows.js'
 
@@ -41,33 +42,45 @@ export const stepKey = (workflowId: string, stepId: number): string => `${stepId
  * Completions are announced with pg_notify for getResult waiters elsewhere.
  */
 export async function writeCheckpoints (sql: Sql, t: Tables, steps: StepWrite[], completions: Completion[]): Promise<CheckpointsWritten> {
-  const rows = await sql<{ kind: 's' | 'c', workflow_id: string, step_id: number | null }[]>`
-    WITH new_steps AS (
-      INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-      SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
-      FROM unnest(${steps.map((r) => r.workflowId)}::text[], ${steps.map((r) => r.epoch)}::bigint[],
-                  ${steps.map((r) => r.stepId)}::int[], ${steps.map((r) => r.name)}::text[],
-                  ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[])
-           AS v(workflow_id, epoch, step_id, name, output, error)
-      JOIN ${t.workflows} w ON w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
-      ON CONFLICT (workflow_id, step_id) DO NOTHING
-      RETURNING workflow_id, step_id
-    ), done AS (
-      UPDATE ${t.workflows} AS w
-      SET status = v.status, output = v.output, error = v.error, updated_at = now(), completed_at = now()
-      FROM unnest(${completions.map((r) => r.workflowId)}::text[], ${completions.map((r) => r.epoch)}::bigint[],
-                  ${completions.map((r) => r.status)}::text[], ${completions.map((r) => r.output)}::text[],
-                  ${completions.map((r) => r.error)}::text[]) AS v(workflow_id, epoch, status, output, error)
-      WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
-      RETURNING w.workflow_id
-    )
-    SELECT 's' AS kind, workflow_id, step_id FROM new_steps
-    UNION ALL
-    SELECT 'c', d.workflow_id, NULL FROM done d, LATERAL (SELECT pg_notify(${t.channel}, d.workflow_id)) n`
+  // Each part alone when the other is empty: the combined statement plans and
+  // runs its empty half too, which costs about as much as a round trip.
+  const rows = completions.length === 0
+    ? await sql<Written[]>`${insertSteps(sql, t, steps)}`
+    : steps.length === 0
+      ? await sql<Written[]>`${completeWorkflows(sql, t, completions)}`
+      : await sql<Written[]>`
+        WITH new_steps AS (${insertSteps(sql, t, steps)}), done AS (${completeWorkflows(sql, t, completions)})
+        SELECT * FROM new_steps UNION ALL SELECT * FROM done`
   const written: CheckpointsWritten = { steps: new Set(), completed: new Set() }
   for (const r of rows) {
-    if (r.kind === 's') written.steps.add(stepKey(r.workflow_id, r.step_id!))
+    if (r.step_id !== null) written.steps.add(stepKey(r.workflow_id, r.step_id))
     else written.completed.add(r.workflow_id)
   }
   return written
+}
+
+type Written = { workflow_id: string, step_id: number | null }
+
+function insertSteps (sql: Sql, t: Tables, steps: StepWrite[]): postgres.PendingQuery<postgres.Row[]> {
+  return sql`
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
+    SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
+    FROM unnest(${steps.map((r) => r.workflowId)}::text[], ${steps.map((r) => r.epoch)}::bigint[],
+                ${steps.map((r) => r.stepId)}::int[], ${steps.map((r) => r.name)}::text[],
+                ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[])
+         AS v(workflow_id, epoch, step_id, name, output, error)
+    JOIN ${t.workflows} w ON w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
+    ON CONFLICT (workflow_id, step_id) DO NOTHING
+    RETURNING workflow_id, step_id`
+}
+
+function completeWorkflows (sql: Sql, t: Tables, completions: Completion[]): postgres.PendingQuery<postgres.Row[]> {
+  return sql`
+    UPDATE ${t.workflows} AS w
+    SET status = v.status, output = v.output, error = v.error, updated_at = now(), completed_at = now()
+    FROM unnest(${completions.map((r) => r.workflowId)}::text[], ${completions.map((r) => r.epoch)}::bigint[],
+                ${completions.map((r) => r.status)}::text[], ${completions.map((r) => r.output)}::text[],
+                ${completions.map((r) => r.error)}::text[]) AS v(workflow_id, epoch, status, output, error)
+    WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
+    RETURNING w.workflow_id, (SELECT NULL::int FROM pg_notify(${t.channel}, w.workflow_id)) AS step_id`
 }
