@@ -25,22 +25,38 @@ const BEGIN: Record<IsolationLevel | 'default', string> = {
 
 export async function inTransaction<T> (sql: Sql, isolation: IsolationLevel | undefined, fn: (tx: TransactionSql) => Promise<T>): Promise<T> {
   let lost = false
+  let ended = false
   try {
     return await sql.begin(BEGIN[isolation ?? 'default'], (tx) => new Promise<T>((resolve, reject) => {
       const settle = (apply: () => void): void => {
         // One turn later, the begin() rejection that accompanies a lost
         // connection has been seen; a settled scope would then touch the socket.
-        setImmediate(() => { if (!lost) apply() })
+        setImmediate(() => {
+          if (!lost) return apply()
+          // An error that looked like a lost connection, yet begin() has not
+          // failed: the socket is alive after all, so let the scope roll back.
+          setTimeout(() => { if (!ended) apply() }, LOST_CONNECTION_GRACE_MS).unref()
+        })
       }
       fn(guard(tx, () => lost)).then((value) => settle(() => resolve(value)), (err) => {
-        if (isDatabaseConnectionError(err)) lost = true
+        if (isSocketGone(err)) lost = true
         settle(() => reject(err))
       })
     })) as T
   } catch (err) {
-    if (isDatabaseConnectionError(err)) lost = true
+    if (isSocketGone(err)) lost = true
     throw err
+  } finally {
+    ended = true
   }
+}
+
+const LOST_CONNECTION_GRACE_MS = 5000
+
+/** Errors after which postgres.js closes the connection (not, say, 53300 or 58030). */
+function isSocketGone (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return isDatabaseConnectionError(err) && typeof code === 'string' && !['53300', '58030', '57P03'].includes(code)
 }
 
 /** The transaction handle, failing fast once the connection is lost. */
