@@ -112,7 +112,7 @@ export class Engine implements HandleSource {
         // A few connections for batched starts (checkpoint writes use one)
         // leave the rest of the pool to user transactions and reads.
         checkpoints: new Checkpoints(sql, t, logger, this.#abort.signal, Math.max(1, Math.floor(this.options.poolSize / 6))),
-        results: new ResultWaiters(sql, t.channel, logger)
+        results: new ResultWaiters(url, t.channel, logger)
       }
       await openPool(sql)
       const applied = await migrate(sql, t)

@@ -8,28 +8,33 @@
 import { deserialize } from './codec.js'
 import { MaxRecoveryAttemptsError, ResultTimeoutError, WorkflowCancelledError } from './errors.js'
 import type { Logger } from './logger.js'
-import type { Sql } from './store/connect.js'
+import { ChannelListener } from './store/listener.js'
 import type { WorkflowRow } from './store/workflows.js'
 
 export class ResultWaiters {
-  readonly #sql: Sql
+  readonly #url: string
   readonly #channel: string
   readonly #logger: Logger
   readonly #waiters = new Map<string, Set<() => void>>()
-  #listening: Promise<{ unlisten (): Promise<void> } | undefined> | undefined
+  #listener: ChannelListener | undefined
+  #listening: Promise<void> | undefined
 
-  constructor (sql: Sql, channel: string, logger: Logger) {
-    this.#sql = sql
+  constructor (url: string, channel: string, logger: Logger) {
+    this.#url = url
     this.#channel = channel
     this.#logger = logger
   }
 
   /** Starts listening for completions from other processes; never throws (the poll is the fallback). */
-  listen (): Promise<unknown> {
-    this.#listening ??= this.#sql.listen(this.#channel, (id) => this.wake(id)).catch((err) => {
-      this.#logger.warn({ err }, 'could not LISTEN for workflow completions; falling back to polling')
+  listen (): Promise<void> {
+    this.#listener ??= new ChannelListener(this.#url, this.#channel, {
+      notify: (workflowId) => this.wake(workflowId),
+      // Completions announced while we were not subscribed: everyone looks again.
+      resubscribed: () => { for (const id of [...this.#waiters.keys()]) this.wake(id) }
+    }, this.#logger)
+    this.#listening ??= this.#listener.listen().catch((err) => {
+      this.#logger.warn({ err }, 'could not LISTEN for workflow completions; polling until it can')
       this.#listening = undefined
-      return undefined
     })
     return this.#listening
   }
@@ -61,9 +66,10 @@ export class ResultWaiters {
   }
 
   async close (): Promise<void> {
-    const listening = await this.#listening
+    const listener = this.#listener
+    this.#listener = undefined
     this.#listening = undefined
-    await listening?.unlisten().catch(() => {})
+    await listener?.close().catch(() => {})
   }
 }
 

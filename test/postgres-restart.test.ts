@@ -264,3 +264,27 @@ t.test('transactions in flight during a restart commit exactly once and the proc
   t.equal(rows, 90, 'every transaction committed exactly once')
   t.equal(workflows, 30)
 })
+
+t.test('a process waiting on another process\'s workflow is still woken by NOTIFY after a restart', async (t) => {
+  const schema = uniqueSchema('listen')
+  const runner = await appOnCluster(t, { schema, executorId: 'runner' })
+  // Polling every 10 minutes: only a notification can wake this waiter in time.
+  const waiter = await appOnCluster(t, { schema, executorId: 'waiter', resultPollIntervalMs: 600_000 })
+  const key = uniqueSchema('k')
+  addGate(key)
+  const { workflowId } = await runner.workflows.start(gated, key)
+  const result = (await waiter.workflows.retrieve(workflowId)).getResult({ timeoutMs: 60_000 })
+  const admin = postgres(cluster.url, { max: 1, onnotice: () => {} })
+  await pollUntil(async () => (await admin`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query ILIKE 'listen %'`)[0]!.n >= 1,
+    { what: 'the waiter to LISTEN' })
+  await admin.end({ timeout: 1 })
+
+  await cluster.stop()
+  await cluster.start()
+  const again = postgres(cluster.url, { max: 1, onnotice: () => {} })
+  t.teardown(() => again.end({ timeout: 5 }))
+  await pollUntil(async () => (await again`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query ILIKE 'listen %'`)[0]!.n >= 1,
+    { what: 'the waiter to LISTEN again after the restart', timeoutMs: 30_000 })
+  gates.get(key)!.open()
+  t.same(await result, [`${key}-1`, `${key}-2`, `${key}-3`], 'woken by the notification, not by the 10-minute poll')
+})
