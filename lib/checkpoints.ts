@@ -14,7 +14,7 @@
 import { Batcher } from './batcher.js'
 import { DatabaseUnavailableError, EngineStoppedError, WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
-import { sleep } from './retry.js'
+import { backoff, sleep } from './retry.js'
 import type { Sql, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { stepKey, writeCheckpoints, type StepWrite } from './store/checkpoints.js'
@@ -43,12 +43,12 @@ export class Checkpoints {
   readonly #writes: Batcher<Write, boolean>
   #outageLogged = false
 
-  constructor (sql: Sql, t: Tables, logger: Logger, signal: AbortSignal, maxInFlight: number) {
+  constructor (sql: Sql, t: Tables, logger: Logger, signal: AbortSignal, startsInFlight: number) {
     this.#sql = sql
     this.#t = t
     this.#logger = logger
     this.#signal = signal
-    this.#starts = new Batcher((rows) => this.#flushStarts(rows), { ...BATCH, maxInFlight })
+    this.#starts = new Batcher((rows) => this.#flushStarts(rows), { ...BATCH, maxInFlight: startsInFlight })
     // One write batch at a time: batches then commit in push order, so a
     // workflow's completion can never commit before its last step's row.
     // Under load a batch simply grows; one statement carries them all.
@@ -98,7 +98,7 @@ export class Checkpoints {
           this.#outageLogged = true
           this.#logger.warn({ err, workflowId }, 'workflow database unreachable; running workflows wait and retry their checkpoints')
         }
-        await sleep(Math.min(50 * 2 ** attempt, 2000), this.#signal)
+        await sleep(backoff(attempt, 50, 2000), this.#signal)
       }
     }
   }

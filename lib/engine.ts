@@ -300,7 +300,6 @@ export class Engine implements HandleSource {
   /** Reads the outcome; until there is one, waits for a wake-up (local run, NOTIFY) or the next poll. */
   async #awaitStored (workflowId: string, deadline: Deadline): Promise<unknown> {
     const db = this.#connected()
-    void db.results.listen()
     for (;;) {
       const waiter = db.results.wait(workflowId, this.options.resultPollIntervalMs)
       try {
@@ -311,7 +310,10 @@ export class Engine implements HandleSource {
         if (row === undefined) throw new WorkflowNotFoundError(workflowId)
         const result = row === null ? { pending: true as const } : storedResult(row, workflowId)
         if (!result.pending) return result.value
-        await beforeDeadline<unknown>(this.#runs.get(workflowId) ?? waiter.woken, deadline, workflowId)
+        const local = this.#runs.get(workflowId)
+        // A LISTEN connection only once something elsewhere must be waited for.
+        if (local === undefined) void db.results.listen()
+        await beforeDeadline<unknown>(local ?? waiter.woken, deadline, workflowId)
         if (this.#abort.signal.aborted) throw new ShuttingDownError()
       } finally {
         waiter.cancel()

@@ -7,7 +7,7 @@
 import { deserialize, serialize } from './codec.js'
 import { MaxRecoveryAttemptsError } from './errors.js'
 import type { Logger } from './logger.js'
-import { sleep } from './retry.js'
+import { backoff, sleep } from './retry.js'
 import type { Sql, Tables } from './store/connect.js'
 import { listSteps, type StepRow } from './store/steps.js'
 import { claimWorkflows, listPending, type ClaimedRow } from './store/workflows.js'
@@ -39,7 +39,7 @@ export async function recoverUntilDone (deps: RecoveryDeps): Promise<void> {
     } catch (err) {
       if (deps.signal.aborted) return
       deps.logger.warn({ err, attempt, executorId: deps.executorId }, 'workflow recovery pass failed; retrying')
-      await sleep(Math.min(100 * 2 ** attempt, 5000), deps.signal)
+      await sleep(backoff(attempt, 100, 5000), deps.signal)
     }
   }
 }

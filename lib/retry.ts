@@ -28,3 +28,8 @@ export function retryDelay (policy: RetryPolicy, failedAttempts: number): number
   const base = (policy.intervalMs ?? 1000) * Math.pow(policy.backoffRate ?? 2, failedAttempts - 1)
   return Math.min(base, policy.maxIntervalMs ?? 3_600_000)
 }
+
+/** Exponential backoff for the engine's own waits (outages, conflicts): base·2^attempt, capped. */
+export function backoff (attempt: number, baseMs: number, capMs: number): number {
+  return Math.min(baseMs * 2 ** attempt, capMs)
+}

@@ -6,7 +6,7 @@ import type { Checkpoints } from './checkpoints.js'
 import { deserialize, serializeError, serializeResult } from './codec.js'
 import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
 import { EngineStoppedError, NondeterminismError, WorkflowFencedError } from './errors.js'
-import { retryDelay, sleep } from './retry.js'
+import { backoff, retryDelay, sleep } from './retry.js'
 import { ping, type Sql, type Tables, type TransactionSql } from './store/connect.js'
 import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
 import type { StepWrite } from './store/checkpoints.js'
@@ -137,9 +137,9 @@ export class WorkflowRun implements WorkflowContext {
           this.#issueWrite({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: null, error: serializeError(err) })
           throw err
         }
-        // After a lost connection the commit may or may not have happened; the
-        // retry finds out (its checkpoint insert conflicts) without writing twice.
-        await sleep(Math.min(20 * 2 ** attempt, 2000), this.#deps.signal)
+        // After a lost connection the commit may or may not have happened: the
+        // next attempt looks for the checkpoint before running anything.
+        await sleep(backoff(attempt, 20, 2000), this.#deps.signal)
       }
     }
   }
@@ -168,7 +168,8 @@ export class WorkflowRun implements WorkflowContext {
     if (outcome.error !== null) throw outcome.thrown
     const row = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: outcome.output, error: null }
     if (!await insertStepInTransaction(tx, this.#deps.tables, row)) throw new CheckpointNotWritten()
-    return value
+    // The stored form, as for steps: what a replay returns.
+    return deserialize(outcome.output!) as T
   }
 
   /** Waits until every step checkpoint issued so far is durable; throws if one was fenced off. */

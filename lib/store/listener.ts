@@ -6,7 +6,7 @@
  */
 import postgres from 'postgres'
 import type { Logger } from '../logger.js'
-import { sleep } from '../retry.js'
+import { backoff, sleep } from '../retry.js'
 import type { Sql } from './connect.js'
 
 export interface ListenerEvents {
@@ -57,7 +57,7 @@ export class ChannelListener {
           return
         } catch (err) {
           if (attempt === 1) this.#logger.warn({ err }, 'lost the LISTEN connection for workflow results; subscribing again')
-          await sleep(Math.min(100 * 2 ** attempt, 2000), this.#closing.signal)
+          await sleep(backoff(attempt, 100, 2000), this.#closing.signal)
         }
       }
     } finally {
