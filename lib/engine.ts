@@ -3,7 +3,7 @@
  * definitions, the workflows running in this process, and their lifecycle.
  * start() and stop() are safe to call twice; stop() waits for start().
  */
-import { createHash } from 'node:crypto'
+import { hash as digest } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { nanoid } from 'nanoid'
 import { Checkpoints } from './checkpoints.js'
@@ -199,7 +199,8 @@ export class Engine implements HandleSource {
   /** Serialises an input once; refuses values that cannot be stored (400) before anything is written. */
   prepareInput (def: WorkflowDefinition<any, any>, input: unknown): PreparedInput {
     const text = serialize(input, `the input of workflow ${JSON.stringify(def.name)}`)
-    const hash = createHash('sha256').update(def.name).update('\0').update(text).digest('base64url')
+    // One-shot hash: a third of the cost of a createHash() object per start.
+    const hash = digest('sha256', `${def.name}\0${text}`, 'base64url')
     return { text, hash }
   }
 

@@ -40,6 +40,11 @@ export const stepKey = (workflowId: string, stepId: number): string => `${stepId
  * workflow's completion in the same batch both apply.
  *
  * Completions are announced with pg_notify for getResult waiters elsewhere.
+ *
+ * A batch of one (every write when workflows run one at a time) uses plain
+ * parameters instead of unnest: the array forms cost Postgres a fresh custom
+ * plan and array parsing on every execution, about 0.15 ms per statement,
+ * which is a quarter of a commit on a fast disk.
  */
 export async function writeCheckpoints (sql: Sql, t: Tables, steps: StepWrite[], completions: Completion[]): Promise<CheckpointsWritten> {
   // Each part alone when the other is empty: the combined statement plans and
@@ -62,6 +67,16 @@ export async function writeCheckpoints (sql: Sql, t: Tables, steps: StepWrite[],
 type Written = { workflow_id: string, step_id: number | null }
 
 function insertSteps (sql: Sql, t: Tables, steps: StepWrite[]): postgres.PendingQuery<postgres.Row[]> {
+  if (steps.length === 1) {
+    const s = steps[0]!
+    return sql`
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
+    SELECT w.workflow_id, ${s.stepId}::int, ${s.name}::text, ${s.output}::text, ${s.error}::text
+    FROM ${t.workflows} w
+    WHERE w.workflow_id = ${s.workflowId} AND w.epoch = ${s.epoch}::bigint AND w.status = 'PENDING'
+    ON CONFLICT (workflow_id, step_id) DO NOTHING
+    RETURNING workflow_id, step_id`
+  }
   return sql`
     INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
     SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
@@ -75,6 +90,14 @@ function insertSteps (sql: Sql, t: Tables, steps: StepWrite[]): postgres.Pending
 }
 
 function completeWorkflows (sql: Sql, t: Tables, completions: Completion[]): postgres.PendingQuery<postgres.Row[]> {
+  if (completions.length === 1) {
+    const c = completions[0]!
+    return sql`
+    UPDATE ${t.workflows} AS w
+    SET status = ${c.status}, output = ${c.output}, error = ${c.error}, updated_at = now(), completed_at = now()
+    WHERE w.workflow_id = ${c.workflowId} AND w.epoch = ${c.epoch}::bigint AND w.status = 'PENDING'
+    RETURNING w.workflow_id, (SELECT NULL::int FROM pg_notify(${t.channel}, w.workflow_id)) AS step_id`
+  }
   return sql`
     UPDATE ${t.workflows} AS w
     SET status = v.status, output = v.output, error = v.error, updated_at = now(), completed_at = now()

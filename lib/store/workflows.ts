@@ -36,6 +36,15 @@ export interface InsertedWorkflow {
  * then find its row.
  */
 export async function insertWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow[]): Promise<InsertedWorkflow[]> {
+  // One row (one start at a time): plain parameters plan and parse faster than unnest.
+  if (rows.length === 1) {
+    const r = rows[0]!
+    return sql<InsertedWorkflow[]>`
+    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id)
+    VALUES (${r.workflowId}, ${r.name}, 'PENDING', ${r.input}, ${r.inputHash}, ${r.requestId}, ${r.executorId})
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id, epoch::text AS epoch`
+  }
   return sql<InsertedWorkflow[]>`
     INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id)
     SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id

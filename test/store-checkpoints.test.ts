@@ -1,0 +1,89 @@
+// The checkpoint statements on their own, against a real Postgres. A batch of
+// one uses a plain-parameter form of each statement and a larger batch the
+// unnest form; both must keep the same rules (epoch fencing, first writer
+// wins, outcomes only for PENDING workflows), so every case runs at both sizes.
+import t from 'tap'
+import { connect, openPool, tables } from '../lib/store/connect.js'
+import { migrate } from '../lib/store/migrate.js'
+import { writeCheckpoints, stepKey } from '../lib/store/checkpoints.js'
+import { insertWorkflows } from '../lib/store/workflows.js'
+import { databaseUrl, dropSchema, uniqueSchema } from './helpers/db.js'
+
+const sql = connect(databaseUrl, 2)
+const tb = tables(sql, uniqueSchema('store'))
+t.before(async () => {
+  await openPool(sql)
+  await migrate(sql, tb)
+})
+t.teardown(async () => {
+  await sql.end({ timeout: 5 })
+  await dropSchema(tb.schema)
+})
+
+let n = 0
+async function newWorkflows (count: number): Promise<{ workflowId: string, epoch: string }[]> {
+  const rows = Array.from({ length: count }, () => ({
+    workflowId: `wf-${++n}`, name: 'w', input: '1', inputHash: 'h', requestId: null, executorId: 'e'
+  }))
+  const inserted = await insertWorkflows(sql, tb, rows)
+  return inserted.map((r) => ({ workflowId: r.workflow_id, epoch: r.epoch }))
+}
+
+const step = (w: { workflowId: string, epoch: string }, stepId: number, output = '1') =>
+  ({ workflowId: w.workflowId, epoch: w.epoch, stepId, name: `s${stepId}`, output, error: null })
+const done = (w: { workflowId: string, epoch: string }) =>
+  ({ workflowId: w.workflowId, epoch: w.epoch, status: 'SUCCESS' as const, output: '"ok"', error: null })
+
+for (const size of [1, 3]) {
+  t.test(`batches of ${size}`, async (t) => {
+    t.test('inserting a workflow id twice inserts it once', async (t) => {
+      const ws = await newWorkflows(size)
+      t.equal(ws.length, size)
+      t.ok(ws.every((w) => w.epoch === '1'))
+      const again = await insertWorkflows(sql, tb, ws.map((w) => ({
+        workflowId: w.workflowId, name: 'w', input: '2', inputHash: 'other', requestId: null, executorId: 'e'
+      })))
+      t.same(again, [], 'existing ids are neither overwritten nor returned')
+    })
+
+    t.test('steps land once, and only under the current epoch', async (t) => {
+      const ws = await newWorkflows(size)
+      const first = await writeCheckpoints(sql, tb, ws.map((w) => step(w, 0)), [])
+      t.same([...first.steps].sort(), ws.map((w) => stepKey(w.workflowId, 0)).sort())
+      const repeat = await writeCheckpoints(sql, tb, ws.map((w) => step(w, 0, '2')), [])
+      t.equal(repeat.steps.size, 0, 'a step already recorded is left as it is')
+      const [{ output }] = await sql`SELECT output FROM ${tb.steps} WHERE workflow_id = ${ws[0]!.workflowId} AND step_id = 0`
+      t.equal(output, '1', 'first writer wins')
+      const stale = await writeCheckpoints(sql, tb, ws.map((w) => step({ ...w, epoch: '0' }, 1)), [])
+      t.equal(stale.steps.size, 0, 'a stale epoch writes nothing')
+      const [{ count }] = await sql`SELECT count(*)::int AS count FROM ${tb.steps} WHERE step_id = 1 AND workflow_id = ANY(${ws.map((w) => w.workflowId)})`
+      t.equal(count, 0)
+    })
+
+    t.test('outcomes are recorded once, only under the current epoch, and announced', async (t) => {
+      const ws = await newWorkflows(size)
+      const stale = await writeCheckpoints(sql, tb, [], ws.map((w) => done({ ...w, epoch: '2' })))
+      t.equal(stale.completed.size, 0, 'a stale epoch records no outcome')
+      const notified: string[] = []
+      const listener = await sql.listen(tb.channel, (id) => { notified.push(id) })
+      const written = await writeCheckpoints(sql, tb, [], ws.map(done))
+      t.same([...written.completed].sort(), ws.map((w) => w.workflowId).sort())
+      const again = await writeCheckpoints(sql, tb, [], ws.map(done))
+      t.equal(again.completed.size, 0, 'a finished workflow is final')
+      const late = await writeCheckpoints(sql, tb, ws.map((w) => step(w, 5)), [])
+      t.equal(late.steps.size, 0, 'no steps after the outcome')
+      for (let i = 0; i < 50 && notified.length < size; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+      await listener.unlisten()
+      t.same(notified.sort(), ws.map((w) => w.workflowId).sort(), 'each completion is announced once')
+    })
+
+    t.test('a last step and its completion in one statement both apply', async (t) => {
+      const ws = await newWorkflows(size)
+      const written = await writeCheckpoints(sql, tb, ws.map((w) => step(w, 0)), ws.map(done))
+      t.equal(written.steps.size, size)
+      t.equal(written.completed.size, size)
+      const rows = await sql`SELECT status FROM ${tb.workflows} WHERE workflow_id = ANY(${ws.map((w) => w.workflowId)})`
+      t.ok(rows.every((r) => r.status === 'SUCCESS'))
+    })
+  })
+}
