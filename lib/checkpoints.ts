@@ -15,7 +15,7 @@ import { Batcher } from './batcher.js'
 import { DatabaseUnavailableError, EngineStoppedError, WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
 import { backoff, sleep } from './retry.js'
-import type { Sql, Tables } from './store/connect.js'
+import type { Pools, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { stepKey, writeCheckpoints, type StepWrite } from './store/checkpoints.js'
 import { findStep, type StepRow } from './store/steps.js'
@@ -34,7 +34,7 @@ type Write = { step: StepWrite, completion?: undefined } | { step?: undefined, c
 const BATCH = { maxBatch: 1000, isolateOnError: (err: unknown) => !isConnectionError(err) }
 
 export class Checkpoints {
-  readonly #sql: Sql
+  readonly #pools: Pools
   readonly #t: Tables
   readonly #logger: Logger
   readonly #signal: AbortSignal
@@ -43,12 +43,12 @@ export class Checkpoints {
   readonly #writes: Batcher<Write, boolean>
   #outageLogged = false
 
-  constructor (sql: Sql, t: Tables, logger: Logger, signal: AbortSignal, startsInFlight: number) {
-    this.#sql = sql
+  constructor (pools: Pools, t: Tables, logger: Logger, signal: AbortSignal) {
+    this.#pools = pools
     this.#t = t
     this.#logger = logger
     this.#signal = signal
-    this.#starts = new Batcher((rows) => this.#flushStarts(rows), { ...BATCH, maxInFlight: startsInFlight })
+    this.#starts = new Batcher((rows) => this.#flushStarts(rows), { ...BATCH, maxInFlight: pools.starts.options.max })
     // One write batch at a time: batches then commit in push order, so a
     // workflow's completion can never commit before its last step's row.
     // Under load a batch simply grows; one statement carries them all.
@@ -68,7 +68,7 @@ export class Checkpoints {
   /** Records a step's outcome; throws DBOS_ERR_WORKFLOW_FENCED if the workflow is no longer ours. */
   async recordStep (row: StepWrite): Promise<StepResult> {
     if (await this.#persist(row.workflowId, () => this.#writes.push({ step: row }))) return { written: true }
-    const recorded = await this.#persist(row.workflowId, () => findStep(this.#sql, this.#t, row.workflowId, row.stepId))
+    const recorded = await this.#persist(row.workflowId, () => findStep(this.#pools.sql, this.#t, row.workflowId, row.stepId))
     if (recorded === undefined) throw new WorkflowFencedError(row.workflowId)
     return { written: false, recorded }
   }
@@ -112,12 +112,12 @@ export class Checkpoints {
     // once; the others then see it as existing, exactly as if they came later.
     const unique = new Map<string, NewWorkflowRow>()
     for (const r of rows) if (!unique.has(r.workflowId)) unique.set(r.workflowId, r)
-    const inserted = new Map((await insertWorkflows(this.#sql, this.#t, [...unique.values()]))
+    const inserted = new Map((await insertWorkflows(this.#pools.starts, this.#t, [...unique.values()]))
       .map((r) => [r.workflow_id, r.epoch]))
     const missing = [...unique.keys()].filter((id) => !inserted.has(id))
     const existing = new Map(missing.length === 0
       ? []
-      : (await findExisting(this.#sql, this.#t, missing)).map((r) => [r.workflow_id, r]))
+      : (await findExisting(this.#pools.starts, this.#t, missing)).map((r) => [r.workflow_id, r]))
     return rows.map((r): StartResult => {
       const epoch = inserted.get(r.workflowId)
       if (epoch !== undefined && unique.get(r.workflowId) === r) return { inserted: true, epoch }
@@ -136,7 +136,7 @@ export class Checkpoints {
       if (w.step !== undefined) steps.push(w.step)
       else completions.push(w.completion)
     }
-    const written = await writeCheckpoints(this.#sql, this.#t, steps, completions)
+    const written = await writeCheckpoints(this.#pools.writes, this.#t, steps, completions)
     return writes.map((w) => w.step !== undefined
       ? written.steps.has(stepKey(w.step.workflowId, w.step.stepId))
       : written.completed.has(w.completion.workflowId))

@@ -21,7 +21,7 @@ import { beforeDeadline, deadlineAfter, ResultWaiters, storedResult, type Deadli
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
 import { LocalRuns, type Connected } from './local-runs.js'
 import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from './status.js'
-import { connect, openPool, tables } from './store/connect.js'
+import { connectPools, endPools, openPools, tables } from './store/connect.js'
 import { migrate } from './store/migrate.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { listSteps } from './store/steps.js'
@@ -104,18 +104,17 @@ export class Engine implements HandleSource {
           'no databaseUrl or DATABASE_URL given: started an embedded Postgres')
       }
       this.#databaseUrl = url
-      const sql = connect(url, this.options.poolSize)
-      const t = tables(sql, this.options.schema)
+      const pools = connectPools(url, this.options.poolSize)
+      const t = tables(pools.sql, this.options.schema)
       this.#db = {
-        sql,
+        sql: pools.sql,
+        pools,
         tables: t,
-        // A few connections for batched starts (checkpoint writes use one)
-        // leave the rest of the pool to user transactions and reads.
-        checkpoints: new Checkpoints(sql, t, logger, this.#abort.signal, Math.max(1, Math.floor(this.options.poolSize / 6))),
+        checkpoints: new Checkpoints(pools, t, logger, this.#abort.signal),
         results: new ResultWaiters(url, t.channel, logger)
       }
-      await openPool(sql)
-      const applied = await migrate(sql, t)
+      await openPools(pools)
+      const applied = await migrate(pools.sql, t)
       if (applied.length > 0) logger.info({ migrations: applied, schema: t.schema }, 'applied workflow database migrations')
     } catch (err) {
       await this.#closeConnections()
@@ -191,7 +190,7 @@ export class Engine implements HandleSource {
     this.#db = undefined
     if (db !== undefined) {
       await db.results.close()
-      await db.sql.end({ timeout: 5 })
+      await endPools(db.pools)
     }
     await this.#embedded?.stop()
   }

@@ -9,13 +9,15 @@ import { EngineStoppedError, WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
 import type { ResultWaiters } from './results.js'
 import { WorkflowRun } from './runner.js'
-import type { Sql, Tables } from './store/connect.js'
+import type { Pools, Sql, Tables } from './store/connect.js'
 import type { StepRow } from './store/steps.js'
 import type { WorkflowDefinition } from './workflow.js'
 
 /** The engine's open database resources. */
 export interface Connected {
+  /** For transactions and reads; the write paths have pools of their own. */
   sql: Sql
+  pools: Pools
   tables: Tables
   checkpoints: Checkpoints
   results: ResultWaiters

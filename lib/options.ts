@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import { InvalidOptionError } from './errors.js'
+import { MIN_POOL_SIZE } from './store/connect.js'
 import type { Logger } from './logger.js'
 import { consoleLogger } from './logger.js'
 import type { WorkflowDefinition } from './workflow.js'
@@ -69,7 +70,7 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
   for (const key of ['maxRecoveryAttempts', 'shutdownTimeoutMs', 'resultPollIntervalMs'] as const) {
     if (!Number.isInteger(resolved[key]) || resolved[key] < 0) throw new InvalidOptionError(`${key} must be a non-negative integer`)
   }
-  if (!Number.isInteger(resolved.poolSize) || resolved.poolSize < 2) throw new InvalidOptionError('poolSize must be an integer of at least 2')
+  if (!Number.isInteger(resolved.poolSize) || resolved.poolSize < MIN_POOL_SIZE) throw new InvalidOptionError(`poolSize must be an integer of at least ${MIN_POOL_SIZE}`)
   if (typeof resolved.executorId !== 'string' || resolved.executorId.length === 0) throw new InvalidOptionError('executorId must be a non-empty string')
   return resolved
 }

@@ -1,4 +1,4 @@
-/** Opens the engine's postgres.js pool. */
+/** Opens the engine's postgres.js pools. */
 import { createHash } from 'node:crypto'
 import postgres from 'postgres'
 
@@ -15,6 +15,45 @@ export function connect (url: string, poolSize: number): Sql {
     idle_timeout: 60,
     connection: { application_name: 'fastify-dbos' }
   })
+}
+
+/**
+ * The engine's connections, split three ways out of poolSize:
+ * - writes: one connection for step checkpoints and outcomes. Their batcher
+ *   keeps one statement in flight, so one connection is all it can use, and
+ *   always the same one: a backend that served the previous statement a
+ *   moment ago answers the next one faster than one the pool rotated to (one
+ *   workflow at a time, about a tenth of each round trip here).
+ * - starts: max(1, floor(poolSize / 6)) connections for batched starts.
+ * - sql: the rest (at least one) for user transactions, reads and recovery.
+ * Apart from speed, the split means that user transactions holding every
+ * connection of their pool can never stall the checkpoints of running
+ * workflows or the starts of new ones.
+ */
+export interface Pools {
+  sql: Sql
+  starts: Sql
+  writes: Sql
+}
+
+export const MIN_POOL_SIZE = 3
+
+export function startsInFlight (poolSize: number): number {
+  return Math.max(1, Math.floor(poolSize / 6))
+}
+
+export function connectPools (url: string, poolSize: number): Pools {
+  const starts = startsInFlight(poolSize)
+  return { sql: connect(url, poolSize - 1 - starts), starts: connect(url, starts), writes: connect(url, 1) }
+}
+
+/** Opens each pool's first connection (see openPool). */
+export async function openPools (pools: Pools): Promise<void> {
+  await Promise.all([openPool(pools.sql), openPool(pools.starts), openPool(pools.writes)])
+}
+
+export async function endPools (pools: Pools): Promise<void> {
+  await Promise.all([pools.sql.end({ timeout: 5 }), pools.starts.end({ timeout: 5 }), pools.writes.end({ timeout: 5 })])
 }
 
 /** Channel names are identifiers (at most 63 bytes): hash long schema names down. */
