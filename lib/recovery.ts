@@ -14,6 +14,7 @@ import { claimWorkflows, listPending, type ClaimedRow } from './store/workflows.
 import type { WorkflowDefinition } from './workflow.js'
 import type { Checkpoints } from './checkpoints.js'
 import { isConnectionError } from './store/pg-errors.js'
+import { isSuspended } from './store/wake-ups.js'
 
 export interface RecoveryDeps {
   sql: Sql
@@ -89,6 +90,27 @@ export async function claimAndResume (deps: RecoveryDeps, workflowId: string): P
   }
 }
 
+/**
+ * A start retried for a workflow PENDING here but not running: resume it now,
+ * unless a sleep suspended it. That one is the wake-up scheduler's; claiming
+ * it would count an attempt for every retried request while it sleeps.
+ */
+export async function resumeOrphan (deps: RecoveryDeps, workflowId: string): Promise<void> {
+  if (await isSuspended(deps.sql, deps.tables, workflowId)) return
+  await claimAndResume(deps, workflowId)
+}
+
+/** Resumes a workflow the wake-up scheduler claimed. No attempt check: a wake-up is not a crash. */
+export async function resumeWoken (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
+  const def = deps.definition(row.name)
+  if (def === undefined) {
+    deps.logger.warn({ workflowId: row.workflow_id, workflowName: row.name },
+      'cannot wake workflow: no definition with this name is registered; it stays PENDING')
+    return
+  }
+  await resumeFromCheckpoints(deps, def, row, true)
+}
+
 async function resumeOne (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
   const def = deps.definition(row.name)!
   const limit = def.options.maxRecoveryAttempts ?? deps.maxRecoveryAttempts
@@ -101,7 +123,15 @@ async function resumeOne (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
     })
     return
   }
+  await resumeFromCheckpoints(deps, def, row, false)
+}
+
+/** Loads the recorded steps and runs the workflow again from the top: they replay, the rest runs. */
+async function resumeFromCheckpoints (deps: RecoveryDeps, def: WorkflowDefinition<any, any>, row: ClaimedRow, woken: boolean): Promise<void> {
   const steps = await listSteps(deps.sql, deps.tables, row.workflow_id)
-  deps.logger.info({ workflowId: row.workflow_id, workflowName: row.name, attempt: row.attempts, recordedSteps: steps.length }, 'resuming workflow')
+  const fields = { workflowId: row.workflow_id, workflowName: row.name, attempt: row.attempts, recordedSteps: steps.length }
+  // Wake-ups are routine (thousands may fall due at once); a recovery is worth an info line.
+  if (woken) deps.logger.debug(fields, 'waking workflow')
+  else deps.logger.info(fields, 'resuming workflow')
   deps.resume(def, row, deserialize(row.input), steps)
 }

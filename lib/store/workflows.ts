@@ -126,11 +126,15 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promis
 
 export interface PendingRow { workflow_id: string, name: string }
 
-/** PENDING workflows owned by an executor: the ones its recovery resumes. */
+/**
+ * PENDING workflows owned by an executor: the ones its recovery resumes.
+ * Suspended ones (wake_at set) are left to the wake-up scheduler: they did not
+ * crash, and replaying them early would only suspend them again.
+ */
 export async function listPending (sql: Sql, t: Tables, executorId: string): Promise<PendingRow[]> {
   return sql<PendingRow[]>`
     SELECT workflow_id, name FROM ${t.workflows}
-    WHERE executor_id = ${executorId} AND status = 'PENDING'
+    WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
     ORDER BY created_at`
 }
 
