@@ -145,7 +145,7 @@ export class Engine implements HandleSource {
       resume: (def, row, input, steps) => this.#runs.launch(db, def, row.workflow_id, row.epoch, input, row.request_id, steps)
     }
     this.#recovery = recoverUntilDone(this.#recoveryDeps)
-    db.wakeUps.start()
+    await db.wakeUps.start()
   }
 
   /**

@@ -56,9 +56,20 @@ export class WakeUps {
     this.inMemoryMaxMs = deps.inMemoryMaxMs
   }
 
-  /** Wakes what fell due while the app was down, then waits for the earliest wake-up. */
-  start (): void {
-    this.#fire()
+  /**
+   * Arms the timer for the earliest wake-up of this executor: at once if it
+   * fell due while the app was down. Awaited by engine start, so nothing of it
+   * runs in the background of an idle app. Never throws: if the read fails,
+   * a pass in the background retries it.
+   */
+  async start (): Promise<void> {
+    const { sql, tables, executorId } = this.#deps
+    try {
+      const next = await nextWakeAt(sql, tables, executorId)
+      if (next !== null) this.#learn(next)
+    } catch {
+      this.#fire()
+    }
   }
 
   /** Clears the timer and waits for a pass in progress, which launches what it already claimed. */

@@ -212,9 +212,9 @@ t.test('stop() cuts an in-memory sleep short; the next start replays the recorde
   const handle = await a.startWorkflow(sleeper, 300_000, { workflowId: 'cut' })
   const wakeAt = await recordedWakeAt(a, 'cut')
   t.same(a[kLocalRuns](), ['cut'], 'sleeping in memory')
-  const result = handle.getResult()
+  const waiter = t.rejects(handle.getResult(), { code: 'DBOS_ERR_ENGINE_STOPPED' }, 'a waiter here sees the run stop, as for any run a stop cuts short')
   await a.stop()
-  await t.rejects(result, { code: 'DBOS_ERR_ENGINE_STOPPED' }, 'a waiter here sees the run stop, as for any run a stop cuts short')
+  await waiter
   t.match(await rowOf(sql, a, 'cut'), { status: 'PENDING', wake_at: null, attempts: 0 }, 'handed back like any run a stop cuts short')
 
   const b = await shared.start()
