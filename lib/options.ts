@@ -57,6 +57,9 @@ export interface ResolvedOptions {
   logger: Logger
 }
 
+/** setTimeout's longest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 export function resolveOptions (o: EngineOptions): ResolvedOptions {
   const resolved: ResolvedOptions = {
     workflows: o.workflows ?? [],
@@ -77,6 +80,8 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
   for (const key of ['maxRecoveryAttempts', 'shutdownTimeoutMs', 'resultPollIntervalMs', 'sleepInMemoryMaxMs'] as const) {
     if (!Number.isInteger(resolved[key]) || resolved[key] < 0) throw new InvalidOptionError(`${key} must be a non-negative integer`)
   }
+  // A longer timer would overflow setTimeout, which then fires at once: the sleep would end early.
+  if (resolved.sleepInMemoryMaxMs > MAX_TIMER_MS) throw new InvalidOptionError(`sleepInMemoryMaxMs must be at most ${MAX_TIMER_MS}`)
   if (!Number.isInteger(resolved.poolSize) || resolved.poolSize < 2) throw new InvalidOptionError('poolSize must be an integer of at least 2')
   if (typeof resolved.executorId !== 'string' || resolved.executorId.length === 0) throw new InvalidOptionError('executorId must be a non-empty string')
   return resolved

@@ -27,6 +27,8 @@ export interface RunDeps {
 const MAX_TRANSACTION_RETRIES = 10
 /** The step name under which ctx.sleep records its wake-up time. */
 const SLEEP_STEP = 'sleep'
+/** About 31,700 years: keeps every wake-up time a valid Date (and timestamptz). */
+const MAX_SLEEP_MS = 1e15
 
 /** Thrown inside a transaction to roll it back when its checkpoint already exists or is fenced. */
 class CheckpointNotWritten extends Error {}
@@ -189,7 +191,7 @@ export class WorkflowRun implements WorkflowContext {
 
   async sleep (ms: number): Promise<void> {
     // Refused before taking a step id, so a bad call leaves no trace in the numbering.
-    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new InvalidSleepDurationError(String(ms))
+    if (typeof ms !== 'number' || !(ms >= 0 && ms <= MAX_SLEEP_MS)) throw new InvalidSleepDurationError(String(ms))
     const stepId = this.#nextStepId++
     this.#assertRunning()
     const wakeAt = this.#wakeAt(stepId, ms)

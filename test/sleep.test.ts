@@ -164,6 +164,29 @@ t.test('a run woken while its suspended predecessor is still unwinding keeps its
   t.equal(await result, 'done')
 })
 
+t.test('a graceful stop does not hand back a suspended run that is still unwinding', async (t) => {
+  const unwind = gate()
+  const clinging = defineWorkflow('clinging', async (ctx) => {
+    await ctx.step('one', () => 1)
+    try {
+      await ctx.sleep(60_000)
+    } catch (err) {
+      await unwind.wait()
+      throw err
+    }
+  })
+  const sql = adminSql(t)
+  const shared = restartable(t, { workflows: [clinging] })
+  const a = await shared.start({ shutdownTimeoutMs: 10 })
+  await a.startWorkflow(clinging, undefined, { workflowId: 'clinging' })
+  await pollUntil(() => unwind.entered === 1, { what: 'the run to catch the signal and linger' })
+  await a.stop()
+  unwind.open()
+  t.match(await rowOf(sql, a, 'clinging'), { status: 'PENDING', attempts: 1, epoch: '1' },
+    'its attempt was not handed back: a wake-up, not a recovery, resumes it')
+  t.not((await rowOf(sql, a, 'clinging'))?.wake_at, null, 'still suspended')
+})
+
 t.test('a suspend whose epoch was bumped underneath writes nothing', async (t) => {
   const engine = await buildEngine(t, { workflows: [sleeper], sleepInMemoryMaxMs: 0 })
   const sql = adminSql(t)
@@ -283,10 +306,10 @@ t.test('retrying the start of a suspended workflow does not claim it', async (t)
   t.equal(counter.get('retried:body'), 2)
 })
 
-t.test('ctx.sleep refuses durations that are not finite numbers >= 0', async (t) => {
+t.test('ctx.sleep refuses durations that are not numbers from 0 to 1e15', async (t) => {
   const badSleeps = defineWorkflow('badSleeps', async (ctx) => {
     const codes: string[] = []
-    for (const ms of [-1, NaN, Infinity, '10', undefined]) {
+    for (const ms of [-1, NaN, Infinity, 1e16, '10', undefined]) {
       try { await ctx.sleep(ms as number) } catch (err) { codes.push((err as { code: string }).code) }
     }
     await ctx.sleep(0)
@@ -296,16 +319,16 @@ t.test('ctx.sleep refuses durations that are not finite numbers >= 0', async (t)
   const uncaught = defineWorkflow('uncaughtBadSleep', async (ctx) => { await ctx.sleep(-5) })
   const engine = await buildEngine(t, { workflows: [badSleeps, uncaught] })
   const codes = await (await engine.startWorkflow(badSleeps, undefined, { workflowId: 'bad' })).getResult()
-  t.same(codes, Array(5).fill('DBOS_ERR_INVALID_SLEEP_DURATION'))
+  t.same(codes, Array(6).fill('DBOS_ERR_INVALID_SLEEP_DURATION'))
   t.same((await engine.listSteps('bad')).map((s) => [s.stepId, s.name]), [[0, 'sleep'], [1, 'after']],
     'refused sleeps take no step position; sleep(0) does')
   await t.rejects((await engine.startWorkflow(uncaught, undefined)).getResult(), { code: 'DBOS_ERR_INVALID_SLEEP_DURATION', statusCode: 500 })
 })
 
-t.test('sleepInMemoryMaxMs must be a non-negative integer', async (t) => {
+t.test('sleepInMemoryMaxMs must be an integer from 0 to 2^31 - 1', async (t) => {
   t.equal(new Engine({ databaseUrl }).options.sleepInMemoryMaxMs, 5000, 'default')
   t.equal(new Engine({ databaseUrl, sleepInMemoryMaxMs: 0 }).options.sleepInMemoryMaxMs, 0)
-  for (const bad of [-1, 1.5, NaN, '100']) {
+  for (const bad of [-1, 1.5, NaN, '100', 2 ** 31]) {
     t.throws(() => new Engine({ databaseUrl, sleepInMemoryMaxMs: bad as number }), { code: 'DBOS_ERR_INVALID_OPTION' }, String(bad))
   }
 })
