@@ -34,4 +34,15 @@ export interface WorkflowContext {
    * Retried automatically on serialization failures and deadlocks.
    */
   transaction<T> (name: string, fn: (sql: TransactionSql) => Promise<T>, options?: TransactionOptions): Promise<T>
+  /**
+   * Sleeps durably for `ms` milliseconds. The wake-up time is checkpointed like
+   * a step (at the next position in call order), so a workflow resumed after a
+   * crash or restart sleeps only what is left, and not at all once it has
+   * passed. Sleeps with at most `sleepInMemoryMaxMs` left wait in memory; longer
+   * ones suspend the workflow: its run ends here, nothing of it stays in
+   * memory, and at the wake-up time it is resumed by replay from the top
+   * (completed steps return their recorded results). Let the error thrown to
+   * unwind the run (DBOS_ERR_WORKFLOW_SUSPENDED) propagate.
+   */
+  sleep (ms: number): Promise<void>
 }

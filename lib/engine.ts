@@ -12,11 +12,11 @@ import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from './
 import {
   DatabaseUnavailableError, DuplicateWorkflowNameError, IdempotencyConflictError,
   InvalidWorkflowIdError, NotReadyError, ShuttingDownError,
-  UnknownWorkflowError, WorkflowFencedError, WorkflowNotFoundError
+  UnknownWorkflowError, WorkflowFencedError, WorkflowNotFoundError, WorkflowSuspendedError
 } from './errors.js'
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from './handle.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from './options.js'
-import { claimAndResume, recoverUntilDone, type RecoveryDeps } from './recovery.js'
+import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from './recovery.js'
 import { beforeDeadline, deadlineAfter, ResultWaiters, storedResult, type Deadline } from './results.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
 import { LocalRuns, type Connected } from './local-runs.js'
@@ -25,7 +25,9 @@ import { connectPools, endPools, openPools, tables } from './store/connect.js'
 import { migrate } from './store/migrate.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { listSteps } from './store/steps.js'
+import { kLocalRuns } from './symbols.js'
 import { getOutcome, getWorkflow, listWorkflows, releaseWorkflows, type ListFilter } from './store/workflows.js'
+import { WakeUps } from './wake-ups.js'
 import type { WorkflowDefinition } from './workflow.js'
 
 export interface StartOptions {
@@ -77,6 +79,9 @@ export class Engine implements HandleSource {
   /** The connection string in use, once started (the embedded server's, if any). */
   get databaseUrl (): string | undefined { return this.#databaseUrl }
 
+  /** For tests: which workflows hold a run (and so memory) in this process. */
+  [kLocalRuns] (): string[] { return this.#runs.ids() }
+
   /** Makes definitions startable and recoverable. Safe to repeat with the same definition. */
   register (...defs: WorkflowDefinition<any, any>[]): void {
     for (const def of defs) {
@@ -111,7 +116,11 @@ export class Engine implements HandleSource {
         pools,
         tables: t,
         checkpoints: new Checkpoints(pools, t, logger, this.#abort.signal),
-        results: new ResultWaiters(url, t.channel, logger)
+        results: new ResultWaiters(url, t.channel, logger),
+        wakeUps: new WakeUps({
+          sql: pools.sql, tables: t, logger, executorId: this.executorId, inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
+          signal: this.#abort.signal, resume: (row) => resumeWoken(this.#recoveryDeps!, row)
+        })
       }
       await openPools(pools)
       const applied = await migrate(pools.sql, t)
@@ -135,6 +144,7 @@ export class Engine implements HandleSource {
       resume: (def, row, input, steps) => this.#runs.launch(db, def, row.workflow_id, row.epoch, input, row.request_id, steps)
     }
     this.#recovery = recoverUntilDone(this.#recoveryDeps)
+    await db.wakeUps.start()
   }
 
   /**
@@ -150,6 +160,9 @@ export class Engine implements HandleSource {
   async #stop (): Promise<void> {
     await this.#starting?.catch(() => {})
     if (this.#state === 'running') this.#state = 'stopping'
+    // First, so that no workflow wakes into a draining engine. Suspended
+    // workflows need nothing more: the next start wakes them.
+    await this.#db?.wakeUps.stop()
     const running = this.#runs.outcomes()
     if (running.length > 0) {
       this.options.logger.info({ count: running.length }, 'waiting for running workflows to finish')
@@ -291,8 +304,9 @@ export class Engine implements HandleSource {
     if (local !== undefined) {
       const outcome = await beforeDeadline(local, deadline, workflowId)
       if (outcome.ok) return outcome.value
-      // A run that stopped without an outcome: whoever took over writes it to the database.
-      if (!(outcome.error instanceof WorkflowFencedError)) throw outcome.error
+      // A run that stopped without an outcome: whoever took over (or the run
+      // woken after a sleep) writes it to the database.
+      if (!(outcome.error instanceof WorkflowFencedError || outcome.error instanceof WorkflowSuspendedError)) throw outcome.error
     }
     return this.#awaitStored(workflowId, deadline)
   }

@@ -98,6 +98,20 @@ export const WorkflowFencedError = define('DBOS_ERR_WORKFLOW_FENCED', 409,
 export const EngineStoppedError = define('DBOS_ERR_ENGINE_STOPPED', 503,
   (workflowId: string) => `The engine stopped while workflow ${workflowId} was running; it stays PENDING and resumes on the next start`)
 
+/** A workflow called ctx.sleep with a duration that is not a number of milliseconds from 0 to 1e15: a bug in the workflow code. */
+export const InvalidSleepDurationError = define('DBOS_ERR_INVALID_SLEEP_DURATION', 500,
+  (got: string) => `ctx.sleep(ms) needs a number of milliseconds from 0 to 1e15, got ${got}`)
+
+/**
+ * Thrown by ctx.sleep once a long sleep is recorded: it unwinds the workflow
+ * function, whose run ends here without an outcome; the workflow stays PENDING
+ * and is resumed by replay at its wake-up time. Workflow code should let it
+ * through; if it catches it anyway, every later ctx call throws it again and
+ * whatever the function returns is ignored.
+ */
+export const WorkflowSuspendedError = define('DBOS_ERR_WORKFLOW_SUSPENDED', 503,
+  (workflowId: string, wakeAt: string) => `Workflow ${workflowId} sleeps until ${wakeAt}; this run ends and the workflow resumes then`)
+
 export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
   (why: string) => `Invalid fastify-dbos option: ${why}`)
 

@@ -11,6 +11,7 @@ import type { ResultWaiters } from './results.js'
 import { WorkflowRun } from './runner.js'
 import type { Pools, Sql, Tables } from './store/connect.js'
 import type { StepRow } from './store/steps.js'
+import type { WakeUps } from './wake-ups.js'
 import type { WorkflowDefinition } from './workflow.js'
 
 /** The engine's open database resources. */
@@ -21,6 +22,7 @@ export interface Connected {
   tables: Tables
   checkpoints: Checkpoints
   results: ResultWaiters
+  wakeUps: WakeUps
 }
 
 export type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: unknown }
@@ -28,9 +30,8 @@ export type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: un
 export class LocalRuns {
   readonly #logger: Logger
   readonly #signal: AbortSignal
-  readonly #running = new Map<string, Promise<LocalOutcome>>()
-  /** Epoch each run holds, so a graceful stop can hand unfinished ones back. */
-  readonly #epochs = new Map<string, string>()
+  /** The run of each workflow running here, with its outcome (the run holds its epoch). */
+  readonly #running = new Map<string, { run: WorkflowRun, outcome: Promise<LocalOutcome> }>()
 
   constructor (logger: Logger, signal: AbortSignal) {
     this.#logger = logger
@@ -40,22 +41,24 @@ export class LocalRuns {
   get size (): number { return this.#running.size }
   has (workflowId: string): boolean { return this.#running.has(workflowId) }
   /** The run's outcome, if the workflow is running here. Never rejects. */
-  get (workflowId: string): Promise<LocalOutcome> | undefined { return this.#running.get(workflowId) }
+  get (workflowId: string): Promise<LocalOutcome> | undefined { return this.#running.get(workflowId)?.outcome }
   ids (): string[] { return [...this.#running.keys()] }
-  outcomes (): Promise<LocalOutcome>[] { return [...this.#running.values()] }
+  outcomes (): Promise<LocalOutcome>[] { return [...this.#running.values()].map((r) => r.outcome) }
+  /** Runs a graceful stop hands back. Not suspended ones still unwinding: their workflow waits for its wake-up, not for a recovery. */
   held (): { workflowId: string, epoch: string }[] {
-    return [...this.#epochs].map(([workflowId, epoch]) => ({ workflowId, epoch }))
+    return [...this.#running.values()].filter(({ run }) => run.suspension === undefined)
+      .map(({ run }) => ({ workflowId: run.workflowId, epoch: run.epoch }))
   }
 
   launch (db: Connected, def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[]): void {
-    const run = new WorkflowRun({ sql: db.sql, tables: db.tables, checkpoints: db.checkpoints, signal: this.#signal },
+    const run = new WorkflowRun({ sql: db.sql, tables: db.tables, checkpoints: db.checkpoints, signal: this.#signal, wakeUps: db.wakeUps },
       workflowId, epoch, requestId, steps)
-    const outcome = this.#execute(db, def, run, input)
-    this.#running.set(workflowId, outcome)
-    this.#epochs.set(workflowId, epoch)
-    void outcome.finally(() => {
-      this.#running.delete(workflowId)
-      this.#epochs.delete(workflowId)
+    const entry = { run, outcome: this.#execute(db, def, run, input) }
+    this.#running.set(workflowId, entry)
+    void entry.outcome.finally(() => {
+      // A newer run of this workflow (woken or claimed while this one was
+      // still unwinding) may have taken the slot: it is not ours to clear.
+      if (this.#running.get(workflowId) === entry) this.#running.delete(workflowId)
       db.results.wake(workflowId)
     })
   }
@@ -69,10 +72,13 @@ export class LocalRuns {
     let error: string | null = null
     try {
       const value = await def.fn(run, input)
+      if (run.suspension !== undefined) return this.#suspended(run)
       output = serializeResult(value, `the output of workflow ${JSON.stringify(def.name)}`)
       // What every other caller of getResult gets back from the database.
       local = { ok: true, value: deserialize(output) }
     } catch (err) {
+      // Suspended by a sleep: whatever the code did after that (say, caught the signal and threw something else) is not an outcome.
+      if (run.suspension !== undefined) return this.#suspended(run)
       if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
       error = serializeError(err)
       local = { ok: false, error: err }
@@ -92,6 +98,12 @@ export class LocalRuns {
     }
     if (!local.ok) logger.debug({ workflowId, err: local.error }, 'workflow finished with an error')
     return local
+  }
+
+  /** The run ends without an outcome; the workflow stays PENDING with wake_at set, for the wake-up scheduler. */
+  #suspended (run: WorkflowRun): LocalOutcome {
+    this.#logger.debug({ workflowId: run.workflowId }, 'workflow suspended by a sleep; it resumes at its wake-up time')
+    return { ok: false, error: run.suspension }
   }
 
   /** The run ends without an outcome: the workflow stays PENDING for whoever owns it now. */

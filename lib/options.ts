@@ -35,6 +35,12 @@ export interface EngineOptions {
   poolSize?: number
   /** Fallback poll interval for results finished by another process. Default 1000 ms. */
   resultPollIntervalMs?: number
+  /**
+   * ctx.sleep waits in memory when at most this much of the sleep is left;
+   * longer sleeps suspend the workflow (no memory held) until its wake-up
+   * time. Default 5000 ms.
+   */
+  sleepInMemoryMaxMs?: number
   logger?: Logger
 }
 
@@ -48,8 +54,12 @@ export interface ResolvedOptions {
   shutdownTimeoutMs: number
   poolSize: number
   resultPollIntervalMs: number
+  sleepInMemoryMaxMs: number
   logger: Logger
 }
+
+/** setTimeout's longest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 export function resolveOptions (o: EngineOptions): ResolvedOptions {
   const resolved: ResolvedOptions = {
@@ -62,14 +72,17 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
     shutdownTimeoutMs: o.shutdownTimeoutMs ?? 10_000,
     poolSize: o.poolSize ?? 10,
     resultPollIntervalMs: o.resultPollIntervalMs ?? 1000,
+    sleepInMemoryMaxMs: o.sleepInMemoryMaxMs ?? 5000,
     logger: o.logger ?? consoleLogger
   }
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(resolved.schema)) {
     throw new InvalidOptionError('schema must be a lower-case SQL identifier (letters, digits, underscores)')
   }
-  for (const key of ['maxRecoveryAttempts', 'shutdownTimeoutMs', 'resultPollIntervalMs'] as const) {
+  for (const key of ['maxRecoveryAttempts', 'shutdownTimeoutMs', 'resultPollIntervalMs', 'sleepInMemoryMaxMs'] as const) {
     if (!Number.isInteger(resolved[key]) || resolved[key] < 0) throw new InvalidOptionError(`${key} must be a non-negative integer`)
   }
+  // A longer timer would overflow setTimeout, which then fires at once: the sleep would end early.
+  if (resolved.sleepInMemoryMaxMs > MAX_TIMER_MS) throw new InvalidOptionError(`sleepInMemoryMaxMs must be at most ${MAX_TIMER_MS}`)
   if (!Number.isInteger(resolved.poolSize) || resolved.poolSize < MIN_POOL_SIZE) throw new InvalidOptionError(`poolSize must be an integer of at least ${MIN_POOL_SIZE}`)
   if (typeof resolved.executorId !== 'string' || resolved.executorId.length === 0) throw new InvalidOptionError('executorId must be a non-empty string')
   return resolved

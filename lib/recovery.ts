@@ -89,6 +89,17 @@ export async function claimAndResume (deps: RecoveryDeps, workflowId: string): P
   }
 }
 
+/** Resumes a workflow the wake-up scheduler claimed. No attempt check: a wake-up is not a crash. */
+export async function resumeWoken (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
+  const def = deps.definition(row.name)
+  if (def === undefined) {
+    deps.logger.warn({ workflowId: row.workflow_id, workflowName: row.name },
+      'cannot wake workflow: no definition with this name is registered; it stays PENDING')
+    return
+  }
+  await resumeFromCheckpoints(deps, def, row, true)
+}
+
 async function resumeOne (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
   const def = deps.definition(row.name)!
   const limit = def.options.maxRecoveryAttempts ?? deps.maxRecoveryAttempts
@@ -101,7 +112,15 @@ async function resumeOne (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
     })
     return
   }
+  await resumeFromCheckpoints(deps, def, row, false)
+}
+
+/** Loads the recorded steps and runs the workflow again from the top: they replay, the rest runs. */
+async function resumeFromCheckpoints (deps: RecoveryDeps, def: WorkflowDefinition<any, any>, row: ClaimedRow, woken: boolean): Promise<void> {
   const steps = await listSteps(deps.sql, deps.tables, row.workflow_id)
-  deps.logger.info({ workflowId: row.workflow_id, workflowName: row.name, attempt: row.attempts, recordedSteps: steps.length }, 'resuming workflow')
+  const fields = { workflowId: row.workflow_id, workflowName: row.name, attempt: row.attempts, recordedSteps: steps.length }
+  // Wake-ups are routine (thousands may fall due at once); a recovery is worth an info line.
+  if (woken) deps.logger.debug(fields, 'waking workflow')
+  else deps.logger.info(fields, 'resuming workflow')
   deps.resume(def, row, deserialize(row.input), steps)
 }

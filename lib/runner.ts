@@ -3,15 +3,16 @@
  * replay of recorded steps and checkpointing of new ones.
  */
 import type { Checkpoints } from './checkpoints.js'
-import { deserialize, serializeError, serializeResult } from './codec.js'
+import { deserialize, serialize, serializeError, serializeResult } from './codec.js'
 import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
-import { EngineStoppedError, NondeterminismError, WorkflowFencedError } from './errors.js'
+import { EngineStoppedError, InvalidSleepDurationError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError } from './errors.js'
 import { backoff, retryDelay, sleep } from './retry.js'
 import { ping, type Sql, type Tables, type TransactionSql } from './store/connect.js'
 import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
 import type { StepWrite } from './store/checkpoints.js'
 import { findStep, insertStepInTransaction, type StepRow } from './store/steps.js'
 import { inTransaction } from './store/transaction.js'
+import type { WakeUps } from './wake-ups.js'
 
 export interface RunDeps {
   sql: Sql
@@ -19,9 +20,15 @@ export interface RunDeps {
   checkpoints: Checkpoints
   /** Aborted when the engine stops: retry sleeps end and no more writes happen. */
   signal: AbortSignal
+  /** Decides which sleeps wait in memory, and records the ones that suspend. */
+  wakeUps: Pick<WakeUps, 'inMemoryMaxMs' | 'suspend'>
 }
 
 const MAX_TRANSACTION_RETRIES = 10
+/** The step name under which ctx.sleep records its wake-up time. */
+const SLEEP_STEP = 'sleep'
+/** About 31,700 years: keeps every wake-up time a valid Date (and timestamptz). */
+const MAX_SLEEP_MS = 1e15
 
 /** Thrown inside a transaction to roll it back when its checkpoint already exists or is fenced. */
 class CheckpointNotWritten extends Error {}
@@ -45,9 +52,12 @@ export class WorkflowRun implements WorkflowContext {
    */
   #unconfirmed: Promise<void>[] = []
   #checkpointFailure: unknown
+  #suspension: InstanceType<typeof WorkflowSuspendedError> | undefined
 
   /** Why a step's checkpoint could not be written, if one could not: the run must not record an outcome. */
   get checkpointFailure (): unknown { return this.#checkpointFailure }
+  /** Set once a sleep suspended the workflow: the run is over, and records nothing more. */
+  get suspension (): Error | undefined { return this.#suspension }
 
   constructor (deps: RunDeps, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = []) {
     this.#deps = deps
@@ -60,10 +70,13 @@ export class WorkflowRun implements WorkflowContext {
   async step<T> (name: string, fn: () => T | Promise<T>, options: StepOptions = {}): Promise<T> {
     // Taken synchronously, so steps started together (Promise.all) get ids in call order.
     const stepId = this.#nextStepId++
+    if (this.#suspension !== undefined) throw this.#suspension
     const replayed = this.#replay(stepId, name)
     if (replayed !== undefined) return replayed.value as T
     await this.confirmCheckpoints()
     const attempt = await this.#attempt(fn, options)
+    // Suspended meanwhile (a sleep in parallel): the run records nothing more; a wake-up runs the step again.
+    if (this.#suspension !== undefined) throw this.#suspension
     const outcome = attempt.ok
       ? this.#encodeResult(attempt.value, `the result of step ${JSON.stringify(name)}`)
       : { output: null, error: serializeError(attempt.error) }
@@ -116,6 +129,7 @@ export class WorkflowRun implements WorkflowContext {
 
   async transaction<T> (name: string, fn: (sql: TransactionSql) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     const stepId = this.#nextStepId++
+    if (this.#suspension !== undefined) throw this.#suspension
     const replayed = this.#replay(stepId, name)
     if (replayed !== undefined) return replayed.value as T
     await this.confirmCheckpoints()
@@ -131,6 +145,7 @@ export class WorkflowRun implements WorkflowContext {
         }
         return await inTransaction(this.#deps.sql, options.isolationLevel, (tx) => this.#transactionBody(tx, stepId, name, fn))
       } catch (err) {
+        if (this.#suspension !== undefined) throw this.#suspension
         if (err instanceof CheckpointNotWritten) return this.#recordedElsewhere(stepId) as T
         if (!await this.#retryableInTransaction(err, attempt)) {
           // The transaction rolled back: its error is the step's outcome.
@@ -164,12 +179,59 @@ export class WorkflowRun implements WorkflowContext {
   /** Inside the transaction: the user's function, then its checkpoint, committed together. */
   async #transactionBody<T> (tx: TransactionSql, stepId: number, name: string, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
     const value = await fn(tx)
+    // Rolls back: a suspended run commits nothing more.
+    if (this.#suspension !== undefined) throw this.#suspension
     const outcome = this.#encodeResult(value, `the result of transaction ${JSON.stringify(name)}`)
     if (outcome.error !== null) throw outcome.thrown
     const row = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: outcome.output, error: null }
     if (!await insertStepInTransaction(tx, this.#deps.tables, row)) throw new CheckpointNotWritten()
     // The stored form, as for steps: what a replay returns.
     return deserialize(outcome.output!) as T
+  }
+
+  async sleep (ms: number): Promise<void> {
+    // Refused before taking a step id, so a bad call leaves no trace in the numbering.
+    if (typeof ms !== 'number' || !(ms >= 0 && ms <= MAX_SLEEP_MS)) throw new InvalidSleepDurationError(String(ms))
+    const stepId = this.#nextStepId++
+    this.#assertRunning()
+    const wakeAt = this.#wakeAt(stepId, ms)
+    const remaining = wakeAt - Date.now()
+    if (remaining <= 0) return
+    if (remaining > this.#deps.wakeUps.inMemoryMaxMs) return this.#suspend(wakeAt)
+    await sleep(remaining, this.#deps.signal)
+    this.#assertRunning()
+  }
+
+  /** The wake-up time recorded for sleep `stepId`, or a new one, checkpointed like a step result. */
+  #wakeAt (stepId: number, ms: number): number {
+    const replayed = this.#replay(stepId, SLEEP_STEP)
+    if (replayed !== undefined) {
+      // A step the code named "sleep" where it now sleeps: not the same call.
+      if (typeof replayed.value !== 'number') throw new NondeterminismError(this.workflowId, stepId, 'a step named sleep', SLEEP_STEP)
+      return replayed.value
+    }
+    const wakeAt = Date.now() + Math.ceil(ms)
+    this.#issueWrite({ workflowId: this.workflowId, epoch: this.epoch, stepId, name: SLEEP_STEP, output: serialize(wakeAt), error: null })
+    return wakeAt
+  }
+
+  /**
+   * Ends this run until `wakeAt`. The sleep's checkpoint must be durable first:
+   * a wake-up (or a recovery) replays it and so sleeps only what is left. Then
+   * wake_at is recorded under this run's epoch, and the signal thrown here
+   * unwinds the workflow function; from then on every ctx call throws it.
+   */
+  async #suspend (wakeAt: number): Promise<never> {
+    try {
+      await this.confirmCheckpoints()
+      await this.#deps.wakeUps.suspend(this.workflowId, this.epoch, wakeAt)
+    } catch (err) {
+      // As for a refused checkpoint: even if the code catches this, the run must not record an outcome.
+      this.#checkpointFailure ??= err
+      throw err
+    }
+    this.#suspension ??= new WorkflowSuspendedError(this.workflowId, new Date(wakeAt).toISOString())
+    throw this.#suspension
   }
 
   /** Waits until every step checkpoint issued so far is durable; throws if one was fenced off. */
@@ -204,6 +266,7 @@ export class WorkflowRun implements WorkflowContext {
   }
 
   #assertRunning (): void {
+    if (this.#suspension !== undefined) throw this.#suspension
     if (this.#deps.signal.aborted) throw new EngineStoppedError(this.workflowId)
   }
 }

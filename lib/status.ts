@@ -26,6 +26,8 @@ export interface WorkflowStatus {
   createdAt: Date
   updatedAt: Date
   completedAt: Date | null
+  /** While a long ctx.sleep has suspended it (status PENDING): when it wakes up. Null otherwise. */
+  wakeAt: Date | null
 }
 
 export interface StepInfo {
@@ -47,7 +49,8 @@ export function toStatus (row: WorkflowRow): WorkflowStatus {
     attempts: row.attempts,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
-    completedAt: row.completed_at
+    completedAt: row.completed_at,
+    wakeAt: row.wake_at
   }
   if (row.output !== null) status.output = deserialize(row.output)
   if (row.error !== null) status.error = deserialize(row.error) as Error

@@ -288,3 +288,33 @@ t.test('a process waiting on another process\'s workflow is still woken by NOTIF
   gates.get(key)!.open()
   t.same(await result, [`${key}-1`, `${key}-2`, `${key}-3`], 'woken by the notification, not by the 10-minute poll')
 })
+
+const napper = defineWorkflow('napper', async (ctx, ms: number) => {
+  const one = await ctx.step('one', async () => 1)
+  await ctx.sleep(ms)
+  return one + await ctx.step('two', async () => 2)
+})
+
+t.test('workflows suspended in a sleep wake once Postgres is back from an outage over their wake-up time', async (t) => {
+  const schema = uniqueSchema('nap')
+  const records: { msg?: string }[] = []
+  const logger: Logger = { ...silentLogger, warn (_obj, msg) { records.push({ msg }) } }
+  const app = await appOnCluster(t, { schema, workflows: [napper], sleepInMemoryMaxMs: 0, logger })
+  const handles = await Promise.all([0, 1, 2].map(() => app.workflows.start(napper, 800)))
+  const admin = postgres(cluster.url, { max: 1, onnotice: () => {} })
+  const asleep = await pollUntil(async () => {
+    const [{ n, last }] = await admin`SELECT count(*)::int AS n, max(wake_at) AS last FROM ${admin(schema)}.workflows WHERE wake_at IS NOT NULL` as unknown as [{ n: number, last: Date }]
+    return n === 3 && last
+  }, { what: 'all three to be suspended' })
+  await admin.end({ timeout: 1 })
+  const results = handles.map((h) => h.getResult({ timeoutMs: 60_000 }))
+
+  await cluster.stop()
+  await pollUntil(() => Date.now() > asleep.getTime(), { what: 'the wake-up times to pass' })
+  await pollUntil(() => records.some((r) => /sleeping workflows wait and retry/.test(r.msg ?? '')),
+    { what: 'the scheduler to meet the outage' })
+  await cluster.start()
+  t.same(await Promise.all(results), [3, 3, 3], 'woken and finished after the outage')
+  const statuses = await app.workflows.list()
+  t.same(statuses.map((s) => [s.status, s.attempts]), [['SUCCESS', 1], ['SUCCESS', 1], ['SUCCESS', 1]])
+})

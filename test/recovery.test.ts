@@ -6,8 +6,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import { deserialize } from '../lib/codec.js'
 import { adminSql, databaseUrl, dropSchema, pollUntil, uniqueSchema } from './helpers/db.js'
 import { childEnv, request, spawnFixture, type ChildApp } from './fixtures/child.js'
+
+interface Row { status: string, attempts: number, executor_id: string, epoch: string, wake_at: Date | null }
 
 interface Setup {
   schema: string
@@ -16,8 +19,10 @@ interface Setup {
   launch (env?: Record<string, string>): ChildApp
   /** Side effects of one workflow, as counts per step number. */
   effects (workflowId: string): Promise<Record<number, number>>
-  row (workflowId: string): Promise<{ status: string, attempts: number, executor_id: string } | undefined>
+  row (workflowId: string): Promise<Row | undefined>
   stepIds (workflowId: string): Promise<number[]>
+  /** The wake-up time a workflow's sleep recorded (its step named sleep), if any. */
+  recordedWakeAt (workflowId: string): Promise<number | undefined>
   openGate (name: string): Promise<void>
 }
 
@@ -44,12 +49,17 @@ async function setup (t: Test): Promise<Setup> {
       return Object.fromEntries(rows.map((r) => [r.step, r.n]))
     },
     row: async (workflowId) => {
-      const [row] = await sql<{ status: string, attempts: number, executor_id: string }[]>`
-        SELECT status, attempts, executor_id FROM ${sql(schema + '.workflows')} WHERE workflow_id = ${workflowId}`
+      const [row] = await sql<Row[]>`
+        SELECT status, attempts, executor_id, epoch::text AS epoch, wake_at FROM ${sql(schema + '.workflows')} WHERE workflow_id = ${workflowId}`
       return row
     },
     stepIds: async (workflowId) => (await sql<{ step_id: number }[]>`
       SELECT step_id FROM ${sql(schema + '.steps')} WHERE workflow_id = ${workflowId} ORDER BY step_id`).map((r) => r.step_id),
+    recordedWakeAt: async (workflowId) => {
+      const [row] = await sql<{ output: string }[]>`
+        SELECT output FROM ${sql(schema + '.steps')} WHERE workflow_id = ${workflowId} AND name = 'sleep'`
+      return row === undefined ? undefined : deserialize(row.output) as number
+    },
     openGate: (name) => writeFile(path.join(gateDir, name), '')
   }
 }
@@ -154,4 +164,27 @@ t.test('a workflow that keeps crashing its process is abandoned after maxRecover
   t.equal(result.status, 500)
   t.equal(result.body.code, 'DBOS_ERR_MAX_RECOVERY_ATTEMPTS')
   t.equal((await request(port, 'GET', `/status/${id}`)).body.status, 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+})
+
+t.test('a workflow killed while suspended in a sleep wakes after a restart: the sleep is not restarted and no attempt counts', async (t) => {
+  const s = await setup(t)
+  const id = 'wf-sleeper'
+  const env = { SLEEP_IN_MEMORY_MAX_MS: '0' }
+  const first = s.launch(env)
+  await startWorkflow(await first.listening(), 'sleeper', id, { ms: 3000 })
+  await pollUntil(async () => (await s.row(id))?.wake_at != null, { what: 'the workflow to suspend' })
+  const wakeAt = await s.recordedWakeAt(id)
+  t.equal((await s.row(id))?.wake_at?.getTime(), wakeAt, 'suspended until the recorded wake-up time')
+  t.same((await first.kill()).signal, 'SIGKILL')
+
+  const second = s.launch(env)
+  const port = await second.listening()
+  const result = await request(port, 'GET', `/result/${id}`)
+  t.equal(result.status, 200)
+  t.ok(result.body.value.ranAt >= wakeAt!, 'the step after the sleep ran no earlier than the recorded wake-up time')
+  t.same(await s.effects(id), { 1: 1, 2: 1 }, 'each step ran once')
+  t.equal(await s.recordedWakeAt(id), wakeAt, 'the sleep checkpoint is the first run\'s')
+  t.match(await s.row(id), { status: 'SUCCESS', attempts: 1, epoch: '2', wake_at: null },
+    'claimed once, by the wake-up: recovery left it alone, no attempt counted, no second sleep')
+  t.same(await s.stepIds(id), [0, 1, 2])
 })

@@ -84,10 +84,11 @@ export interface WorkflowRow {
   created_at: Date
   updated_at: Date
   completed_at: Date | null
+  wake_at: Date | null
 }
 
 const COLUMNS = ['workflow_id', 'name', 'status', 'input', 'output', 'error', 'request_id',
-  'executor_id', 'attempts', 'created_at', 'updated_at', 'completed_at']
+  'executor_id', 'attempts', 'created_at', 'updated_at', 'completed_at', 'wake_at']
 
 export async function getWorkflow (sql: Sql, t: Tables, workflowId: string): Promise<WorkflowRow | undefined> {
   const [row] = await sql<WorkflowRow[]>`
@@ -135,11 +136,15 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promis
 
 export interface PendingRow { workflow_id: string, name: string }
 
-/** PENDING workflows owned by an executor: the ones its recovery resumes. */
+/**
+ * PENDING workflows owned by an executor: the ones its recovery resumes.
+ * Suspended ones (wake_at set) are left to the wake-up scheduler: they did not
+ * crash, and replaying them early would only suspend them again.
+ */
 export async function listPending (sql: Sql, t: Tables, executorId: string): Promise<PendingRow[]> {
   return sql<PendingRow[]>`
     SELECT workflow_id, name FROM ${t.workflows}
-    WHERE executor_id = ${executorId} AND status = 'PENDING'
+    WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
     ORDER BY created_at`
 }
 
@@ -156,12 +161,16 @@ export interface ClaimedRow {
  * Takes PENDING workflows of this executor for a new run: bumps the epoch,
  * which fences off any runner still holding the old one, and counts the
  * attempt. UPDATE locks each row, so two claimers cannot both get one epoch.
+ * Suspended workflows (wake_at set) are not taken: they belong to the wake-up
+ * scheduler, and a start retried while one sleeps must not count an attempt.
+ * The condition is re-checked on the locked row, so a claim racing the
+ * scheduler's takes the workflow at most once.
  */
 export async function claimWorkflows (sql: Sql, t: Tables, executorId: string, ids: string[]): Promise<ClaimedRow[]> {
   return sql<ClaimedRow[]>`
     UPDATE ${t.workflows}
     SET epoch = epoch + 1, attempts = attempts + 1, updated_at = now()
-    WHERE workflow_id = ANY(${ids}::text[]) AND executor_id = ${executorId} AND status = 'PENDING'
+    WHERE workflow_id = ANY(${ids}::text[]) AND executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
     RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
 }
 

@@ -74,6 +74,28 @@ const commands = {
     return { before, afterStart, afterDone, startedMs, allDoneMs, rss: process.memoryUsage().rss }
   },
 
+  /**
+   * Heap before starting `count` workflows at once that each run one step and
+   * then sleep `sleepMs`, and once every one of them is asleep (its sleep
+   * recorded in the database). The handles are dropped: only what the
+   * library keeps for a sleeping workflow counts.
+   */
+  async sleeping ({ count, sleepMs, timeoutMs }) {
+    const heap = () => { globalThis.gc(); return process.memoryUsage().heapUsed }
+    await contender.asleep() // opens its connection before the first measurement
+    const before = heap()
+    const t0 = performance.now()
+    await Promise.all(Array.from({ length: count }, (_, i) => contender.startSleeper(i, sleepMs).then(() => {})))
+    const startedMs = performance.now() - t0
+    while (await contender.asleep() < count) {
+      if (performance.now() - t0 > timeoutMs) throw new Error(`not all ${count} workflows asleep after ${timeoutMs} ms`)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    const asleepMs = performance.now() - t0
+    const afterAsleep = heap()
+    return { before, afterAsleep, startedMs, asleepMs, rss: process.memoryUsage().rss }
+  },
+
   async httpStart () {
     const app = await contender.app()
     await app.listen({ host: '127.0.0.1', port: 0 })

@@ -43,12 +43,15 @@ function medians ({ rounds, server }) {
 }
 
 function tableRows (report, { ours, dbos, ceiling }) {
-  const { memory, plan, server } = report
+  const { memory, sleeping = {}, plan, server } = report
   const ceilingWf = ceiling.rate / WRITES_PER_WORKFLOW
   const count = plan.memory.count
   const burst = (k) => memory[k] === undefined ? '-' : fmt(memory[k].allDoneMs / 1000, 1)
   const heap = (k, at) => memory[k] === undefined ? '-' : fmt((memory[k][at] - memory[k].before) / 2 ** 20, 1)
   const perSecond = (x) => fmt(x / (plan.idleMs / 1000), 1)
+  const sleepers = plan.sleeping?.count ?? 10_000
+  const asleep = (k) => sleeping[k] === undefined ? '-' : fmt(sleeping[k].asleepMs / 1000, 1)
+  const sleepHeap = (k) => sleeping[k] === undefined ? '-' : fmt((sleeping[k].afterAsleep - sleeping[k].before) / 2 ** 20, 1)
   return [
     ['one at a time p50 (ms)', fmt(ours.p50, 2), fmt(dbos.p50, 2), fmt(ceiling.p50, 2), times(dbos.p50 / ours.p50, 'lower'), `${fmt(ours.p50 / ceiling.p50, 1)} inserts`],
     ['one at a time p99 (ms)', fmt(ours.p99, 2), fmt(dbos.p99, 2), fmt(ceiling.p99, 2), times(dbos.p99 / ours.p99, 'lower'), ''],
@@ -66,7 +69,9 @@ function tableRows (report, { ours, dbos, ceiling }) {
     ['node CPU/wf at 64 (µs)', fmt(ours.cpu), fmt(dbos.cpu), fmt(ceiling.cpu), times(dbos.cpu / ours.cpu, 'less'), ''],
     [`${count} at once: all done (s)`, burst('ours'), burst('dbos'), '', '', ''],
     [`heap +MB, ${count} started`, heap('ours', 'afterStart'), heap('dbos', 'afterStart'), '', '', ''],
-    [`heap +MB, ${count} finished`, heap('ours', 'afterDone'), heap('dbos', 'afterDone'), '', '', '']
+    [`heap +MB, ${count} finished`, heap('ours', 'afterDone'), heap('dbos', 'afterDone'), '', '', ''],
+    [`${sleepers} sleeping: all asleep (s)`, asleep('ours'), asleep('dbos'), '', '', ''],
+    [`heap +MB, ${sleepers} sleeping`, sleepHeap('ours'), sleepHeap('dbos'), '', '', '']
   ]
 }
 

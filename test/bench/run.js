@@ -12,7 +12,8 @@ import { openServer, statementDelta } from './server.js'
 
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2))
 // BENCH_ONLY=ours,dbos runs a subset; BENCH_MEMORY=0 skips the 10,000-workflow memory
-// phase; BENCH_CPU_PROF=dir writes a .cpuprofile per child.
+// phase and BENCH_SLEEPING=0 the 10,000-sleeping-workflows phase; BENCH_CPU_PROF=dir
+// writes a .cpuprofile per child.
 const KINDS = (process.env.BENCH_ONLY ?? 'ours,dbos,ceiling').split(',')
 const CPU_PROF = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
 const PLAN = {
@@ -20,6 +21,7 @@ const PLAN = {
   throughput: { concurrency: 64, warmupMs: 1000, durationMs: 3000 },
   http: { connections: 32, warmupSeconds: 1, durationSeconds: 5 },
   memory: { count: 10_000 },
+  sleeping: { count: 10_000, sleepMs: 60_000, timeoutMs: 300_000 },
   idleMs: 2000
 }
 const DATABASES = { ours: 'bench_ours', dbos: 'bench_dbos', ceiling: 'bench_ceiling' }
@@ -32,6 +34,7 @@ log(`Postgres ${server.settings.server_version} (${server.embedded ? `embedded, 
 
 const rounds = []
 const memory = {}
+const sleeping = {}
 try {
   for (let round = 1; round <= ROUNDS; round++) {
     const results = {}
@@ -45,12 +48,16 @@ try {
     log(`memory: ${kind}, ${PLAN.memory.count} workflows`)
     memory[kind] = await withContender(kind, (c) => c.call('memory', PLAN.memory))
   }
+  for (const kind of process.env.BENCH_SLEEPING === '0' ? [] : KINDS.filter((k) => k !== 'ceiling')) {
+    log(`sleeping: ${kind}, ${PLAN.sleeping.count} workflows`)
+    sleeping[kind] = await withContender(kind, (c) => c.call('sleeping', PLAN.sleeping))
+  }
 } finally {
   await server.close()
 }
 
 const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }
-const report = { date: new Date().toISOString(), machine, server: { embedded: server.embedded, pgss: server.pgss, settings: server.settings }, plan: PLAN, rounds, memory }
+const report = { date: new Date().toISOString(), machine, server: { embedded: server.embedded, pgss: server.pgss, settings: server.settings }, plan: PLAN, rounds, memory, sleeping }
 await mkdir('.dbos', { recursive: true })
 await writeFile(RESULTS_FILE, JSON.stringify(report, null, 2))
 printReport(report)

@@ -2,6 +2,7 @@
 // Transact) with its defaults, in a process of its own (DBOS keeps global state).
 import { DBOS } from '@dbos-inc/dbos-sdk'
 import Fastify from 'fastify'
+import postgres from 'postgres'
 
 export const name = 'dbos'
 
@@ -14,15 +15,30 @@ const threeSteps = DBOS.registerWorkflow(async (n) => {
   return DBOS.runStep(async () => `done:${b}`, { name: 'three' })
 }, { name: 'threeSteps' })
 
+/** For the sleeping phase: one step, then DBOS's durable sleep (it waits in memory). */
+const sleeper = DBOS.registerWorkflow(async (n, ms) => {
+  await DBOS.runStep(async () => n + 1, { name: 'one' })
+  await DBOS.sleep(ms)
+  return n
+}, { name: 'sleeper' })
+
 export async function open (systemDatabaseUrl) {
   DBOS.setConfig({ name: 'bench', systemDatabaseUrl, logLevel: 'error', ...poolSize })
   await DBOS.launch()
   let app
+  let probe
   return {
     startOne: (i) => DBOS.startWorkflow(threeSteps)(i),
     async runOne (i) {
       const handle = await DBOS.startWorkflow(threeSteps)(i)
       return handle.getResult()
+    },
+    startSleeper: (i, ms) => DBOS.startWorkflow(sleeper)(i, ms),
+    /** Workflows whose sleep is recorded (DBOS writes its end time before it starts waiting). */
+    async asleep () {
+      probe ??= postgres(systemDatabaseUrl, { max: 1, onnotice: () => {} })
+      const [{ n }] = await probe`SELECT count(*)::int AS n FROM dbos.operation_outputs WHERE function_name = 'DBOS.sleep'`
+      return n
     },
     async app () {
       app = Fastify({ logger: false })
@@ -36,6 +52,7 @@ export async function open (systemDatabaseUrl) {
     },
     async close () {
       await app?.close()
+      await probe?.end({ timeout: 5 })
       await DBOS.shutdown()
     }
   }

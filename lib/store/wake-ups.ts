@@ -1,0 +1,53 @@
+/**
+ * SQL for suspended workflows: a long ctx.sleep records its wake-up time in
+ * workflows.wake_at, and the wake-up scheduler claims the due ones. The
+ * database is the only list of sleeping workflows; nothing is kept in memory.
+ */
+import type { Sql, Tables } from './connect.js'
+import type { ClaimedRow } from './workflows.js'
+
+/**
+ * Marks a running workflow suspended until `wakeAt`. Fenced like every write
+ * of a run: false when the workflow is no longer PENDING under `epoch` (a
+ * newer run owns it), and then nothing is written. The UPDATE locks the row
+ * and re-checks the epoch, so it cannot interleave with a claim.
+ */
+export async function suspendWorkflow (sql: Sql, t: Tables, workflowId: string, epoch: string, wakeAt: Date): Promise<boolean> {
+  const rows = await sql`
+    UPDATE ${t.workflows} SET wake_at = ${wakeAt}, updated_at = now()
+    WHERE workflow_id = ${workflowId} AND epoch = ${epoch}::bigint AND status = 'PENDING'
+    RETURNING 1`
+  return rows.length === 1
+}
+
+/**
+ * Claims up to `limit` of an executor's suspended workflows whose wake-up time
+ * is at or before `now` (the app's clock), earliest first: a new epoch (which
+ * fences off anything still holding the old one) and wake_at cleared, so the
+ * woken run owns a plain PENDING workflow. `attempts` is left alone: it counts
+ * recoveries after crashes, and a wake-up is not one.
+ * Concurrency: FOR UPDATE SKIP LOCKED locks the chosen rows (re-checking the
+ * conditions on their latest version) and passes over rows another
+ * transaction holds, so two claimers never take one workflow and never wait on
+ * each other; a skipped row is claimed by a later pass.
+ */
+export async function claimDue (sql: Sql, t: Tables, executorId: string, now: Date, limit: number): Promise<ClaimedRow[]> {
+  return sql<ClaimedRow[]>`
+    UPDATE ${t.workflows}
+    SET epoch = epoch + 1, wake_at = NULL, updated_at = now()
+    WHERE workflow_id IN (
+      SELECT workflow_id FROM ${t.workflows}
+      WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at <= ${now}
+      ORDER BY wake_at
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED)
+    RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
+}
+
+/** The earliest wake-up time (ms since the epoch) among an executor's suspended workflows, or null. */
+export async function nextWakeAt (sql: Sql, t: Tables, executorId: string): Promise<number | null> {
+  const [row] = await sql<{ at: Date | null }[]>`
+    SELECT min(wake_at) AS at FROM ${t.workflows}
+    WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NOT NULL`
+  return row?.at == null ? null : row.at.getTime()
+}

@@ -1,0 +1,7 @@
+/**
+ * Symbols for engine internals that tests may inspect. Not exported from the
+ * package entry points: not public API.
+ */
+
+/** `engine[kLocalRuns]()`: ids of the workflows with a run in this process. */
+export const kLocalRuns = Symbol('fastify-dbos.localRuns')

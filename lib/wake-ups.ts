@@ -1,0 +1,170 @@
+/**
+ * The wake-up scheduler: resumes this executor's suspended workflows (those a
+ * long ctx.sleep left PENDING with wake_at set) when their time comes.
+ *
+ * It holds one timer, armed for the earliest wake-up it knows of, and nothing
+ * per workflow: the database is the list of sleepers, so 10,000 sleeping
+ * workflows cost no memory here. It learns of new wake-ups when a run in this
+ * process suspends, and reads the earliest one from the database at start and
+ * after every pass, so wake-ups that fell due while the app was down run as
+ * soon as it starts. Due-ness is judged by this process's clock, the one that
+ * computed the wake-up times.
+ */
+import { EngineStoppedError, WorkflowFencedError } from './errors.js'
+import type { Logger } from './logger.js'
+import { backoff, sleep } from './retry.js'
+import type { Sql, Tables } from './store/connect.js'
+import { isConnectionError } from './store/pg-errors.js'
+import { claimDue, nextWakeAt, suspendWorkflow } from './store/wake-ups.js'
+import type { ClaimedRow } from './store/workflows.js'
+
+export interface WakeUpDeps {
+  sql: Sql
+  tables: Tables
+  logger: Logger
+  executorId: string
+  /** Sleeps with at most this long left wait in memory; longer ones suspend the workflow. */
+  inMemoryMaxMs: number
+  /** The engine's stop signal: a run's suspend write stops retrying with it. */
+  signal: AbortSignal
+  /** Resumes a claimed workflow from its checkpoints, as recovery does. */
+  resume (row: ClaimedRow): Promise<void>
+}
+
+/** Workflows claimed per statement: bounds what one statement locks and one pass launches at once. */
+const BATCH = 100
+/** setTimeout's longest delay; a later wake-up is simply looked for again when it fires. */
+const MAX_DELAY_MS = 2 ** 31 - 1
+/** A due workflow the claim skipped is locked by another write for a moment: look again this much later, not at once. */
+const SKIPPED_RETRY_MS = 100
+/** After an unexpected error (not an outage), the next try. */
+const FAILED_RETRY_MS = 5000
+
+export class WakeUps {
+  readonly inMemoryMaxMs: number
+  readonly #deps: WakeUpDeps
+  /** Aborted by stop(), before the engine drains its runs: no new wake-ups from then on. */
+  readonly #stopped = new AbortController()
+  #timer: NodeJS.Timeout | undefined
+  #armedAt = Infinity
+  #pass: Promise<void> | undefined
+  /** The timer fired during a pass: another pass follows it. */
+  #again = false
+
+  constructor (deps: WakeUpDeps) {
+    this.#deps = deps
+    this.inMemoryMaxMs = deps.inMemoryMaxMs
+  }
+
+  /**
+   * Arms the timer for the earliest wake-up of this executor: at once if it
+   * fell due while the app was down. Awaited by engine start, so nothing of it
+   * runs in the background of an idle app. Never throws: if the read fails,
+   * a pass in the background retries it.
+   */
+  async start (): Promise<void> {
+    const { sql, tables, executorId } = this.#deps
+    try {
+      const next = await nextWakeAt(sql, tables, executorId)
+      if (next !== null) this.#learn(next)
+    } catch {
+      this.#fire()
+    }
+  }
+
+  /** Clears the timer and waits for a pass in progress, which launches what it already claimed. */
+  async stop (): Promise<void> {
+    this.#stopped.abort()
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    await this.#pass
+  }
+
+  /**
+   * Records that a run suspends until `wakeAt`, under the run's epoch, and
+   * makes sure the timer fires by then. Waits out an unreachable database like
+   * checkpoint writes do. Throws WorkflowFencedError when the run no longer
+   * owns the workflow (nothing is written then).
+   */
+  async suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void> {
+    const { sql, tables } = this.#deps
+    const written = await this.#reachable(() => suspendWorkflow(sql, tables, workflowId, epoch, new Date(wakeAt)), this.#deps.signal, workflowId)
+    if (written === undefined) throw new EngineStoppedError(workflowId)
+    if (!written) throw new WorkflowFencedError(workflowId)
+    this.#learn(wakeAt)
+  }
+
+  /** Arms the timer for `at` unless it is already armed for earlier. */
+  #learn (at: number): void {
+    if (this.#stopped.signal.aborted || at >= this.#armedAt) return
+    clearTimeout(this.#timer)
+    this.#armedAt = at
+    this.#timer = setTimeout(() => this.#fire(), Math.min(Math.max(0, at - Date.now()), MAX_DELAY_MS))
+  }
+
+  #fire (): void {
+    this.#timer = undefined
+    this.#armedAt = Infinity
+    if (this.#pass !== undefined) {
+      this.#again = true
+      return
+    }
+    this.#pass = this.#passes().finally(() => { this.#pass = undefined })
+  }
+
+  async #passes (): Promise<void> {
+    do {
+      this.#again = false
+      try {
+        const next = await this.#reachable(() => this.#wakeDue(), this.#stopped.signal)
+        if (typeof next === 'number') this.#learn(next)
+      } catch (err) {
+        this.#deps.logger.error({ err, executorId: this.#deps.executorId }, 'could not wake sleeping workflows; trying again shortly')
+        this.#learn(Date.now() + FAILED_RETRY_MS)
+      }
+    } while (this.#again && !this.#stopped.signal.aborted)
+  }
+
+  /** Claims and resumes due workflows, batch by batch; returns the next wake-up time, or null when nothing sleeps. */
+  async #wakeDue (): Promise<number | null> {
+    const { sql, tables, executorId } = this.#deps
+    for (;;) {
+      const claimed = await claimDue(sql, tables, executorId, new Date(Date.now()), BATCH)
+      await Promise.all(claimed.map((row) => this.#resume(row)))
+      if (this.#stopped.signal.aborted) return null
+      if (claimed.length === BATCH) continue
+      const next = await nextWakeAt(sql, tables, executorId)
+      const now = Date.now()
+      if (next === null || next > now) return next
+      // Due but not claimed: skipped as locked, or fell due since the claim.
+      return claimed.length === 0 ? now + SKIPPED_RETRY_MS : next
+    }
+  }
+
+  /**
+   * The claim is committed, so a failure here leaves the workflow PENDING with
+   * wake_at cleared: the next start's recovery resumes it.
+   */
+  async #resume (row: ClaimedRow): Promise<void> {
+    try {
+      await this.#reachable(() => this.#deps.resume(row), this.#stopped.signal, row.workflow_id)
+    } catch (err) {
+      this.#deps.logger.error({ err, workflowId: row.workflow_id }, 'could not resume a woken workflow; it stays PENDING and resumes on the next start')
+    }
+  }
+
+  /** `fn`, retried with backoff while the database is unreachable; undefined once `signal` aborts. */
+  async #reachable<T> (fn: () => Promise<T>, signal: AbortSignal, workflowId?: string): Promise<T | undefined> {
+    for (let attempt = 1; !signal.aborted; attempt++) {
+      try {
+        return await fn()
+      } catch (err) {
+        if (signal.aborted) return undefined
+        if (!isConnectionError(err)) throw err
+        if (attempt === 1) this.#deps.logger.warn({ err, workflowId }, 'workflow database unreachable; sleeping workflows wait and retry')
+        await sleep(backoff(attempt, 100, 5000), signal)
+      }
+    }
+    return undefined
+  }
+}

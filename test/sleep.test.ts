@@ -1,0 +1,337 @@
+// ctx.sleep: short sleeps wait in memory, long ones suspend the workflow
+// (PENDING, wake_at set, nothing held in this process) until the wake-up
+// scheduler resumes it by replay. Crash tests with a real child process are
+// in sleep-recovery.test.ts.
+import type postgres from 'postgres'
+import t, { type Test } from 'tap'
+import { defineWorkflow, Engine, type EngineOptions, type Logger } from '../lib/index.js'
+import { kLocalRuns } from '../lib/symbols.js'
+import { adminSql, buildEngine, databaseUrl, pollUntil } from './helpers/db.js'
+import { Counter, gate, sharedSchema } from './helpers/workflows.js'
+
+const counter = new Counter()
+/** When step two of each workflow ran, by this process's clock. */
+const ranTwoAt = new Map<string, number>()
+
+/** Step one, a sleep of `ms`, step two. Counts bodies and steps per workflow id. */
+const sleeper = defineWorkflow('sleeper', async (ctx, ms: number) => {
+  counter.hit(`${ctx.workflowId}:body`)
+  const one = await ctx.step('one', () => { counter.hit(`${ctx.workflowId}:one`); return 1 })
+  await ctx.sleep(ms)
+  const two = await ctx.step('two', () => {
+    counter.hit(`${ctx.workflowId}:two`)
+    ranTwoAt.set(ctx.workflowId, Date.now())
+    return 2
+  })
+  return one + two
+})
+
+interface Row { status: string, wake_at: Date | null, attempts: number, epoch: string, output: string | null }
+
+function rowOf (sql: postgres.Sql, engine: Engine, workflowId: string): Promise<Row | undefined> {
+  return sql<Row[]>`
+    SELECT status, wake_at, attempts, epoch::text AS epoch, output
+    FROM ${sql(engine.options.schema + '.workflows')} WHERE workflow_id = ${workflowId}`.then((rows) => rows[0])
+}
+
+/** The wake-up time the workflow's sleep recorded, once its checkpoint is there. */
+async function recordedWakeAt (engine: Engine, workflowId: string): Promise<number> {
+  return pollUntil(async () => (await engine.listSteps(workflowId).catch(() => [])).find((s) => s.name === 'sleep')?.output as number | undefined,
+    { what: `the sleep checkpoint of ${workflowId}` })
+}
+
+/** Waits until the workflow is suspended (wake_at set) and returns its row. */
+function suspended (sql: postgres.Sql, engine: Engine, workflowId: string): Promise<Row> {
+  return pollUntil(async () => {
+    const row = await rowOf(sql, engine, workflowId)
+    return row?.wake_at != null ? row : undefined
+  }, { what: `${workflowId} to be suspended` }) as Promise<Row>
+}
+
+function capturingLogger (): Logger & { records: { level: string, obj: any, msg?: string }[] } {
+  const records: { level: string, obj: any, msg?: string }[] = []
+  const at = (level: string) => (obj: object, msg?: string) => { records.push({ level, obj, msg }) }
+  return { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
+}
+
+/** Two engines in turn on one schema under one executor id: a restart in one process. */
+function restartable (t: Test, options: EngineOptions = {}): { schema: string, start (more?: EngineOptions): Promise<Engine> } {
+  const processes = sharedSchema(t, 'sleep')
+  const executorId = `sleep-${processes.schema}`
+  return {
+    schema: processes.schema,
+    start: (more = {}) => processes.start({ workflows: [sleeper], executorId, sleepInMemoryMaxMs: 0, ...options, ...more })
+  }
+}
+
+t.test('a short sleep waits in memory: the run stays here and wake_at is never set', async (t) => {
+  const engine = await buildEngine(t, { workflows: [sleeper] })
+  const sql = adminSql(t)
+  const handle = await engine.startWorkflow(sleeper, 400, { workflowId: 'short' })
+  const wakeAt = await recordedWakeAt(engine, 'short')
+  t.same(engine[kLocalRuns](), ['short'], 'the run is held in this process while it sleeps')
+  t.equal((await rowOf(sql, engine, 'short'))?.wake_at, null, 'not suspended')
+  t.equal(await handle.getResult(), 3)
+  t.ok(ranTwoAt.get('short')! >= wakeAt, 'the step after the sleep ran at or after the wake-up time')
+  t.equal(counter.get('short:body'), 1, 'one run, no replay')
+  t.same((await engine.listSteps('short')).map((s) => [s.stepId, s.name]), [[0, 'one'], [1, 'sleep'], [2, 'two']],
+    'the sleep takes a step position')
+  t.match(await rowOf(sql, engine, 'short'), { status: 'SUCCESS', wake_at: null, attempts: 1, epoch: '1' })
+})
+
+t.test('a long sleep suspends: no run held, then a replay at the wake-up time finishes it', async (t) => {
+  const engine = await buildEngine(t, { workflows: [sleeper], sleepInMemoryMaxMs: 0 })
+  const sql = adminSql(t)
+  const handle = await engine.startWorkflow(sleeper, 1000, { workflowId: 'long' })
+  // Awaited across the suspension: it must not see the internal signal.
+  const result = handle.getResult()
+  const asleep = await suspended(sql, engine, 'long')
+  const wakeAt = await recordedWakeAt(engine, 'long')
+  t.equal(asleep.wake_at!.getTime(), wakeAt, 'wake_at is the recorded wake-up time')
+  await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the run to leave' })
+  const status = await engine.getStatus('long')
+  t.equal(status.status, 'PENDING', 'PENDING while it sleeps')
+  t.equal(status.wakeAt?.getTime(), wakeAt, 'getStatus shows when it wakes up')
+  t.equal(counter.get('long:two'), 0, 'nothing after the sleep ran yet')
+
+  t.equal(await result, 3, 'getResult awaited across the suspension gets the result')
+  t.ok(ranTwoAt.get('long')! >= wakeAt, 'woken no earlier than the wake-up time')
+  t.equal(counter.get('long:body'), 2, 'the body ran again from the top on wake-up')
+  t.equal(counter.get('long:one'), 1, 'the step before the sleep replayed, it did not run again')
+  t.equal(counter.get('long:two'), 1)
+  t.match(await rowOf(sql, engine, 'long'), { status: 'SUCCESS', wake_at: null, attempts: 1, epoch: '2' },
+    'one claim (the wake-up), and it counted no attempt')
+  t.equal((await engine.getStatus('long')).wakeAt, null, 'no wake-up time once awake')
+  t.same(engine[kLocalRuns](), [])
+})
+
+t.test('workflow code that catches the suspension cannot carry on', async (t) => {
+  const caught: string[] = []
+  const catcher = defineWorkflow('catcher', async (ctx) => {
+    await ctx.step('one', () => 1)
+    try {
+      await ctx.sleep(1000)
+    } catch (err) {
+      caught.push((err as { code: string }).code)
+      for (const call of [() => ctx.step('afterCatch', () => counter.hit('afterCatch')), () => ctx.sleep(1), () => ctx.transaction('tx', async () => 1)]) {
+        try { await call() } catch (again) { caught.push((again as { code: string }).code) }
+      }
+      return 'escaped'
+    }
+    await ctx.step('two', () => 2)
+    return 'done'
+  })
+  const engine = await buildEngine(t, { workflows: [catcher], sleepInMemoryMaxMs: 0 })
+  const sql = adminSql(t)
+  const handle = await engine.startWorkflow(catcher, undefined, { workflowId: 'catcher' })
+  await pollUntil(() => caught.length === 4, { what: 'the workflow code to catch the signal and try again' })
+  t.same(caught, Array(4).fill('DBOS_ERR_WORKFLOW_SUSPENDED'), 'every ctx call after the suspension throws it again')
+  await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the run to end' })
+  const row = await rowOf(sql, engine, 'catcher')
+  t.match(row, { status: 'PENDING', output: null }, '"escaped" was not recorded')
+  t.not(row?.wake_at, null, 'still suspended')
+  t.equal(counter.get('afterCatch'), 0, 'the step called after catching did not run')
+  t.same((await engine.listSteps('catcher')).map((s) => s.name), ['one', 'sleep'])
+
+  t.equal(await handle.getResult(), 'done', 'the woken run finished it')
+  t.same((await engine.listSteps('catcher')).map((s) => s.name), ['one', 'sleep', 'two'])
+})
+
+t.test('a run woken while its suspended predecessor is still unwinding keeps its place', async (t) => {
+  const unwind = gate()
+  const hold = gate()
+  const lingering = defineWorkflow('lingering', async (ctx) => {
+    const n = counter.hit('lingering:body')
+    await ctx.step('one', () => 1)
+    try {
+      await ctx.sleep(600)
+    } catch (err) {
+      if (n === 1) await unwind.wait()
+      counter.hit('lingering:unwound')
+      throw err
+    }
+    await ctx.step('two', () => hold.wait())
+    return 'done'
+  })
+  const engine = await buildEngine(t, { workflows: [lingering], sleepInMemoryMaxMs: 0 })
+  await engine.startWorkflow(lingering, undefined, { workflowId: 'lingering' })
+  await pollUntil(() => unwind.entered === 1, { what: 'the first run to catch the signal and linger' })
+  await pollUntil(() => hold.entered === 1, { what: 'the woken run to reach step two' })
+  t.same(engine[kLocalRuns](), ['lingering'])
+  unwind.open()
+  await pollUntil(() => counter.get('lingering:unwound') === 1, { what: 'the first run to end' })
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(engine[kLocalRuns](), ['lingering'], 'the old run ending did not remove the new one')
+  const result = engine.getResult('lingering')
+  hold.open()
+  t.equal(await result, 'done')
+})
+
+t.test('a graceful stop does not hand back a suspended run that is still unwinding', async (t) => {
+  const unwind = gate()
+  const clinging = defineWorkflow('clinging', async (ctx) => {
+    await ctx.step('one', () => 1)
+    try {
+      await ctx.sleep(60_000)
+    } catch (err) {
+      await unwind.wait()
+      throw err
+    }
+  })
+  const sql = adminSql(t)
+  const shared = restartable(t, { workflows: [clinging] })
+  const a = await shared.start({ shutdownTimeoutMs: 10 })
+  await a.startWorkflow(clinging, undefined, { workflowId: 'clinging' })
+  await pollUntil(() => unwind.entered === 1, { what: 'the run to catch the signal and linger' })
+  await a.stop()
+  unwind.open()
+  t.match(await rowOf(sql, a, 'clinging'), { status: 'PENDING', attempts: 1, epoch: '1' },
+    'its attempt was not handed back: a wake-up, not a recovery, resumes it')
+  t.not((await rowOf(sql, a, 'clinging'))?.wake_at, null, 'still suspended')
+})
+
+t.test('a suspend whose epoch was bumped underneath writes nothing', async (t) => {
+  const engine = await buildEngine(t, { workflows: [sleeper], sleepInMemoryMaxMs: 0 })
+  const sql = adminSql(t)
+  const schema = engine.options.schema
+  // Another owner claims the workflow right as its sleep checkpoint commits,
+  // so the checkpoint lands but the wake_at write that follows is stale.
+  await sql.unsafe(`
+    CREATE FUNCTION ${schema}.steal() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN UPDATE ${schema}.workflows SET epoch = epoch + 1 WHERE workflow_id = NEW.workflow_id; RETURN NEW; END $$;
+    CREATE TRIGGER steal AFTER INSERT ON ${schema}.steps FOR EACH ROW WHEN (NEW.name = 'sleep') EXECUTE FUNCTION ${schema}.steal();`)
+  await engine.startWorkflow(sleeper, 60_000, { workflowId: 'fenced' })
+  await recordedWakeAt(engine, 'fenced')
+  await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the fenced run to end' })
+  t.match(await rowOf(sql, engine, 'fenced'), { status: 'PENDING', wake_at: null, epoch: '2', output: null },
+    'no wake_at under the new epoch, no outcome')
+  t.equal(counter.get('fenced:two'), 0, 'the body did not go on')
+})
+
+t.test('a refused wake_at write is like a crash before it: the restart replays and suspends again', async (t) => {
+  const sql = adminSql(t)
+  const shared = restartable(t)
+  const a = await shared.start()
+  await sql.unsafe(`ALTER TABLE ${shared.schema}.workflows ADD CONSTRAINT no_wake CHECK (wake_at IS NULL)`)
+  const handle = await a.startWorkflow(sleeper, 4000, { workflowId: 'between' })
+  await t.rejects(handle.getResult(), { code: '23514' }, 'the local waiter sees the refusal')
+  const wakeAt = await recordedWakeAt(a, 'between')
+  t.match(await rowOf(sql, a, 'between'), { status: 'PENDING', wake_at: null, attempts: 1, output: null },
+    'the sleep is recorded, wake_at is not, and no outcome')
+  await a.stop()
+  await sql.unsafe(`ALTER TABLE ${shared.schema}.workflows DROP CONSTRAINT no_wake`)
+
+  const b = await shared.start()
+  const again = await suspended(sql, b, 'between')
+  t.equal(again.wake_at!.getTime(), wakeAt, 'recovery replayed the sleep: same wake-up time, not a new sleep')
+  t.equal(again.attempts, 2, 'the recovery counted, as after any crash')
+  t.equal(await b.getResult('between'), 3)
+  t.ok(ranTwoAt.get('between')! >= wakeAt)
+  t.equal(counter.get('between:one'), 1, 'step one ran once')
+  t.equal(counter.get('between:body'), 3, 'first run, recovery, wake-up')
+})
+
+t.test('stop() cuts an in-memory sleep short; the next start replays the recorded wake-up time', async (t) => {
+  const sql = adminSql(t)
+  const shared = restartable(t)
+  const a = await shared.start({ sleepInMemoryMaxMs: 600_000, shutdownTimeoutMs: 10 })
+  const handle = await a.startWorkflow(sleeper, 300_000, { workflowId: 'cut' })
+  const wakeAt = await recordedWakeAt(a, 'cut')
+  t.same(a[kLocalRuns](), ['cut'], 'sleeping in memory')
+  const waiter = t.rejects(handle.getResult(), { code: 'DBOS_ERR_ENGINE_STOPPED' }, 'a waiter here sees the run stop, as for any run a stop cuts short')
+  await a.stop()
+  await waiter
+  t.match(await rowOf(sql, a, 'cut'), { status: 'PENDING', wake_at: null, attempts: 0 }, 'handed back like any run a stop cuts short')
+
+  const b = await shared.start()
+  const asleep = await suspended(sql, b, 'cut')
+  t.equal(asleep.wake_at!.getTime(), wakeAt, 'the replay kept the recorded wake-up time')
+  t.equal(asleep.attempts, 1)
+  t.equal(counter.get('cut:one'), 1)
+})
+
+t.test('stop() with suspended workflows returns at once; a new engine wakes them', async (t) => {
+  const sql = adminSql(t)
+  const logger = capturingLogger()
+  const shared = restartable(t)
+  const a = await shared.start({ shutdownTimeoutMs: 60_000, logger })
+  const ids = ['s1', 's2', 's3']
+  for (const id of ids) await a.startWorkflow(sleeper, 2000, { workflowId: id })
+  for (const id of ids) await suspended(sql, a, id)
+  await pollUntil(() => a[kLocalRuns]().length === 0, { what: 'the runs to leave' })
+  // With a run still held, stop would wait up to shutdownTimeoutMs (60 s, past this test's timeout).
+  await a.stop()
+  t.notOk(logger.records.some((r) => /waiting for running workflows/.test(r.msg ?? '')), 'stop had no run to wait for')
+
+  const b = await shared.start()
+  for (const id of ids) t.equal(await b.getResult(id), 3)
+  for (const id of ids) t.match(await rowOf(sql, b, id), { status: 'SUCCESS', attempts: 1, epoch: '2' })
+})
+
+t.test('wake-ups that fell due while no engine ran happen right after the next start', async (t) => {
+  const sql = adminSql(t)
+  const shared = restartable(t)
+  const a = await shared.start()
+  await a.startWorkflow(sleeper, 300, { workflowId: 'overdue' })
+  const { wake_at: wakeAt } = await suspended(sql, a, 'overdue')
+  await a.stop()
+  await pollUntil(() => Date.now() > wakeAt!.getTime() + 100, { what: 'the wake-up time to pass' })
+  t.not((await rowOf(sql, a, 'overdue'))?.wake_at, null, 'still suspended: nobody was there to wake it')
+
+  const b = await shared.start()
+  t.equal(await b.getResult('overdue'), 3)
+  t.match(await rowOf(sql, b, 'overdue'), { status: 'SUCCESS', attempts: 1, wake_at: null })
+  t.equal(counter.get('overdue:one'), 1)
+})
+
+t.test('many sleepers wake in batches, each exactly once', async (t) => {
+  const engine = await buildEngine(t, { workflows: [sleeper], sleepInMemoryMaxMs: 0 })
+  const sql = adminSql(t)
+  const n = 230
+  const handles = []
+  for (let i = 0; i < n; i++) handles.push(await engine.startWorkflow(sleeper, 1500 + (i % 7) * 50, { workflowId: `many-${i}` }))
+  t.same(await Promise.all(handles.map((h) => h.getResult())), Array(n).fill(3))
+  const [summary] = await sql<{ done: number, epochs: number, attempts: number }[]>`
+    SELECT count(*) FILTER (WHERE status = 'SUCCESS')::int AS done, max(epoch)::int AS epochs, max(attempts)::int AS attempts
+    FROM ${sql(engine.options.schema + '.workflows')}`
+  t.same(summary, { done: n, epochs: 2, attempts: 1 }, 'every one finished, claimed once, with no attempt counted')
+})
+
+t.test('retrying the start of a suspended workflow does not claim it', async (t) => {
+  const engine = await buildEngine(t, { workflows: [sleeper], sleepInMemoryMaxMs: 0 })
+  const sql = adminSql(t)
+  await engine.startWorkflow(sleeper, 1500, { workflowId: 'retried' })
+  await suspended(sql, engine, 'retried')
+  for (let i = 0; i < 3; i++) await engine.startWorkflow(sleeper, 1500, { workflowId: 'retried' })
+  t.equal(await engine.getResult('retried'), 3)
+  t.match(await rowOf(sql, engine, 'retried'), { status: 'SUCCESS', attempts: 1, epoch: '2' },
+    'only the wake-up claimed it')
+  t.equal(counter.get('retried:body'), 2)
+})
+
+t.test('ctx.sleep refuses durations that are not numbers from 0 to 1e15', async (t) => {
+  const badSleeps = defineWorkflow('badSleeps', async (ctx) => {
+    const codes: string[] = []
+    for (const ms of [-1, NaN, Infinity, 1e16, '10', undefined]) {
+      try { await ctx.sleep(ms as number) } catch (err) { codes.push((err as { code: string }).code) }
+    }
+    await ctx.sleep(0)
+    await ctx.step('after', () => 1)
+    return codes
+  })
+  const uncaught = defineWorkflow('uncaughtBadSleep', async (ctx) => { await ctx.sleep(-5) })
+  const engine = await buildEngine(t, { workflows: [badSleeps, uncaught] })
+  const codes = await (await engine.startWorkflow(badSleeps, undefined, { workflowId: 'bad' })).getResult()
+  t.same(codes, Array(6).fill('DBOS_ERR_INVALID_SLEEP_DURATION'))
+  t.same((await engine.listSteps('bad')).map((s) => [s.stepId, s.name]), [[0, 'sleep'], [1, 'after']],
+    'refused sleeps take no step position; sleep(0) does')
+  await t.rejects((await engine.startWorkflow(uncaught, undefined)).getResult(), { code: 'DBOS_ERR_INVALID_SLEEP_DURATION', statusCode: 500 })
+})
+
+t.test('sleepInMemoryMaxMs must be an integer from 0 to 2^31 - 1', async (t) => {
+  t.equal(new Engine({ databaseUrl }).options.sleepInMemoryMaxMs, 5000, 'default')
+  t.equal(new Engine({ databaseUrl, sleepInMemoryMaxMs: 0 }).options.sleepInMemoryMaxMs, 0)
+  for (const bad of [-1, 1.5, NaN, '100', 2 ** 31]) {
+    t.throws(() => new Engine({ databaseUrl, sleepInMemoryMaxMs: bad as number }), { code: 'DBOS_ERR_INVALID_OPTION' }, String(bad))
+  }
+})
