@@ -1,5 +1,5 @@
 // The example app from the README: background jobs, an idempotent payment
-// endpoint and a crash-and-recover demo. Plain JavaScript on purpose: the
+// endpoint, a crash-and-recover demo and durable reminders. Plain JavaScript on purpose: the
 // library needs no TypeScript. Run it with `npm start` (builds first).
 //
 // Without DATABASE_URL it starts an embedded Postgres with its data in
@@ -86,10 +86,21 @@ async function slowWork (ctx, step, result = {}) {
   return { ...result, step }
 }
 
+// A reminder: a durable sleep, then a step. A sleep longer than a few seconds
+// suspends the workflow (it holds no memory while it waits) and it is resumed
+// at its wake-up time, even if the app was restarted meanwhile.
+const sendReminder = defineWorkflow('sendReminder', async (ctx, { message, inSeconds }) => {
+  await ctx.sleep(inSeconds * 1000)
+  return ctx.step('deliver', () => {
+    app.log.info({ workflowId: ctx.workflowId, message }, 'reminder delivered')
+    return { message, deliveredAt: new Date().toISOString() }
+  })
+})
+
 // ---------------------------------------------------------------- plugin
 
 // No databaseUrl: the plugin uses DATABASE_URL, or starts an embedded Postgres.
-await app.register(dbosPlugin, { workflows: [processJob, processPayment, recoveryDemo] })
+await app.register(dbosPlugin, { workflows: [processJob, processPayment, recoveryDemo, sendReminder] })
 
 // ---------------------------------------------------------------- routes
 
@@ -118,6 +129,7 @@ app.get('/jobs/:id', async (req) => {
     attempts: status.attempts,
     createdAt: status.createdAt,
     completedAt: status.completedAt,
+    wakeAt: status.wakeAt ?? undefined,
     steps: steps.map((s) => ({ stepId: s.stepId, name: s.name, output: s.output, error: s.error?.message }))
   }
 })
@@ -144,6 +156,19 @@ app.post('/recovery-demo', {
   schema: { body: { type: 'object', properties: { crash: { type: 'boolean' } } } }
 }, async (req, reply) => {
   const handle = await req.workflows.start(recoveryDemo, { crash: req.body?.crash === true })
+  return reply.code(202).send({ workflowId: handle.workflowId })
+})
+
+app.post('/reminders', {
+  schema: {
+    body: {
+      type: 'object',
+      required: ['message', 'inSeconds'],
+      properties: { message: { type: 'string' }, inSeconds: { type: 'integer', minimum: 0, maximum: 31536000 } }
+    }
+  }
+}, async (req, reply) => {
+  const handle = await req.workflows.start(sendReminder, { message: req.body.message, inSeconds: req.body.inSeconds })
   return reply.code(202).send({ workflowId: handle.workflowId })
 })
 
