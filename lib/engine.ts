@@ -118,7 +118,7 @@ export class Engine implements HandleSource {
         checkpoints: new Checkpoints(pools, t, logger, this.#abort.signal),
         results: new ResultWaiters(url, t.channel, logger),
         wakeUps: new WakeUps({
-          sql: pools.sql, tables: t, logger, executorId: this.executorId, inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
+          sql: pools.sql, writes: pools.writes, tables: t, logger, executorId: this.executorId, inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
           signal: this.#abort.signal, resume: (row) => resumeWoken(this.#recoveryDeps!, row)
         })
       }

@@ -98,9 +98,9 @@ export const WorkflowFencedError = define('DBOS_ERR_WORKFLOW_FENCED', 409,
 export const EngineStoppedError = define('DBOS_ERR_ENGINE_STOPPED', 503,
   (workflowId: string) => `The engine stopped while workflow ${workflowId} was running; it stays PENDING and resumes on the next start`)
 
-/** A workflow called ctx.sleep with a duration that is not a number of milliseconds from 0 to 1e15: a bug in the workflow code. */
+/** A workflow called ctx.sleep with a duration that is not a number of milliseconds from 0 to 1e14: a bug in the workflow code. */
 export const InvalidSleepDurationError = define('DBOS_ERR_INVALID_SLEEP_DURATION', 500,
-  (got: string) => `ctx.sleep(ms) needs a number of milliseconds from 0 to 1e15, got ${got}`)
+  (got: string) => `ctx.sleep(ms) needs a number of milliseconds from 0 to 1e14, got ${got}`)
 
 /**
  * Thrown by ctx.sleep once a long sleep is recorded: it unwinds the workflow

@@ -25,7 +25,7 @@ export interface RecoveryDeps {
   maxRecoveryAttempts: number
   definition (name: string): WorkflowDefinition<any, any> | undefined
   isRunning (workflowId: string): boolean
-  /** Ids being claimed right now, by recovery or by a retried start. */
+  /** Ids being claimed right now, by recovery or by a retried start, or claimed by a wake-up and not yet launched. */
   claiming: Set<string>
   resume (def: WorkflowDefinition<any, any>, row: ClaimedRow, input: unknown, steps: StepRow[]): void
 }
@@ -97,7 +97,16 @@ export async function resumeWoken (deps: RecoveryDeps, row: ClaimedRow): Promise
       'cannot wake workflow: no definition with this name is registered; it stays PENDING')
     return
   }
-  await resumeFromCheckpoints(deps, def, row, true)
+  // Claimed (wake_at cleared) but not running until its steps are read: a
+  // start retried meanwhile, or a recovery pass, would take it for an orphan
+  // and claim it again, with an attempt counted and two runs at once.
+  const mine = !deps.claiming.has(row.workflow_id)
+  if (mine) deps.claiming.add(row.workflow_id)
+  try {
+    await resumeFromCheckpoints(deps, def, row, true)
+  } finally {
+    if (mine) deps.claiming.delete(row.workflow_id)
+  }
 }
 
 async function resumeOne (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {

@@ -27,8 +27,13 @@ export interface RunDeps {
 const MAX_TRANSACTION_RETRIES = 10
 /** The step name under which ctx.sleep records its wake-up time. */
 const SLEEP_STEP = 'sleep'
-/** About 31,700 years: keeps every wake-up time a valid Date (and timestamptz). */
-const MAX_SLEEP_MS = 1e15
+/**
+ * About 3,170 years: keeps every wake-up time within years 0 to 9999 for
+ * millennia to come. A valid Date is not enough: postgres.js sends Dates as
+ * toISOString(), which writes later years as "+010000-...", and Postgres
+ * refuses that text, so a later wake-up time could never be recorded.
+ */
+const MAX_SLEEP_MS = 1e14
 
 /** Thrown inside a transaction to roll it back when its checkpoint already exists or is fenced. */
 class CheckpointNotWritten extends Error {}
@@ -53,6 +58,8 @@ export class WorkflowRun implements WorkflowContext {
   #unconfirmed: Promise<void>[] = []
   #checkpointFailure: unknown
   #suspension: InstanceType<typeof WorkflowSuspendedError> | undefined
+  /** Settles once a sleep has recorded its suspension (or failed to): steps that finish meanwhile wait for it. */
+  #suspending: Promise<void> | undefined
 
   /** Why a step's checkpoint could not be written, if one could not: the run must not record an outcome. */
   get checkpointFailure (): unknown { return this.#checkpointFailure }
@@ -76,7 +83,7 @@ export class WorkflowRun implements WorkflowContext {
     await this.confirmCheckpoints()
     const attempt = await this.#attempt(fn, options)
     // Suspended meanwhile (a sleep in parallel): the run records nothing more; a wake-up runs the step again.
-    if (this.#suspension !== undefined) throw this.#suspension
+    await this.#settleSuspension()
     const outcome = attempt.ok
       ? this.#encodeResult(attempt.value, `the result of step ${JSON.stringify(name)}`)
       : { output: null, error: serializeError(attempt.error) }
@@ -180,7 +187,7 @@ export class WorkflowRun implements WorkflowContext {
   async #transactionBody<T> (tx: TransactionSql, stepId: number, name: string, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
     const value = await fn(tx)
     // Rolls back: a suspended run commits nothing more.
-    if (this.#suspension !== undefined) throw this.#suspension
+    await this.#settleSuspension()
     const outcome = this.#encodeResult(value, `the result of transaction ${JSON.stringify(name)}`)
     if (outcome.error !== null) throw outcome.thrown
     const row = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: outcome.output, error: null }
@@ -222,16 +229,37 @@ export class WorkflowRun implements WorkflowContext {
    * unwinds the workflow function; from then on every ctx call throws it.
    */
   async #suspend (wakeAt: number): Promise<never> {
+    let settle!: () => void
+    const suspending = new Promise<void>((resolve) => { settle = resolve })
+    // Steps finishing from now on hold their writes (see step): the ones
+    // issued before are what confirmCheckpoints waits for.
+    this.#suspending = suspending
     try {
       await this.confirmCheckpoints()
       await this.#deps.wakeUps.suspend(this.workflowId, this.epoch, wakeAt)
+      this.#suspension ??= new WorkflowSuspendedError(this.workflowId, new Date(wakeAt).toISOString())
     } catch (err) {
       // As for a refused checkpoint: even if the code catches this, the run must not record an outcome.
       this.#checkpointFailure ??= err
       throw err
+    } finally {
+      if (this.#suspending === suspending) this.#suspending = undefined
+      settle()
     }
-    this.#suspension ??= new WorkflowSuspendedError(this.workflowId, new Date(wakeAt).toISOString())
     throw this.#suspension
+  }
+
+  /**
+   * Before a step or transaction records its outcome: if a sleep beside it is
+   * recording a suspension, wait for that, and throw the suspension once it
+   * is recorded. Once wake_at is written the workflow may be woken at once; a
+   * checkpoint of ours landing after the woken run read its checkpoints would
+   * contradict the result that run computed, and fence it off although it
+   * owns the workflow.
+   */
+  async #settleSuspension (): Promise<void> {
+    while (this.#suspending !== undefined && this.#suspension === undefined) await this.#suspending
+    if (this.#suspension !== undefined) throw this.#suspension
   }
 
   /** Waits until every step checkpoint issued so far is durable; throws if one was fenced off. */

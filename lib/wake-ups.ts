@@ -19,7 +19,14 @@ import { claimDue, nextWakeAt, suspendWorkflow } from './store/wake-ups.js'
 import type { ClaimedRow } from './store/workflows.js'
 
 export interface WakeUpDeps {
+  /** For the scheduler's reads and claims. */
   sql: Sql
+  /**
+   * For a run's suspend write: the checkpoint connection, like the run's other
+   * writes. Not the general pool, which a transaction running beside the sleep
+   * may hold while it waits for the suspension to be recorded.
+   */
+  writes: Sql
   tables: Tables
   logger: Logger
   executorId: string
@@ -87,8 +94,8 @@ export class WakeUps {
    * owns the workflow (nothing is written then).
    */
   async suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void> {
-    const { sql, tables } = this.#deps
-    const written = await this.#reachable(() => suspendWorkflow(sql, tables, workflowId, epoch, new Date(wakeAt)), this.#deps.signal, workflowId)
+    const { writes, tables } = this.#deps
+    const written = await this.#reachable(() => suspendWorkflow(writes, tables, workflowId, epoch, new Date(wakeAt)), this.#deps.signal, workflowId)
     if (written === undefined) throw new EngineStoppedError(workflowId)
     if (!written) throw new WorkflowFencedError(workflowId)
     this.#learn(wakeAt)

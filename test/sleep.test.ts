@@ -1,7 +1,7 @@
 // ctx.sleep: short sleeps wait in memory, long ones suspend the workflow
 // (PENDING, wake_at set, nothing held in this process) until the wake-up
-// scheduler resumes it by replay. Crash tests with a real child process are
-// in sleep-recovery.test.ts.
+// scheduler resumes it by replay. The crash test with a real child process
+// is in recovery.test.ts.
 import type postgres from 'postgres'
 import t, { type Test } from 'tap'
 import { defineWorkflow, Engine, type EngineOptions, type Logger } from '../lib/index.js'
@@ -309,10 +309,10 @@ t.test('retrying the start of a suspended workflow does not claim it', async (t)
   t.equal(counter.get('retried:body'), 2)
 })
 
-t.test('ctx.sleep refuses durations that are not numbers from 0 to 1e15', async (t) => {
+t.test('ctx.sleep refuses durations that are not numbers from 0 to 1e14', async (t) => {
   const badSleeps = defineWorkflow('badSleeps', async (ctx) => {
     const codes: string[] = []
-    for (const ms of [-1, NaN, Infinity, 1e16, '10', undefined]) {
+    for (const ms of [-1, NaN, Infinity, 1e14 + 1, '10', undefined]) {
       try { await ctx.sleep(ms as number) } catch (err) { codes.push((err as { code: string }).code) }
     }
     await ctx.sleep(0)
@@ -334,4 +334,194 @@ t.test('sleepInMemoryMaxMs must be an integer from 0 to 2^31 - 1', async (t) => 
   for (const bad of [-1, 1.5, NaN, '100', 2 ** 31]) {
     t.throws(() => new Engine({ databaseUrl, sleepInMemoryMaxMs: bad as number }), { code: 'DBOS_ERR_INVALID_OPTION' }, String(bad))
   }
+})
+
+t.test('the longest sleep ctx.sleep accepts suspends like any other', async (t) => {
+  // postgres.js sends a Date as toISOString(), which writes years after 9999
+  // as "+010000-..."; Postgres refuses that, so a wake-up time past 9999 could
+  // never be recorded and the workflow failed at every recovery.
+  const forever = defineWorkflow('forever', async (ctx, ms: number) => {
+    await ctx.step('one', () => 1)
+    await ctx.sleep(ms)
+    return 'woke'
+  })
+  const engine = await buildEngine(t, { workflows: [forever] })
+  const sql = adminSql(t)
+  const longest = await engine.startWorkflow(forever, 1e14, { workflowId: 'longest' })
+  const row = await suspended(sql, engine, 'longest')
+  t.equal(row.wake_at!.getTime(), await recordedWakeAt(engine, 'longest'), 'wake_at recorded and read back intact')
+  t.equal((await engine.getStatus('longest')).wakeAt?.getTime(), row.wake_at!.getTime())
+  await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the run to leave' })
+  await t.rejects(longest.getResult({ timeoutMs: 200 }), { code: 'DBOS_ERR_RESULT_TIMEOUT' }, 'asleep, not failed')
+  const tooLong = await engine.startWorkflow(forever, 1e15, { workflowId: 'too-long' })
+  await t.rejects(tooLong.getResult(), { code: 'DBOS_ERR_INVALID_SLEEP_DURATION' }, 'refused up front, not after its checkpoint')
+})
+
+t.test('a start retried while its workflow is being woken does not claim it a second time', async (t) => {
+  const engine = await buildEngine(t, { workflows: [sleeper], sleepInMemoryMaxMs: 0 })
+  const sql = adminSql(t)
+  const steps = engine.options.schema + '.steps'
+  await engine.startWorkflow(sleeper, 800, { workflowId: 'waking' })
+  await suspended(sql, engine, 'waking')
+  // Holds the woken run between its claim and its launch: the scheduler's
+  // claim commits, but reading the recorded steps waits for this lock.
+  let unlock!: () => void
+  const locked = new Promise<void>((resolve) => { unlock = resolve })
+  let holding!: () => void
+  const held = new Promise<void>((resolve) => { holding = resolve })
+  const lock = sql.begin(async (tx) => {
+    await tx.unsafe(`LOCK TABLE ${steps} IN ACCESS EXCLUSIVE MODE`)
+    holding()
+    await locked
+  })
+  await held
+  await pollUntil(async () => (await rowOf(sql, engine, 'waking'))?.epoch === '2', { what: 'the scheduler to claim it' })
+  t.same(engine[kLocalRuns](), [], 'claimed, not launched yet')
+  await engine.startWorkflow(sleeper, 800, { workflowId: 'waking' })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  unlock()
+  await lock
+  t.equal(await engine.getResult('waking'), 3)
+  t.match(await rowOf(sql, engine, 'waking'), { status: 'SUCCESS', attempts: 1, epoch: '2' }, 'only the wake-up claimed it')
+  t.equal(counter.get('waking:body'), 2, 'the first run and the woken one')
+})
+
+t.test('a graceful stop does not hand back a run whose suspension lands while it stops', async (t) => {
+  const hold = gate()
+  const late = defineWorkflow('late', async (ctx) => {
+    await ctx.step('one', () => hold.wait())
+    await ctx.sleep(60_000)
+  })
+  const sql = adminSql(t)
+  const shared = restartable(t, { workflows: [late] })
+  const a = await shared.start({ shutdownTimeoutMs: 10 })
+  const workflows = shared.schema + '.workflows'
+  await a.startWorkflow(late, undefined, { workflowId: 'late' })
+  await pollUntil(() => hold.entered === 1, { what: 'step one to start' })
+  const waiting = (text: string) => pollUntil(async () => (await sql<{ n: number }[]>`
+    SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE wait_event_type = 'Lock' AND query LIKE ${'%' + text + '%'} AND query NOT LIKE '%pg_stat_activity%'`)[0]!.n > 0,
+  { what: `a statement with ${text} to wait for the row lock` })
+  // Holds the row lock, so the wake_at write is still in flight when stop()
+  // takes its list of runs to hand back.
+  let unlock!: () => void
+  const locked = new Promise<void>((resolve) => { unlock = resolve })
+  let holding!: () => void
+  const held = new Promise<void>((resolve) => { holding = resolve })
+  const lock = sql.begin(async (tx) => {
+    await tx.unsafe(`SELECT 1 FROM ${workflows} WHERE workflow_id = 'late' FOR UPDATE`)
+    holding()
+    await locked
+  })
+  await held
+  hold.open()
+  await waiting('wake_at =')
+  const stopping = a.stop()
+  await waiting('greatest(')
+  unlock()
+  await lock
+  await stopping
+  const row = await rowOf(sql, a, 'late')
+  t.not(row?.wake_at, null, 'suspended')
+  t.match(row, { status: 'PENDING', attempts: 1, epoch: '1' }, 'its attempt was not handed back: a wake-up, not a recovery, resumes it')
+})
+
+t.test('a step still running when a sleep beside it suspends is not recorded, and runs again after the wake-up', async (t) => {
+  const slow = gate()
+  const beside = defineWorkflow('beside', async (ctx) => {
+    counter.hit('beside:body')
+    const [value] = await Promise.all([
+      ctx.step('slow', async () => { const n = counter.hit('beside:slow'); if (n === 1) await slow.wait(); return n }),
+      ctx.sleep(700)
+    ])
+    return value
+  })
+  const engine = await buildEngine(t, { workflows: [beside], sleepInMemoryMaxMs: 0 })
+  const sql = adminSql(t)
+  const handle = await engine.startWorkflow(beside, undefined, { workflowId: 'beside' })
+  await suspended(sql, engine, 'beside')
+  await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the suspended run to end' })
+  slow.open()
+  t.equal(await handle.getResult(), 2, 'the woken run ran the step again and used its own result')
+  t.same((await engine.listSteps('beside')).map((s) => [s.stepId, s.name, s.output]), [[0, 'slow', 2], [1, 'sleep', (await recordedWakeAt(engine, 'beside'))]],
+    'the first run\'s late result was not recorded')
+  t.equal(counter.get('beside:body'), 2)
+})
+
+t.test('a step that finishes while its sleep records the suspension writes nothing the woken run would trip over', async (t) => {
+  const aGate = gate()
+  const preGate = gate()
+  const racer = defineWorkflow('racer', async (ctx) => {
+    // Step a runs beside the sleep; its result differs from one run to the next.
+    const [value] = await Promise.all([
+      ctx.step('a', async () => { const n = counter.hit('racer:a'); if (n === 1) await aGate.wait(); return n }),
+      (async () => {
+        await ctx.step('pre', () => preGate.wait())
+        await ctx.sleep(300)
+      })()
+    ])
+    await ctx.step('b', () => value)
+    return value
+  })
+  const engine = await buildEngine(t, { workflows: [racer], sleepInMemoryMaxMs: 0 })
+  const sql = adminSql(t)
+  const locks = adminSql(t)
+  const schema = engine.options.schema
+  const waitingStatements = async (text: string): Promise<number> => (await sql<{ n: number }[]>`
+    SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE wait_event_type = 'Lock' AND query LIKE ${'%' + text + '%'} AND query NOT LIKE '%pg_stat_activity%'`)[0]!.n
+  /** An admin transaction holding what `take` locks until the returned function ends it. */
+  const holding = async (take: (tx: postgres.TransactionSql) => Promise<unknown>, commit: boolean): Promise<() => Promise<void>> => {
+    let end!: () => void
+    const ended = new Promise<void>((resolve) => { end = resolve })
+    let taken!: () => void
+    const isTaken = new Promise<void>((resolve) => { taken = resolve })
+    const tx = locks.begin(async (tx) => {
+      await take(tx)
+      taken()
+      await ended
+      if (!commit) throw new Error('rollback')
+    }).catch(() => {})
+    await isTaken
+    return async () => { end(); await tx }
+  }
+  const handle = await engine.startWorkflow(racer, undefined, { workflowId: 'racer' })
+  await pollUntil(() => aGate.entered === 1 && preGate.entered === 1, { what: 'both steps to run' })
+  // The wake_at write waits for this row lock...
+  const releaseRow = await holding((tx) => tx.unsafe(`SELECT 1 FROM ${schema}.workflows WHERE workflow_id = 'racer' FOR UPDATE`), true)
+  // ...and a write of step a waits for this uncommitted row with its key.
+  const releaseKey = await holding((tx) => tx.unsafe(`INSERT INTO ${schema}.steps (workflow_id, step_id, name, output) VALUES ('racer', 0, 'a', '0')`), false)
+  preGate.open()
+  await pollUntil(async () => await waitingStatements('wake_at =') > 0, { what: 'the wake_at write to wait' })
+  aGate.open() // step a finishes while the suspension is being recorded
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  await releaseRow()
+  await pollUntil(() => counter.get('racer:a') === 2, { what: 'the woken run to run step a' })
+  await releaseKey()
+  t.equal(await handle.getResult({ timeoutMs: 5000 }), 2, 'the woken run finished with its own result')
+  t.match(await rowOf(sql, engine, 'racer'), { status: 'SUCCESS', epoch: '2' })
+})
+
+t.test('a transaction beside a long sleep, with one general-purpose connection: no deadlock, and it commits nothing', async (t) => {
+  let runs = 0
+  const besideSleep = defineWorkflow('txBesideSleep', async (ctx) => {
+    const [one] = await Promise.all([
+      ctx.transaction('count', async (sql) => {
+        runs++
+        // Still open when the sleep records its suspension: the suspend write
+        // must not need the connection this transaction holds.
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        const [row] = await sql`SELECT 1 AS one`
+        return row!.one as number
+      }),
+      ctx.sleep(500)
+    ])
+    return one
+  })
+  // poolSize 3 leaves one connection for transactions and reads.
+  const engine = await buildEngine(t, { workflows: [besideSleep], poolSize: 3, sleepInMemoryMaxMs: 0 })
+  const handle = await engine.startWorkflow(besideSleep, undefined)
+  t.equal(await handle.getResult({ timeoutMs: 15_000 }), 1)
+  t.equal(runs, 2, 'the transaction that finished after the suspension rolled back and ran again after the wake-up')
+  t.same((await engine.listSteps(handle.workflowId)).map((s) => s.name), ['count', 'sleep'])
 })

@@ -177,11 +177,13 @@ export async function claimWorkflows (sql: Sql, t: Tables, executorId: string, i
 /**
  * Hands back workflows a graceful shutdown left unfinished: their run does not
  * count as an attempt. The UPDATE locks each row and re-checks the epoch, so a
- * workflow claimed since is left alone.
+ * workflow claimed since is left alone; and wake_at, so a run whose suspension
+ * was being written when the shutdown listed it is left alone too: it did not
+ * stop unfinished, and a wake-up, not a recovery, resumes it (counting nothing).
  */
 export async function releaseWorkflows (sql: Sql, t: Tables, rows: { workflowId: string, epoch: string }[]): Promise<void> {
   await sql`
     UPDATE ${t.workflows} AS w SET attempts = greatest(w.attempts - 1, 0), updated_at = now()
     FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.epoch)}::bigint[]) AS v(workflow_id, epoch)
-    WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'`
+    WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING' AND w.wake_at IS NULL`
 }
