@@ -119,7 +119,10 @@ export class Engine implements HandleSource {
         results: new ResultWaiters(url, t.channel, logger),
         wakeUps: new WakeUps({
           sql: pools.sql, writes: pools.writes, tables: t, logger, executorId: this.executorId, inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
-          signal: this.#abort.signal, resume: (row) => resumeWoken(this.#recoveryDeps!, row)
+          signal: this.#abort.signal,
+          resume: (row) => resumeWoken(this.#recoveryDeps!, row),
+          names: () => [...this.#defs.keys()],
+          recover: () => recoverUntilDone(this.#recoveryDeps!)
         })
       }
       await openPools(pools)

@@ -36,6 +36,14 @@ export interface WakeUpDeps {
   signal: AbortSignal
   /** Resumes a claimed workflow from its checkpoints, as recovery does. */
   resume (row: ClaimedRow): Promise<void>
+  /**
+   * Names of the registered workflow definitions. Only those are woken: a
+   * sleeper whose code this process does not have stays suspended for a
+   * process that has it, instead of being claimed and left unrun.
+   */
+  names (): string[]
+  /** A recovery pass over this executor's PENDING workflows (see #wakeDue). */
+  recover (): Promise<void>
 }
 
 /** Workflows claimed per statement: bounds what one statement locks and one pass launches at once. */
@@ -57,6 +65,8 @@ export class WakeUps {
   #pass: Promise<void> | undefined
   /** The timer fired during a pass: another pass follows it. */
   #again = false
+  /** A claim's answer was lost: it may have committed. */
+  #claimLost = false
 
   constructor (deps: WakeUpDeps) {
     this.#deps = deps
@@ -72,7 +82,7 @@ export class WakeUps {
   async start (): Promise<void> {
     const { sql, tables, executorId } = this.#deps
     try {
-      const next = await nextWakeAt(sql, tables, executorId)
+      const next = await nextWakeAt(sql, tables, executorId, this.#deps.names())
       if (next !== null) this.#learn(next)
     } catch {
       this.#fire()
@@ -125,6 +135,13 @@ export class WakeUps {
       try {
         const next = await this.#reachable(() => this.#wakeDue(), this.#stopped.signal)
         if (typeof next === 'number') this.#learn(next)
+        if (this.#claimLost && !this.#stopped.signal.aborted) {
+          // Claimed workflows whose answer was lost are PENDING with wake_at
+          // cleared and nothing running them: exactly what recovery finds (it
+          // counts an attempt for them; this is rare).
+          this.#claimLost = false
+          await this.#deps.recover()
+        }
       } catch (err) {
         this.#deps.logger.error({ err, executorId: this.#deps.executorId }, 'could not wake sleeping workflows; trying again shortly')
         this.#learn(Date.now() + FAILED_RETRY_MS)
@@ -136,15 +153,21 @@ export class WakeUps {
   async #wakeDue (): Promise<number | null> {
     const { sql, tables, executorId } = this.#deps
     for (;;) {
-      const claimed = await claimDue(sql, tables, executorId, new Date(Date.now()), BATCH)
+      const names = this.#deps.names()
+      const claimedAt = Date.now()
+      const claimed = await claimDue(sql, tables, executorId, names, new Date(claimedAt), BATCH).catch((err) => {
+        if (isConnectionError(err)) this.#claimLost = true
+        throw err
+      })
       await Promise.all(claimed.map((row) => this.#resume(row)))
       if (this.#stopped.signal.aborted) return null
       if (claimed.length === BATCH) continue
-      const next = await nextWakeAt(sql, tables, executorId)
-      const now = Date.now()
-      if (next === null || next > now) return next
-      // Due but not claimed: skipped as locked, or fell due since the claim.
-      return claimed.length === 0 ? now + SKIPPED_RETRY_MS : next
+      const next = await nextWakeAt(sql, tables, executorId, names)
+      if (next === null || next > Date.now()) return next
+      // Due now. Not yet due at the claim (a timer may fire a little early, or
+      // it fell due since): claim again at once. Due then, yet not claimed:
+      // skipped as locked by another write for a moment, so look again soon.
+      return claimed.length === 0 && next <= claimedAt ? Date.now() + SKIPPED_RETRY_MS : next
     }
   }
 

@@ -284,6 +284,24 @@ t.test('wake-ups that fell due while no engine ran happen right after the next s
   t.equal(counter.get('overdue:one'), 1)
 })
 
+t.test('a sleeper whose definition this process lacks stays suspended for one that has it', async (t) => {
+  const sql = adminSql(t)
+  const shared = restartable(t)
+  const a = await shared.start()
+  await a.startWorkflow(sleeper, 300, { workflowId: 'foreign' })
+  const { wake_at: wakeAt, epoch } = await suspended(sql, a, 'foreign')
+  await a.stop()
+  const other = defineWorkflow('other', async () => 'other')
+  const b = await shared.start({ workflows: [other] })
+  await pollUntil(() => Date.now() > wakeAt!.getTime() + 300, { what: 'the wake-up time to pass' })
+  t.match(await rowOf(sql, b, 'foreign'), { status: 'PENDING', epoch, attempts: 1 }, 'not claimed')
+  t.equal((await rowOf(sql, b, 'foreign'))?.wake_at?.getTime(), wakeAt!.getTime(), 'still suspended')
+  await b.stop()
+  const c = await shared.start()
+  t.equal(await c.getResult('foreign'), 3, 'woken by a process that has the definition')
+  t.match(await rowOf(sql, c, 'foreign'), { status: 'SUCCESS', attempts: 1 })
+})
+
 t.test('many sleepers wake in batches, each exactly once', async (t) => {
   const engine = await buildEngine(t, { workflows: [sleeper], sleepInMemoryMaxMs: 0 })
   const sql = adminSql(t)

@@ -22,7 +22,8 @@ export async function suspendWorkflow (sql: Sql, t: Tables, workflowId: string, 
 
 /**
  * Claims up to `limit` of an executor's suspended workflows whose wake-up time
- * is at or before `now` (the app's clock), earliest first: a new epoch (which
+ * is at or before `now` (the app's clock) and whose definition the caller has
+ * (`names`), earliest first: a new epoch (which
  * fences off anything still holding the old one) and wake_at cleared, so the
  * woken run owns a plain PENDING workflow. `attempts` is left alone: it counts
  * recoveries after crashes, and a wake-up is not one.
@@ -31,23 +32,23 @@ export async function suspendWorkflow (sql: Sql, t: Tables, workflowId: string, 
  * transaction holds, so two claimers never take one workflow and never wait on
  * each other; a skipped row is claimed by a later pass.
  */
-export async function claimDue (sql: Sql, t: Tables, executorId: string, now: Date, limit: number): Promise<ClaimedRow[]> {
+export async function claimDue (sql: Sql, t: Tables, executorId: string, names: string[], now: Date, limit: number): Promise<ClaimedRow[]> {
   return sql<ClaimedRow[]>`
     UPDATE ${t.workflows}
     SET epoch = epoch + 1, wake_at = NULL, updated_at = now()
     WHERE workflow_id IN (
       SELECT workflow_id FROM ${t.workflows}
-      WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at <= ${now}
+      WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at <= ${now} AND name = ANY(${names}::text[])
       ORDER BY wake_at
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED)
     RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
 }
 
-/** The earliest wake-up time (ms since the epoch) among an executor's suspended workflows, or null. */
-export async function nextWakeAt (sql: Sql, t: Tables, executorId: string): Promise<number | null> {
+/** The earliest wake-up time (ms since the epoch) among an executor's suspended workflows of the given names, or null. */
+export async function nextWakeAt (sql: Sql, t: Tables, executorId: string, names: string[]): Promise<number | null> {
   const [row] = await sql<{ at: Date | null }[]>`
     SELECT min(wake_at) AS at FROM ${t.workflows}
-    WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NOT NULL`
+    WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NOT NULL AND name = ANY(${names}::text[])`
   return row?.at == null ? null : row.at.getTime()
 }
