@@ -13,7 +13,7 @@ export function printReport (report) {
     `statements from ${server.pgss ? 'pg_stat_statements' : 'the drivers'}\n`)
   printTable(['', 'ours', 'DBOS 5.3', 'ceiling (INSERT)', 'ours vs DBOS', 'ours vs ceiling'], tableRows(report, m))
   printRounds(rounds)
-  printTargets(m)
+  printTargets(m, report)
   printStatements(rounds)
 }
 
@@ -51,6 +51,7 @@ function tableRows (report, { ours, dbos, ceiling }) {
   const perSecond = (x) => fmt(x / (plan.idleMs / 1000), 1)
   const sleepers = plan.sleeping?.count ?? 10_000
   const asleep = (k) => sleeping[k] === undefined ? '-' : fmt(sleeping[k].asleepMs / 1000, 1)
+  const sleepBeforeAfter = (k) => sleeping[k] === undefined ? '-' : `${fmt(sleeping[k].before / 2 ** 20, 1)} / ${fmt(sleeping[k].afterAsleep / 2 ** 20, 1)}`
   const sleepHeap = (k) => sleeping[k] === undefined ? '-' : fmt((sleeping[k].afterAsleep - sleeping[k].before) / 2 ** 20, 1)
   return [
     ['one at a time p50 (ms)', fmt(ours.p50, 2), fmt(dbos.p50, 2), fmt(ceiling.p50, 2), times(dbos.p50 / ours.p50, 'lower'), `${fmt(ours.p50 / ceiling.p50, 1)} inserts`],
@@ -71,7 +72,8 @@ function tableRows (report, { ours, dbos, ceiling }) {
     [`heap +MB, ${count} started`, heap('ours', 'afterStart'), heap('dbos', 'afterStart'), '', '', ''],
     [`heap +MB, ${count} finished`, heap('ours', 'afterDone'), heap('dbos', 'afterDone'), '', '', ''],
     [`${sleepers} sleeping: all asleep (s)`, asleep('ours'), asleep('dbos'), '', '', ''],
-    [`heap +MB, ${sleepers} sleeping`, sleepHeap('ours'), sleepHeap('dbos'), '', '', '']
+    [`heap +MB, ${sleepers} sleeping`, sleepHeap('ours'), sleepHeap('dbos'), '', '', ''],
+    ['heap MB before / all asleep', sleepBeforeAfter('ours'), sleepBeforeAfter('dbos'), '', '', '']
   ]
 }
 
@@ -83,7 +85,10 @@ function printRounds (rounds) {
   }
 }
 
-function printTargets ({ ours, dbos }) {
+/** Heap growth per sleeping workflow below which nothing but (at most) an id is held for it. */
+const ID_BYTES = 256
+
+function printTargets ({ ours, dbos }, { sleeping = {}, plan }) {
   console.log('\ntargets:')
   const targets = [
     ['>= 10x DBOS throughput at 64 in flight, > 2,000 wf/s', ours.rate / dbos.rate >= 10 && ours.rate > 2000, `${times(ours.rate / dbos.rate, '')}, ${fmt(ours.rate)} wf/s`],
@@ -91,6 +96,13 @@ function printTargets ({ ours, dbos }) {
     ['>= 5x DBOS req/s over HTTP', ours.httpRate / dbos.httpRate >= 5, times(ours.httpRate / dbos.httpRate, '')],
     ['<= 5 statements per 3-step workflow', Math.max(ours.stmtSeq, ours.stmtConc, ours.stmtHttp) <= 5, `${fmt(ours.stmtSeq, 2)} one at a time, ${fmt(ours.stmtConc, 2)} at 64`]
   ]
+  const asleep = sleeping.ours
+  if (asleep !== undefined) {
+    const count = plan.sleeping?.count ?? 10_000
+    const perWorkflow = (asleep.afterAsleep - asleep.before) / count
+    targets.push([`${fmt(count)} sleeping workflows hold no memory beyond their ids (< ${ID_BYTES} bytes each)`, perWorkflow < ID_BYTES,
+      `heap ${fmt(asleep.before / 2 ** 20, 1)} MB before, ${fmt(asleep.afterAsleep / 2 ** 20, 1)} MB with all asleep: ${fmt(perWorkflow)} bytes each`])
+  }
   for (const [what, met, value] of targets) console.log(`  [${met ? 'met' : 'NOT met'}] ${what}: ${value}`)
 }
 
