@@ -49,6 +49,9 @@ export class Batcher<T, R> {
     })
   }
 
+  /** Nothing queued or in flight. */
+  get idle (): boolean { return this.#queue.length === 0 && this.#inFlight === 0 }
+
   /** Resolves once nothing is queued or in flight. */
   drained (): Promise<void> {
     if (this.#queue.length === 0 && this.#inFlight === 0) return Promise.resolve()

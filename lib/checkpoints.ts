@@ -112,12 +112,18 @@ export class Checkpoints {
     // once; the others then see it as existing, exactly as if they came later.
     const unique = new Map<string, NewWorkflowRow>()
     for (const r of rows) if (!unique.has(r.workflowId)) unique.set(r.workflowId, r)
-    const inserted = new Map((await insertWorkflows(this.#pools.starts, this.#t, [...unique.values()]))
+    // While no checkpoint write is in flight, use the write connection: the
+    // new workflow's first checkpoint then follows on a backend that has just
+    // worked, instead of one idle for a whole workflow (one at a time, an idle
+    // backend answered each first statement about 0.25 ms later here). Under
+    // load the writer is busy and starts keep to their own connections.
+    const sql = this.#writes.idle ? this.#pools.writes : this.#pools.starts
+    const inserted = new Map((await insertWorkflows(sql, this.#t, [...unique.values()]))
       .map((r) => [r.workflow_id, r.epoch]))
     const missing = [...unique.keys()].filter((id) => !inserted.has(id))
     const existing = new Map(missing.length === 0
       ? []
-      : (await findExisting(this.#pools.starts, this.#t, missing)).map((r) => [r.workflow_id, r]))
+      : (await findExisting(sql, this.#t, missing)).map((r) => [r.workflow_id, r]))
     return rows.map((r): StartResult => {
       const epoch = inserted.get(r.workflowId)
       if (epoch !== undefined && unique.get(r.workflowId) === r) return { inserted: true, epoch }
