@@ -24,7 +24,8 @@ export function connect (url: string, poolSize: number): Sql {
  *   always the same one: a backend that served the previous statement a
  *   moment ago answers the next one faster than one the pool rotated to (one
  *   workflow at a time, about a tenth of each round trip here).
- * - starts: max(1, floor(poolSize / 6)) connections for batched starts.
+ * - starts: max(1, floor(poolSize / 6)) connections for batched starts (used
+ *   while the writer is busy; see Checkpoints#flushStarts).
  * - sql: the rest (at least one) for user transactions, reads and recovery.
  * Apart from speed, the split means that user transactions holding every
  * connection of their pool can never stall the checkpoints of running
