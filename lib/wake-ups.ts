@@ -15,7 +15,8 @@ import type { Logger } from './logger.js'
 import { backoff, sleep } from './retry.js'
 import type { Sql, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
-import { claimDue, nextWakeAt, suspendWorkflow } from './store/wake-ups.js'
+import { Batcher } from './batcher.js'
+import { claimDue, nextWakeAt, suspendWorkflows, type Suspension } from './store/wake-ups.js'
 import type { ClaimedRow } from './store/workflows.js'
 
 export interface WakeUpDeps {
@@ -67,10 +68,20 @@ export class WakeUps {
   #again = false
   /** A claim's answer was lost: it may have committed. */
   #claimLost = false
+  /**
+   * Suspend writes, batched: 10,000 workflows falling asleep at once share
+   * statements and commits on the one checkpoint connection instead of
+   * queueing 10,000 commits on it.
+   */
+  readonly #suspends: Batcher<Suspension, boolean>
 
   constructor (deps: WakeUpDeps) {
     this.#deps = deps
     this.inMemoryMaxMs = deps.inMemoryMaxMs
+    this.#suspends = new Batcher(async (rows) => {
+      const written = await suspendWorkflows(deps.writes, deps.tables, rows)
+      return rows.map((r) => written.has(r.workflowId))
+    }, { maxInFlight: 1, maxBatch: 1000, isolateOnError: (err) => !isConnectionError(err) })
   }
 
   /**
@@ -104,8 +115,7 @@ export class WakeUps {
    * owns the workflow (nothing is written then).
    */
   async suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void> {
-    const { writes, tables } = this.#deps
-    const written = await this.#reachable(() => suspendWorkflow(writes, tables, workflowId, epoch, new Date(wakeAt)), this.#deps.signal, workflowId)
+    const written = await this.#reachable(() => this.#suspends.push({ workflowId, epoch, wakeAt: new Date(wakeAt) }), this.#deps.signal, workflowId)
     if (written === undefined) throw new EngineStoppedError(workflowId)
     if (!written) throw new WorkflowFencedError(workflowId)
     this.#learn(wakeAt)

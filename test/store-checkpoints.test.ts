@@ -7,6 +7,7 @@ import { connect, openPool, tables } from '../lib/store/connect.js'
 import { migrate } from '../lib/store/migrate.js'
 import { writeCheckpoints, stepKey } from '../lib/store/checkpoints.js'
 import { insertWorkflows } from '../lib/store/workflows.js'
+import { suspendWorkflows } from '../lib/store/wake-ups.js'
 import { databaseUrl, dropSchema, uniqueSchema } from './helpers/db.js'
 
 const sql = connect(databaseUrl, 2)
@@ -75,6 +76,20 @@ for (const size of [1, 3]) {
       for (let i = 0; i < 50 && notified.length < size; i++) await new Promise((resolve) => setTimeout(resolve, 20))
       await listener.unlisten()
       t.same(notified.sort(), ws.map((w) => w.workflowId).sort(), 'each completion is announced once')
+    })
+
+    t.test('suspensions land only under the current epoch, and only while PENDING', async (t) => {
+      const ws = await newWorkflows(size)
+      const wakeAt = new Date(Date.now() + 60_000)
+      const stale = await suspendWorkflows(sql, tb, ws.map((w) => ({ workflowId: w.workflowId, epoch: '7', wakeAt })))
+      t.equal(stale.size, 0, 'a stale epoch writes nothing')
+      const written = await suspendWorkflows(sql, tb, ws.map((w) => ({ workflowId: w.workflowId, epoch: w.epoch, wakeAt })))
+      t.same([...written].sort(), ws.map((w) => w.workflowId).sort())
+      const rows = await sql`SELECT wake_at FROM ${tb.workflows} WHERE workflow_id = ANY(${ws.map((w) => w.workflowId)})`
+      t.ok(rows.every((r) => r.wake_at.getTime() === wakeAt.getTime()), 'wake_at recorded to the millisecond')
+      await writeCheckpoints(sql, tb, [], ws.map(done))
+      const late = await suspendWorkflows(sql, tb, ws.map((w) => ({ workflowId: w.workflowId, epoch: w.epoch, wakeAt })))
+      t.equal(late.size, 0, 'a finished workflow cannot be suspended')
     })
 
     t.test('a last step and its completion in one statement both apply', async (t) => {

@@ -6,18 +6,33 @@
 import type { Sql, Tables } from './connect.js'
 import type { ClaimedRow } from './workflows.js'
 
+export interface Suspension {
+  workflowId: string
+  epoch: string
+  wakeAt: Date
+}
+
 /**
- * Marks a running workflow suspended until `wakeAt`. Fenced like every write
- * of a run: false when the workflow is no longer PENDING under `epoch` (a
- * newer run owns it), and then nothing is written. The UPDATE locks the row
- * and re-checks the epoch, so it cannot interleave with a claim.
+ * Marks running workflows suspended until their `wakeAt`; returns the ids
+ * written. Fenced like every write of a run: a workflow no longer PENDING
+ * under its `epoch` (a newer run owns it) is left alone and not returned. The
+ * UPDATE locks each row and re-checks the epoch, so it cannot interleave with
+ * a claim. One row (one workflow at a time) uses plain parameters, many use
+ * unnest, as the checkpoint writes do.
  */
-export async function suspendWorkflow (sql: Sql, t: Tables, workflowId: string, epoch: string, wakeAt: Date): Promise<boolean> {
-  const rows = await sql`
-    UPDATE ${t.workflows} SET wake_at = ${wakeAt}, updated_at = now()
-    WHERE workflow_id = ${workflowId} AND epoch = ${epoch}::bigint AND status = 'PENDING'
-    RETURNING 1`
-  return rows.length === 1
+export async function suspendWorkflows (sql: Sql, t: Tables, rows: Suspension[]): Promise<Set<string>> {
+  const written = rows.length === 1
+    ? await sql<{ workflow_id: string }[]>`
+      UPDATE ${t.workflows} SET wake_at = ${rows[0]!.wakeAt}, updated_at = now()
+      WHERE workflow_id = ${rows[0]!.workflowId} AND epoch = ${rows[0]!.epoch}::bigint AND status = 'PENDING'
+      RETURNING workflow_id`
+    : await sql<{ workflow_id: string }[]>`
+      UPDATE ${t.workflows} AS w SET wake_at = v.wake_at, updated_at = now()
+      FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.epoch)}::bigint[],
+                  ${rows.map((r) => r.wakeAt.toISOString())}::timestamptz[]) AS v(workflow_id, epoch, wake_at)
+      WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
+      RETURNING w.workflow_id`
+  return new Set(written.map((r) => r.workflow_id))
 }
 
 /**
