@@ -19,6 +19,7 @@ import type { Pools, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { stepKey, writeCheckpoints, type StepWrite } from './store/checkpoints.js'
 import { findStep, type StepRow } from './store/steps.js'
+import { suspendWorkflows, type Suspension } from './store/wake-ups.js'
 import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } from './store/workflows.js'
 
 export type StartResult =
@@ -41,6 +42,12 @@ export class Checkpoints {
   readonly #starts: Batcher<NewWorkflowRow, StartResult>
   /** Steps and completions share statements: a last step and its completion usually go together. */
   readonly #writes: Batcher<Write, boolean>
+  /**
+   * Suspensions by long sleeps, on the write connection too: 10,000 workflows
+   * falling asleep at once share statements and commits instead of queueing
+   * 10,000 commits on it.
+   */
+  readonly #suspends: Batcher<Suspension, boolean>
   #outageLogged = false
 
   constructor (pools: Pools, t: Tables, logger: Logger, signal: AbortSignal) {
@@ -53,6 +60,10 @@ export class Checkpoints {
     // workflow's completion can never commit before its last step's row.
     // Under load a batch simply grows; one statement carries them all.
     this.#writes = new Batcher((rows) => this.#flushWrites(rows), { ...BATCH, maxInFlight: 1 })
+    this.#suspends = new Batcher(async (rows) => {
+      const written = await suspendWorkflows(pools.writes, t, rows)
+      return rows.map((r) => written.has(r.workflowId))
+    }, { ...BATCH, maxInFlight: 1 })
   }
 
   /** Inserts a PENDING workflow, or reports the one already under that id. One attempt: 503 if the database is down. */
@@ -76,6 +87,14 @@ export class Checkpoints {
   /** Records a final outcome; false if it was not ours to write (fenced, or already final). */
   complete (row: Completion): Promise<boolean> {
     return this.#persist(row.workflowId, () => this.#writes.push({ completion: row }))
+  }
+
+  /**
+   * Records that a workflow sleeps until `row.wakeAt` (its sleep's checkpoint
+   * must be durable already); false if it was not ours to write (fenced).
+   */
+  suspend (row: Suspension): Promise<boolean> {
+    return this.#persist(row.workflowId, () => this.#suspends.push(row))
   }
 
   /**
@@ -104,6 +123,9 @@ export class Checkpoints {
   }
 
   async drained (): Promise<void> {
+    // Not suspensions: one may wait on a row lock the stop must not wait for;
+    // whether or not it lands, the workflow's wake_at (set or not) says who
+    // resumes it (see releaseWorkflows).
     await Promise.all([this.#starts.drained(), this.#writes.drained()])
   }
 

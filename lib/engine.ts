@@ -111,15 +111,15 @@ export class Engine implements HandleSource {
       this.#databaseUrl = url
       const pools = connectPools(url, this.options.poolSize)
       const t = tables(pools.sql, this.options.schema)
+      const checkpoints = new Checkpoints(pools, t, logger, this.#abort.signal)
       this.#db = {
         sql: pools.sql,
         pools,
         tables: t,
-        checkpoints: new Checkpoints(pools, t, logger, this.#abort.signal),
+        checkpoints,
         results: new ResultWaiters(url, t.channel, logger),
         wakeUps: new WakeUps({
-          sql: pools.sql, writes: pools.writes, tables: t, logger, executorId: this.executorId, inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
-          signal: this.#abort.signal,
+          sql: pools.sql, checkpoints, tables: t, logger, executorId: this.executorId, inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
           resume: (row) => resumeWoken(this.#recoveryDeps!, row),
           names: () => [...this.#defs.keys()],
           recover: () => recoverUntilDone(this.#recoveryDeps!)

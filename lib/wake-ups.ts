@@ -10,31 +10,29 @@
  * soon as it starts. Due-ness is judged by this process's clock, the one that
  * computed the wake-up times.
  */
-import { EngineStoppedError, WorkflowFencedError } from './errors.js'
+import type { Checkpoints } from './checkpoints.js'
+import { WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
 import { backoff, sleep } from './retry.js'
 import type { Sql, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
-import { Batcher } from './batcher.js'
-import { claimDue, nextWakeAt, suspendWorkflows, type Suspension } from './store/wake-ups.js'
+import { claimDue, nextWakeAt } from './store/wake-ups.js'
 import type { ClaimedRow } from './store/workflows.js'
 
 export interface WakeUpDeps {
   /** For the scheduler's reads and claims. */
   sql: Sql
   /**
-   * For a run's suspend write: the checkpoint connection, like the run's other
-   * writes. Not the general pool, which a transaction running beside the sleep
-   * may hold while it waits for the suspension to be recorded.
+   * Records a run's suspension: batched on the checkpoint connection, like
+   * the run's other writes. Not the general pool, which a transaction running
+   * beside the sleep may hold while it waits for the suspension to be recorded.
    */
-  writes: Sql
+  checkpoints: Pick<Checkpoints, 'suspend'>
   tables: Tables
   logger: Logger
   executorId: string
   /** Sleeps with at most this long left wait in memory; longer ones suspend the workflow. */
   inMemoryMaxMs: number
-  /** The engine's stop signal: a run's suspend write stops retrying with it. */
-  signal: AbortSignal
   /** Resumes a claimed workflow from its checkpoints, as recovery does. */
   resume (row: ClaimedRow): Promise<void>
   /**
@@ -68,20 +66,10 @@ export class WakeUps {
   #again = false
   /** A claim's answer was lost: it may have committed. */
   #claimLost = false
-  /**
-   * Suspend writes, batched: 10,000 workflows falling asleep at once share
-   * statements and commits on the one checkpoint connection instead of
-   * queueing 10,000 commits on it.
-   */
-  readonly #suspends: Batcher<Suspension, boolean>
 
   constructor (deps: WakeUpDeps) {
     this.#deps = deps
     this.inMemoryMaxMs = deps.inMemoryMaxMs
-    this.#suspends = new Batcher(async (rows) => {
-      const written = await suspendWorkflows(deps.writes, deps.tables, rows)
-      return rows.map((r) => written.has(r.workflowId))
-    }, { maxInFlight: 1, maxBatch: 1000, isolateOnError: (err) => !isConnectionError(err) })
   }
 
   /**
@@ -111,13 +99,12 @@ export class WakeUps {
   /**
    * Records that a run suspends until `wakeAt`, under the run's epoch, and
    * makes sure the timer fires by then. Waits out an unreachable database like
-   * checkpoint writes do. Throws WorkflowFencedError when the run no longer
-   * owns the workflow (nothing is written then).
+   * checkpoint writes do (DBOS_ERR_ENGINE_STOPPED if the engine stops first).
+   * Throws WorkflowFencedError when the run no longer owns the workflow
+   * (nothing is written then).
    */
   async suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void> {
-    const written = await this.#reachable(() => this.#suspends.push({ workflowId, epoch, wakeAt: new Date(wakeAt) }), this.#deps.signal, workflowId)
-    if (written === undefined) throw new EngineStoppedError(workflowId)
-    if (!written) throw new WorkflowFencedError(workflowId)
+    if (!await this.#deps.checkpoints.suspend({ workflowId, epoch, wakeAt: new Date(wakeAt) })) throw new WorkflowFencedError(workflowId)
     this.#learn(wakeAt)
   }
 
