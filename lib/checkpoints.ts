@@ -17,7 +17,7 @@ import type { Logger } from './logger.js'
 import { backoff, sleep } from './retry.js'
 import type { Pools, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
-import { stepKey, writeCheckpoints, type StepWrite } from './store/checkpoints.js'
+import { insertStartsWithSteps, stepKey, writeCheckpoints, type StartWithStep, type StepWrite } from './store/checkpoints.js'
 import { findStep, type StepRow } from './store/steps.js'
 import { suspendWorkflows, type Suspension } from './store/wake-ups.js'
 import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } from './store/workflows.js'
@@ -30,7 +30,7 @@ export type StartResult =
 /** A step write either lands, or finds the outcome recorded before it. */
 export type StepResult = { written: true } | { written: false, recorded: StepRow }
 
-type Write = { step: StepWrite, completion?: undefined } | { step?: undefined, completion: Completion }
+type Write = { kind: 'step', row: StepWrite } | { kind: 'completion', row: Completion } | { kind: 'opening', row: StartWithStep }
 
 const BATCH = { maxBatch: 1000, isolateOnError: (err: unknown) => !isConnectionError(err) }
 
@@ -49,6 +49,8 @@ export class Checkpoints {
    */
   readonly #suspends: Batcher<Suspension, boolean>
   #outageLogged = false
+  /** Recent commit latency (ms, moving average): how long an opening waits for its first step (lib/opening.ts). */
+  #commitMs = 2
 
   constructor (pools: Pools, t: Tables, logger: Logger, signal: AbortSignal) {
     this.#pools = pools
@@ -76,9 +78,31 @@ export class Checkpoints {
     }
   }
 
+  /**
+   * Inserts a new workflow together with its first step checkpoint (see
+   * lib/opening.ts). One attempt, like start(): 503 if the database is down.
+   */
+  async startWithStep (row: StartWithStep): Promise<void> {
+    let written: boolean
+    try {
+      written = await this.#writes.push({ kind: 'opening', row })
+    } catch (err) {
+      if (isConnectionError(err)) throw new DatabaseUnavailableError({ cause: err })
+      throw err
+    }
+    // Only for generated ids, which nothing else can have taken.
+    if (!written) throw new Error(`workflow id ${row.start.workflowId} was generated for a new workflow but is taken`)
+  }
+
+  /** Nothing written or queued: a start now has the write connection to itself. */
+  get quiet (): boolean { return this.#writes.idle && this.#starts.idle }
+
+  /** Recent commit latency in milliseconds (a moving average of write round trips). */
+  get commitMs (): number { return this.#commitMs }
+
   /** Records a step's outcome; throws DBOS_ERR_WORKFLOW_FENCED if the workflow is no longer ours. */
   async recordStep (row: StepWrite): Promise<StepResult> {
-    if (await this.#persist(row.workflowId, () => this.#writes.push({ step: row }))) return { written: true }
+    if (await this.#persist(row.workflowId, () => this.#writes.push({ kind: 'step', row }))) return { written: true }
     const recorded = await this.#persist(row.workflowId, () => findStep(this.#pools.sql, this.#t, row.workflowId, row.stepId))
     if (recorded === undefined) throw new WorkflowFencedError(row.workflowId)
     return { written: false, recorded }
@@ -86,7 +110,7 @@ export class Checkpoints {
 
   /** Records a final outcome; false if it was not ours to write (fenced, or already final). */
   complete (row: Completion): Promise<boolean> {
-    return this.#persist(row.workflowId, () => this.#writes.push({ completion: row }))
+    return this.#persist(row.workflowId, () => this.#writes.push({ kind: 'completion', row }))
   }
 
   /**
@@ -158,15 +182,26 @@ export class Checkpoints {
   }
 
   async #flushWrites (writes: Write[]): Promise<boolean[]> {
+    const began = performance.now()
     const steps: StepWrite[] = []
     const completions: Completion[] = []
+    const openings: StartWithStep[] = []
     for (const w of writes) {
-      if (w.step !== undefined) steps.push(w.step)
-      else completions.push(w.completion)
+      if (w.kind === 'step') steps.push(w.row)
+      else if (w.kind === 'completion') completions.push(w.row)
+      else openings.push(w.row)
     }
-    const written = await writeCheckpoints(this.#pools.writes, this.#t, steps, completions)
-    return writes.map((w) => w.step !== undefined
-      ? written.steps.has(stepKey(w.step.workflowId, w.step.stepId))
-      : written.completed.has(w.completion.workflowId))
+    // Openings first, in their own statement: a completion in this batch may
+    // be for a workflow opened in it, and one statement's UPDATE cannot see
+    // rows its sibling INSERT adds. Rare: openings are only made while the
+    // writer is idle (Engine#startWorkflow).
+    const opened = openings.length === 0 ? new Set<string>() : await insertStartsWithSteps(this.#pools.writes, this.#t, openings)
+    const written = steps.length + completions.length === 0
+      ? { steps: new Set<string>(), completed: new Set<string>() }
+      : await writeCheckpoints(this.#pools.writes, this.#t, steps, completions)
+    this.#commitMs = 0.8 * this.#commitMs + 0.2 * (performance.now() - began)
+    return writes.map((w) => w.kind === 'step'
+      ? written.steps.has(stepKey(w.row.workflowId, w.row.stepId))
+      : w.kind === 'completion' ? written.completed.has(w.row.workflowId) : opened.has(w.row.start.workflowId))
   }
 }

@@ -20,13 +20,14 @@ import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from
 import { beforeDeadline, deadlineAfter, ResultWaiters, storedResult, type Deadline } from './results.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
 import { LocalRuns, type Connected } from './local-runs.js'
+import { Opening } from './opening.js'
 import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from './status.js'
 import { connectPools, endPools, openPools, tables } from './store/connect.js'
 import { migrate } from './store/migrate.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { listSteps } from './store/steps.js'
 import { kLocalRuns } from './symbols.js'
-import { getOutcome, getWorkflow, listWorkflows, releaseWorkflows, type ListFilter } from './store/workflows.js'
+import { FIRST_EPOCH, getOutcome, getWorkflow, listWorkflows, releaseWorkflows, type ListFilter, type NewWorkflowRow } from './store/workflows.js'
 import { WakeUps } from './wake-ups.js'
 import type { WorkflowDefinition } from './workflow.js'
 
@@ -232,11 +233,18 @@ export class Engine implements HandleSource {
     if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
     const { text, hash } = internal.prepared ?? this.prepareInput(def, input)
     const requestId = options.requestId ?? null
+    const row: NewWorkflowRow = { workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: this.executorId }
+    if (options.workflowId === undefined && db.checkpoints.quiet) {
+      // A generated id, and nothing else being written: run at once, and let
+      // the first step's checkpoint carry the start (see opening.ts).
+      const opening = new Opening(db.checkpoints, row)
+      this.#runs.launch(db, def, workflowId, FIRST_EPOCH, deserialize(text), requestId, undefined, opening)
+      await opening.durable
+      return new WorkflowHandle<O>(this, workflowId)
+    }
     this.#inserting.set(workflowId, (this.#inserting.get(workflowId) ?? 0) + 1)
     try {
-      const started = await db.checkpoints.start({
-        workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: this.executorId
-      })
+      const started = await db.checkpoints.start(row)
       if (started.inserted) {
         // The body gets the stored form of its input, exactly as a recovery would.
         this.#runs.launch(db, def, workflowId, started.epoch, deserialize(text), requestId)

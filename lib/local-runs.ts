@@ -7,6 +7,7 @@ import { deserialize, serializeError, serializeResult } from './codec.js'
 import type { Checkpoints } from './checkpoints.js'
 import { EngineStoppedError, WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
+import type { Opening } from './opening.js'
 import type { ResultWaiters } from './results.js'
 import { WorkflowRun } from './runner.js'
 import type { Pools, Sql, Tables } from './store/connect.js'
@@ -50,9 +51,10 @@ export class LocalRuns {
       .map(({ run }) => ({ workflowId: run.workflowId, epoch: run.epoch }))
   }
 
-  launch (db: Connected, def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[]): void {
+  /** Runs a workflow here. With an `opening`, its start is not written yet: the run writes it (see opening.ts). */
+  launch (db: Connected, def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[], opening?: Opening): void {
     const run = new WorkflowRun({ sql: db.sql, tables: db.tables, checkpoints: db.checkpoints, signal: this.#signal, wakeUps: db.wakeUps },
-      workflowId, epoch, requestId, steps)
+      workflowId, epoch, requestId, steps, opening)
     const entry = { run, outcome: this.#execute(db, def, run, input) }
     this.#running.set(workflowId, entry)
     void entry.outcome.finally(() => {
@@ -82,6 +84,14 @@ export class LocalRuns {
       if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
       error = serializeError(err)
       local = { ok: false, error: err }
+    }
+    // The outcome's UPDATE needs the workflow row: a run launched before its
+    // start was written (a workflow without steps) writes it now. If it could
+    // not be written, start() has reported why, and there is no workflow.
+    const startFailure = await run.started().then(() => undefined, (err: unknown) => err ?? new Error('start failed'))
+    if (startFailure !== undefined) {
+      logger.debug({ workflowId, err: startFailure }, 'the workflow could not be started; the run stopped')
+      return { ok: false, error: startFailure }
     }
     if (run.checkpointFailure !== undefined) return this.#abandoned(workflowId, run.checkpointFailure)
     try {

@@ -3,6 +3,7 @@
  * replay of recorded steps and checkpointing of new ones.
  */
 import type { Checkpoints } from './checkpoints.js'
+import type { Opening } from './opening.js'
 import { deserialize, serialize, serializeError, serializeResult } from './codec.js'
 import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
 import { EngineStoppedError, InvalidSleepDurationError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError } from './errors.js'
@@ -60,18 +61,34 @@ export class WorkflowRun implements WorkflowContext {
   #suspension: InstanceType<typeof WorkflowSuspendedError> | undefined
   /** Settles once a sleep has recorded its suspension (or failed to): steps that finish meanwhile wait for it. */
   #suspending: Promise<void> | undefined
+  /** This run's start, until it is durable: the first checkpoint takes it along (see opening.ts). */
+  #opening: Opening | undefined
 
   /** Why a step's checkpoint could not be written, if one could not: the run must not record an outcome. */
   get checkpointFailure (): unknown { return this.#checkpointFailure }
   /** Set once a sleep suspended the workflow: the run is over, and records nothing more. */
   get suspension (): Error | undefined { return this.#suspension }
 
-  constructor (deps: RunDeps, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = []) {
+  constructor (deps: RunDeps, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = [], opening?: Opening) {
     this.#deps = deps
     this.workflowId = workflowId
     this.epoch = epoch
     this.requestId = requestId
     this.#recorded = new Map(recorded.map((s) => [s.step_id, s]))
+    if (opening !== undefined) {
+      this.#opening = opening
+      opening.durable.then(() => { this.#opening = undefined }, (err) => {
+        // No workflow was recorded (start() reports why): the run must write
+        // nothing, and every later checkpoint wait throws this.
+        this.#checkpointFailure ??= err
+        this.#unconfirmed.push(opening.durable)
+      })
+    }
+  }
+
+  /** Resolves once this run's start is durable (at once unless it was launched before its start was written). */
+  started (): Promise<void> {
+    return this.#opening?.alone() ?? Promise.resolve()
   }
 
   async step<T> (name: string, fn: () => T | Promise<T>, options: StepOptions = {}): Promise<T> {
@@ -80,7 +97,8 @@ export class WorkflowRun implements WorkflowContext {
     if (this.#suspension !== undefined) throw this.#suspension
     const replayed = this.#replay(stepId, name)
     if (replayed !== undefined) return replayed.value as T
-    await this.confirmCheckpoints()
+    // Not the start: this step's checkpoint may carry it.
+    await this.confirmCheckpoints(true)
     const attempt = await this.#attempt(fn, options)
     // Suspended meanwhile (a sleep in parallel): the run records nothing more; a wake-up runs the step again.
     if (this.#suspending !== undefined || this.#suspension !== undefined) await this.#settleSuspension()
@@ -121,13 +139,25 @@ export class WorkflowRun implements WorkflowContext {
 
   /** Issues a step's checkpoint write; confirmCheckpoints waits for it before the next side effect. */
   #issueWrite (row: StepWrite): void {
-    const write = this.#deps.checkpoints.recordStep(row).then((result) => {
+    const opening = this.#opening
+    if (opening?.open === true) {
+      this.#track(opening.withStep(row))
+      return
+    }
+    // While the start is being written, checkpoints wait for it: their rows join the workflow's.
+    const recorded = opening === undefined
+      ? this.#deps.checkpoints.recordStep(row)
+      : opening.durable.then(() => this.#deps.checkpoints.recordStep(row))
+    this.#track(recorded.then((result) => {
       // Already recorded: fine if it is our own write whose answer was lost
       // (same outcome); anything else means another run owns this workflow.
       if (!result.written && (result.recorded.output !== row.output || result.recorded.error !== row.error)) {
         throw new WorkflowFencedError(this.workflowId)
       }
-    })
+    }))
+  }
+
+  #track (write: Promise<void>): void {
     // Surfaced by confirmCheckpoints; remembered so that workflow code that
     // catches it cannot carry on as if the step had been recorded.
     write.catch((err) => { this.#checkpointFailure ??= err })
@@ -263,8 +293,13 @@ export class WorkflowRun implements WorkflowContext {
     if (this.#suspension !== undefined) throw this.#suspension
   }
 
-  /** Waits until every step checkpoint issued so far is durable; throws if one was fenced off. */
-  async confirmCheckpoints (): Promise<void> {
+  /**
+   * Waits until every step checkpoint issued so far is durable, and the start
+   * (which it writes alone if no checkpoint has taken it along yet, unless
+   * `keepStartOpen`); throws if one was fenced off or could not be written.
+   */
+  async confirmCheckpoints (keepStartOpen = false): Promise<void> {
+    if (!keepStartOpen && this.#opening !== undefined) await this.#opening.alone()
     // Await a snapshot and only then drop it: clearing first would let a
     // parallel step (Promise.all) find the list empty and run its side effect
     // while an earlier step's write is still in flight.

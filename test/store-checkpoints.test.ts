@@ -5,7 +5,7 @@
 import t from 'tap'
 import { connect, openPool, tables } from '../lib/store/connect.js'
 import { migrate } from '../lib/store/migrate.js'
-import { writeCheckpoints, stepKey } from '../lib/store/checkpoints.js'
+import { insertStartsWithSteps, writeCheckpoints, stepKey } from '../lib/store/checkpoints.js'
 import { insertWorkflows } from '../lib/store/workflows.js'
 import { suspendWorkflows } from '../lib/store/wake-ups.js'
 import { databaseUrl, dropSchema, uniqueSchema } from './helpers/db.js'
@@ -90,6 +90,27 @@ for (const size of [1, 3]) {
       await writeCheckpoints(sql, tb, [], ws.map(done))
       const late = await suspendWorkflows(sql, tb, ws.map((w) => ({ workflowId: w.workflowId, epoch: w.epoch, wakeAt })))
       t.equal(late.size, 0, 'a finished workflow cannot be suspended')
+    })
+
+    t.test('a start with its first step: both land, once; a taken id or a wrong epoch writes no step', async (t) => {
+      const ids = Array.from({ length: size }, () => `wf-${++n}`)
+      const start = (workflowId: string) => ({ workflowId, name: 'w', input: '1', inputHash: 'h', requestId: null, executorId: 'e' })
+      const opened = await insertStartsWithSteps(sql, tb, ids.map((id) => ({ start: start(id), step: step({ workflowId: id, epoch: '1' }, 0) })))
+      t.same([...opened].sort(), [...ids].sort())
+      const rows = await sql`
+        SELECT w.status, w.epoch::text AS epoch, w.created_at = s.created_at AS together
+        FROM ${tb.workflows} w JOIN ${tb.steps} s USING (workflow_id) WHERE w.workflow_id = ANY(${ids})`
+      t.equal(rows.length, size)
+      t.ok(rows.every((r) => r.status === 'PENDING' && r.epoch === '1' && r.together), 'PENDING under epoch 1, in one transaction')
+      const again = await insertStartsWithSteps(sql, tb, ids.map((id) => ({ start: { ...start(id), input: '2' }, step: step({ workflowId: id, epoch: '1' }, 1) })))
+      t.equal(again.size, 0, 'a taken id: neither the start nor the step is written')
+      const [{ count }] = await sql`SELECT count(*)::int AS count FROM ${tb.steps} WHERE step_id = 1 AND workflow_id = ANY(${ids})`
+      t.equal(count, 0)
+      const fresh = Array.from({ length: size }, () => `wf-${++n}`)
+      const stale = await insertStartsWithSteps(sql, tb, fresh.map((id) => ({ start: start(id), step: step({ workflowId: id, epoch: '2' }, 0) })))
+      t.equal(stale.size, 0, 'a step under another epoch is not written')
+      const [{ steps }] = await sql`SELECT count(*)::int AS steps FROM ${tb.steps} WHERE workflow_id = ANY(${fresh})`
+      t.equal(steps, 0)
     })
 
     t.test('a last step and its completion in one statement both apply', async (t) => {

@@ -6,7 +6,7 @@
  */
 import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
-import type { Completion } from './workflows.js'
+import { newWorkflows, type Completion, type NewWorkflowRow } from './workflows.js'
 
 export interface StepWrite {
   workflowId: string
@@ -106,4 +106,41 @@ function completeWorkflows (sql: Sql, t: Tables, completions: Completion[]): pos
                 ${completions.map((r) => r.error)}::text[]) AS v(workflow_id, epoch, status, output, error)
     WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
     RETURNING w.workflow_id, (SELECT NULL::int FROM pg_notify(${t.channel}, w.workflow_id)) AS step_id`
+}
+
+/** A new workflow's start and its first checkpoint, to be committed together (see lib/opening.ts). */
+export interface StartWithStep {
+  start: NewWorkflowRow
+  step: StepWrite
+}
+
+/**
+ * Inserts new workflows together with their first step checkpoints: one
+ * statement and one commit where a start and a step would take two. The step
+ * rows join the workflow rows this statement inserts (its RETURNING), not the
+ * table, which a sibling sub-statement cannot see: so a start whose id is taken
+ * writes no step either, and the epoch check holds as for every other step.
+ * Returns the ids of the workflows written.
+ */
+export async function insertStartsWithSteps (sql: Sql, t: Tables, rows: StartWithStep[]): Promise<Set<string>> {
+  const steps = rows.map((r) => r.step)
+  const written = steps.length === 1
+    ? await sql<{ workflow_id: string }[]>`
+      WITH started AS (${newWorkflows(sql, t, [rows[0]!.start])})
+      INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
+      SELECT s.workflow_id, ${steps[0]!.stepId}::int, ${steps[0]!.name}::text, ${steps[0]!.output}::text, ${steps[0]!.error}::text
+      FROM started s
+      WHERE s.workflow_id = ${steps[0]!.workflowId} AND s.epoch = ${steps[0]!.epoch}
+      RETURNING workflow_id`
+    : await sql<{ workflow_id: string }[]>`
+      WITH started AS (${newWorkflows(sql, t, rows.map((r) => r.start))})
+      INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
+      SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
+      FROM unnest(${steps.map((r) => r.workflowId)}::text[], ${steps.map((r) => r.epoch)}::text[],
+                  ${steps.map((r) => r.stepId)}::int[], ${steps.map((r) => r.name)}::text[],
+                  ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[])
+           AS v(workflow_id, epoch, step_id, name, output, error)
+      JOIN started s ON s.workflow_id = v.workflow_id AND s.epoch = v.epoch
+      RETURNING workflow_id`
+  return new Set(written.map((r) => r.workflow_id))
 }

@@ -4,6 +4,7 @@
  * Every write made on behalf of a running workflow is conditioned on its epoch
  * (the fencing token), so a runner that lost ownership changes nothing.
  */
+import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
 
 export interface NewWorkflowRow {
@@ -29,6 +30,12 @@ export interface InsertedWorkflow {
 }
 
 /**
+ * A new workflow's epoch: the column's default (0001_init.sql). A run launched
+ * before its start row is written (lib/opening.ts) holds this epoch.
+ */
+export const FIRST_EPOCH = '1'
+
+/**
  * Inserts new PENDING workflows. Ids that already exist are left untouched and
  * not returned; the caller looks them up (findExisting) to compare.
  * Concurrency: ON CONFLICT waits for a concurrent uncommitted insert of the
@@ -36,16 +43,21 @@ export interface InsertedWorkflow {
  * then find its row.
  */
 export async function insertWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow[]): Promise<InsertedWorkflow[]> {
+  return sql<InsertedWorkflow[]>`${newWorkflows(sql, t, rows)}`
+}
+
+/** insertWorkflows's statement, also the first half of insertStartsWithSteps (store/checkpoints.ts). */
+export function newWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow[]): postgres.PendingQuery<postgres.Row[]> {
   // One row (one start at a time): plain parameters plan and parse faster than unnest.
   if (rows.length === 1) {
     const r = rows[0]!
-    return sql<InsertedWorkflow[]>`
+    return sql`
     INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id)
     VALUES (${r.workflowId}, ${r.name}, 'PENDING', ${r.input}, ${r.inputHash}, ${r.requestId}, ${r.executorId})
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id, epoch::text AS epoch`
   }
-  return sql<InsertedWorkflow[]>`
+  return sql`
     INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id)
     SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id
     FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.name)}::text[],

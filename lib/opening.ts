@@ -1,0 +1,76 @@
+/**
+ * A workflow start not written yet, so that the run's first step checkpoint
+ * can carry it: start and first step then share one statement and one commit
+ * instead of two in a row. One at a time, commits are what a workflow waits
+ * for (a 3-step workflow: start, step 1, step 2, step 3 with its outcome), so
+ * this takes a quarter off its latency.
+ *
+ * What stays as it was:
+ * - start() resolves only once the start row is durable (here: with the
+ *   first step's row, or alone).
+ * - A step's result is durable before the workflow goes past it.
+ * - Only for generated ids (Engine#startWorkflow). A caller's own id (an
+ *   idempotency key) may be started twice at once, in two processes; its start
+ *   must be written first, so that the second finds it and runs nothing.
+ *
+ * What differs: the first step runs before the start is durable. If the start
+ * then cannot be written, start() fails (503) and the run stops, leaving no
+ * workflow behind; the step may have had effects, exactly as when a process
+ * dies after a step but before its checkpoint (steps run at least once).
+ *
+ * The run waits for its first step at most about one commit's time
+ * (Checkpoints#commitMs): a first step slower than that, or anything else
+ * first (a transaction, the outcome of a workflow with no steps), writes the
+ * start alone. So a slow first step delays start() by at most what a merge
+ * would have saved.
+ */
+import type { Checkpoints } from './checkpoints.js'
+import type { StepWrite } from './store/checkpoints.js'
+import type { NewWorkflowRow } from './store/workflows.js'
+
+const MAX_WAIT_MS = 20
+
+export class Opening {
+  readonly #checkpoints: Checkpoints
+  readonly #start: NewWorkflowRow
+  readonly #timer: NodeJS.Timeout
+  #issued = false
+  #settle!: { resolve: () => void, reject: (err: unknown) => void }
+  /** Settles once the start row is committed, or rejects with why it could not be (start() then fails). */
+  readonly durable: Promise<void>
+
+  constructor (checkpoints: Checkpoints, start: NewWorkflowRow) {
+    this.#checkpoints = checkpoints
+    this.#start = start
+    this.durable = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
+    // Observed by start() and the run; never an unhandled rejection.
+    this.durable.catch(() => {})
+    const waitMs = Math.min(MAX_WAIT_MS, Math.max(1, Math.ceil(checkpoints.commitMs)))
+    this.#timer = setTimeout(() => { void this.alone() }, waitMs)
+  }
+
+  /** Nothing has written the start yet: the next step checkpoint can take it along. */
+  get open (): boolean { return !this.#issued }
+
+  /** Writes the start with this first step checkpoint; resolves once both are durable. Only while open. */
+  withStep (step: StepWrite): Promise<void> {
+    return this.#issue(() => this.#checkpoints.startWithStep({ start: this.#start, step }))
+  }
+
+  /** Writes the start alone unless already issued; resolves once it is durable. */
+  alone (): Promise<void> {
+    if (this.#issued) return this.durable
+    return this.#issue(async () => {
+      const started = await this.#checkpoints.start(this.#start)
+      if (!started.inserted) throw new Error(`workflow id ${this.#start.workflowId} was generated for a new workflow but is taken`)
+    })
+  }
+
+  #issue (write: () => Promise<void>): Promise<void> {
+    this.#issued = true
+    clearTimeout(this.#timer)
+    const written = write()
+    written.then(this.#settle.resolve, this.#settle.reject)
+    return written
+  }
+}

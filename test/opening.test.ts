@@ -1,0 +1,153 @@
+// A start with a generated id is written together with the workflow's first
+// step checkpoint (lib/opening.ts). These tests tell the two apart by
+// created_at: both columns default to now(), which is the transaction's start
+// time, so a start and a step committed together carry the same timestamp.
+import t from 'tap'
+import { defineWorkflow, type Engine } from '../lib/index.js'
+import { kLocalRuns } from '../lib/symbols.js'
+import { adminSql, buildEngine, pollUntil } from './helpers/db.js'
+import { Counter, gate } from './helpers/workflows.js'
+
+const admin = adminSql(t)
+
+/** Whether the workflow's row and its step `stepId` were committed by one transaction. */
+async function sameCommit (engine: Engine, workflowId: string, stepId = 0): Promise<boolean> {
+  const schema = admin(engine.options.schema)
+  const [row] = await admin`
+    SELECT w.created_at = s.created_at AS same
+    FROM ${schema}.workflows w JOIN ${schema}.steps s USING (workflow_id)
+    WHERE w.workflow_id = ${workflowId} AND s.step_id = ${stepId}`
+  return row!.same as boolean
+}
+
+const counter = new Counter()
+const threeSteps = defineWorkflow('opening-three', async (ctx, n: number) => {
+  const a = await ctx.step('one', () => { counter.hit(`one:${n}`); return n + 1 })
+  const b = await ctx.step('two', () => a * 2)
+  return ctx.step('three', () => `done:${b}`)
+})
+
+t.test('one at a time, a generated id: the start and the first step commit together', async (t) => {
+  const engine = await buildEngine(t, { workflows: [threeSteps] })
+  const handle = await engine.startWorkflow(threeSteps, 1)
+  t.same((await engine.listSteps(handle.workflowId)).map((s) => s.name).slice(0, 1), ['one'],
+    'the first step is recorded by the time start() resolves')
+  t.equal(await handle.getResult(), 'done:4')
+  t.ok(await sameCommit(engine, handle.workflowId), 'one commit for the start and step one')
+  t.notOk(await sameCommit(engine, handle.workflowId, 1), 'later steps commit on their own')
+  t.equal(counter.get('one:1'), 1)
+})
+
+t.test('a caller-chosen id is written before anything runs', async (t) => {
+  const engine = await buildEngine(t, { workflows: [threeSteps] })
+  const handle = await engine.startWorkflow(threeSteps, 2, { workflowId: 'chosen-2' })
+  t.equal(await handle.getResult(), 'done:6')
+  t.notOk(await sameCommit(engine, 'chosen-2'), 'the start committed alone')
+  const again = await engine.startWorkflow(threeSteps, 2, { workflowId: 'chosen-2' })
+  t.equal(await again.getResult(), 'done:6')
+  t.equal(counter.get('one:2'), 1, 'the repeated start ran nothing')
+})
+
+t.test('several starts at once share one statement for their starts and first steps', async (t) => {
+  const engine = await buildEngine(t, { workflows: [threeSteps] })
+  const handles = await Promise.all([10, 11, 12, 13, 14].map((n) => engine.startWorkflow(threeSteps, n)))
+  t.same(await Promise.all(handles.map((h) => h.getResult())), [10, 11, 12, 13, 14].map((n) => `done:${(n + 1) * 2}`))
+  for (const h of handles) t.ok(await sameCommit(engine, h.workflowId), `${h.workflowId}: start and step one together`)
+})
+
+t.test('a slow first step does not hold start() back: the start is written alone', async (t) => {
+  const hold = gate()
+  const slow = defineWorkflow('opening-slow', async (ctx) => {
+    const a = await ctx.step('slow', async () => { await hold.wait(); return 'a' })
+    return ctx.step('after', () => `${a}b`)
+  })
+  const engine = await buildEngine(t, { workflows: [slow] })
+  const handle = await engine.startWorkflow(slow, undefined)
+  t.equal(hold.entered, 1, 'the step is still running')
+  const status = await engine.getStatus(handle.workflowId)
+  t.equal(status.status, 'PENDING', 'and the workflow is recorded')
+  t.same(await engine.listSteps(handle.workflowId), [])
+  hold.open()
+  t.equal(await handle.getResult(), 'ab')
+  t.notOk(await sameCommit(engine, handle.workflowId))
+})
+
+t.test('parallel first steps: one takes the start along, the others follow it', async (t) => {
+  const wf = defineWorkflow('opening-parallel', async (ctx) => {
+    const parts = await Promise.all(['a', 'b', 'c'].map((x) => ctx.step(x, () => x.toUpperCase())))
+    return parts.join('')
+  })
+  const engine = await buildEngine(t, { workflows: [wf] })
+  const handle = await engine.startWorkflow(wf, undefined)
+  t.equal(await handle.getResult(), 'ABC')
+  t.same((await engine.listSteps(handle.workflowId)).map((s) => [s.stepId, s.output]), [[0, 'A'], [1, 'B'], [2, 'C']])
+  t.ok(await sameCommit(engine, handle.workflowId))
+})
+
+t.test('anything but a step first writes the start before it', async (t) => {
+  const schemaRows = (engine: Engine) => admin`SELECT count(*)::int AS n FROM ${admin(engine.options.schema)}.workflows`
+
+  t.test('a transaction', async (t) => {
+    let seen = -1
+    const wf = defineWorkflow('opening-tx', async (ctx) => {
+      // The transaction's checkpoint joins the workflow row: it must be committed already.
+      seen = await ctx.transaction('count', async (sql) => {
+        const [{ n }] = await sql`SELECT count(*)::int AS n FROM ${sql(engine.options.schema)}.workflows`
+        return n as number
+      })
+      return ctx.step('after', () => 'ok')
+    })
+    const engine = await buildEngine(t, { workflows: [wf] })
+    const handle = await engine.startWorkflow(wf, undefined)
+    t.equal(await handle.getResult(), 'ok')
+    t.equal(seen, 1, 'the transaction saw the committed start')
+    t.equal((await engine.listSteps(handle.workflowId)).length, 2)
+  })
+
+  t.test('no step at all', async (t) => {
+    const wf = defineWorkflow('opening-none', async (_ctx, n: number) => n * 3)
+    const engine = await buildEngine(t, { workflows: [wf] })
+    const handle = await engine.startWorkflow(wf, 5)
+    t.equal(await handle.getResult(), 15)
+    const status = await engine.getStatus(handle.workflowId)
+    t.equal(status.status, 'SUCCESS')
+    t.equal((await schemaRows(engine))[0]!.n, 1)
+  })
+
+  t.test('a sleep that suspends the workflow', async (t) => {
+    const wf = defineWorkflow('opening-sleep', async (ctx) => {
+      await ctx.sleep(60_000)
+      return 'woke'
+    })
+    const engine = await buildEngine(t, { workflows: [wf], sleepInMemoryMaxMs: 10 })
+    const handle = await engine.startWorkflow(wf, undefined)
+    await pollUntil(async () => (await engine.getStatus(handle.workflowId)).wakeAt !== undefined, { what: 'the suspension' })
+    t.same((await engine.listSteps(handle.workflowId)).map((s) => s.name), ['sleep'])
+    t.ok(await sameCommit(engine, handle.workflowId), 'the sleep checkpoint carried the start')
+    await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the run to leave' })
+  })
+})
+
+t.test('a start that cannot be written fails start() and stops the run; nothing is left behind', async (t) => {
+  const steps = new Counter()
+  const doomed = defineWorkflow('opening-doomed', async (ctx) => {
+    await ctx.step('one', () => steps.hit('one'))
+    await ctx.step('two', () => steps.hit('two'))
+    return 'unreachable'
+  })
+  const engine = await buildEngine(t, { workflows: [doomed, threeSteps] })
+  const schema = admin(engine.options.schema)
+  // Refuses the row as the database would refuse a bad write; the connection stays up.
+  await admin`
+    CREATE FUNCTION ${schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'refused by the test'; END $$`
+  await admin`
+    CREATE TRIGGER refuse BEFORE INSERT ON ${schema}.workflows
+    FOR EACH ROW WHEN (NEW.name = 'opening-doomed') EXECUTE FUNCTION ${schema}.refuse()`
+  await t.rejects(engine.startWorkflow(doomed, undefined), /refused by the test/)
+  await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the run to stop' })
+  t.equal(steps.get('two'), 0, 'no step ran after the failed start')
+  t.same(await engine.list(), [], 'no workflow recorded')
+  const fine = await engine.startWorkflow(threeSteps, 20)
+  t.equal(await fine.getResult(), 'done:42', 'the engine carries on')
+})
