@@ -39,7 +39,7 @@ export interface Pools {
 
 export const MIN_POOL_SIZE = 3
 
-export function startsInFlight (poolSize: number): number {
+function startsInFlight (poolSize: number): number {
   return Math.max(1, Math.floor(poolSize / 6))
 }
 
