@@ -6,7 +6,6 @@
 import { hash as digest } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { nanoid } from 'nanoid'
-import { Checkpoints } from './checkpoints.js'
 import { deserialize, serialize } from './codec.js'
 import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from './embedded-postgres.js'
 import {
@@ -17,18 +16,16 @@ import {
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from './handle.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from './options.js'
 import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from './recovery.js'
-import { beforeDeadline, deadlineAfter, ResultWaiters, storedResult, type Deadline } from './results.js'
+import { awaitStored, beforeDeadline, deadlineAfter } from './results.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
-import { LocalRuns, type Connected } from './local-runs.js'
+import { closeDatabase, openDatabase, type Connected } from './database.js'
+import { LocalRuns } from './local-runs.js'
 import { Opening } from './opening.js'
 import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from './status.js'
-import { connectPools, endPools, openPools, tables } from './store/connect.js'
-import { migrate } from './store/migrate.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { listSteps } from './store/steps.js'
 import { kLocalRuns } from './symbols.js'
-import { FIRST_EPOCH, getOutcome, getWorkflow, listWorkflows, releaseWorkflows, type ListFilter, type NewWorkflowRow } from './store/workflows.js'
-import { WakeUps } from './wake-ups.js'
+import { FIRST_EPOCH, getWorkflow, listWorkflows, type ListFilter, type NewWorkflowRow } from './store/workflows.js'
 import type { WorkflowDefinition } from './workflow.js'
 
 export interface StartOptions {
@@ -110,25 +107,20 @@ export class Engine implements HandleSource {
           'no databaseUrl or DATABASE_URL given: started an embedded Postgres')
       }
       this.#databaseUrl = url
-      const pools = connectPools(url, this.options.poolSize)
-      const t = tables(pools.sql, this.options.schema)
-      const checkpoints = new Checkpoints(pools, t, logger, this.#abort.signal)
-      this.#db = {
-        sql: pools.sql,
-        pools,
-        tables: t,
-        checkpoints,
-        results: new ResultWaiters(url, t.channel, logger),
-        wakeUps: new WakeUps({
-          sql: pools.sql, checkpoints, tables: t, logger, executorId: this.executorId, inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
+      this.#db = await openDatabase({
+        url,
+        poolSize: this.options.poolSize,
+        schema: this.options.schema,
+        logger,
+        signal: this.#abort.signal,
+        wakeUps: {
+          executorId: this.executorId,
+          inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
           resume: (row) => resumeWoken(this.#recoveryDeps!, row),
           names: () => [...this.#defs.keys()],
           recover: () => recoverUntilDone(this.#recoveryDeps!)
-        })
-      }
-      await openPools(pools)
-      const applied = await migrate(pools.sql, t)
-      if (applied.length > 0) logger.info({ migrations: applied, schema: t.schema }, 'applied workflow database migrations')
+        }
+      })
     } catch (err) {
       await this.#closeConnections()
       this.#state = 'stopped'
@@ -167,48 +159,21 @@ export class Engine implements HandleSource {
     // First, so that no workflow wakes into a draining engine. Suspended
     // workflows need nothing more: the next start wakes them.
     await this.#db?.wakeUps.stop()
-    const running = this.#runs.outcomes()
-    if (running.length > 0) {
-      this.options.logger.info({ count: running.length }, 'waiting for running workflows to finish')
-      let timer: NodeJS.Timeout | undefined
-      const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, this.options.shutdownTimeoutMs) })
-      await Promise.race([Promise.allSettled(running), timeout])
-      clearTimeout(timer)
-      if (this.#runs.size > 0) {
-        this.options.logger.warn({ workflowIds: this.#runs.ids() },
-          'shutdown timeout: leaving unfinished workflows PENDING; they resume on the next start')
-      }
-    }
+    await this.#runs.settle(this.options.shutdownTimeoutMs)
     this.#state = 'stopped'
     // Taken before abort(): aborted runs drop out of the registry as they notice.
     const unfinished = this.#runs.held()
     this.#abort.abort()
     await this.#recovery
     await this.#db?.checkpoints.drained()
-    await this.#releaseUnfinished(unfinished)
+    if (this.#db !== undefined) await this.#runs.release(this.#db, unfinished)
     await this.#closeConnections()
-  }
-
-  /**
-   * Runs cut short by a graceful stop are not crashes: take their attempt back
-   * so that restarts during a long workflow never count toward
-   * maxRecoveryAttempts. Best effort; if the database is down they count.
-   */
-  async #releaseUnfinished (rows: { workflowId: string, epoch: string }[]): Promise<void> {
-    const db = this.#db
-    if (db === undefined || rows.length === 0) return
-    await releaseWorkflows(db.sql, db.tables, rows).catch((err) => {
-      this.options.logger.warn({ err }, 'could not release unfinished workflows; this shutdown counts as a recovery attempt')
-    })
   }
 
   async #closeConnections (): Promise<void> {
     const db = this.#db
     this.#db = undefined
-    if (db !== undefined) {
-      await db.results.close()
-      await endPools(db.pools)
-    }
+    if (db !== undefined) await closeDatabase(db)
     await this.#embedded?.stop()
   }
 
@@ -319,31 +284,10 @@ export class Engine implements HandleSource {
       // woken after a sleep) writes it to the database.
       if (!(outcome.error instanceof WorkflowFencedError || outcome.error instanceof WorkflowSuspendedError)) throw outcome.error
     }
-    return this.#awaitStored(workflowId, deadline)
-  }
-
-  /** Reads the outcome; until there is one, waits for a wake-up (local run, NOTIFY) or the next poll. */
-  async #awaitStored (workflowId: string, deadline: Deadline): Promise<unknown> {
     const db = this.#connected()
-    for (;;) {
-      const waiter = db.results.wait(workflowId, this.options.resultPollIntervalMs)
-      try {
-        const row = await getOutcome(db.sql, db.tables, workflowId).catch((err) => {
-          if (isConnectionError(err)) return null // keep waiting through an outage
-          throw err
-        })
-        if (row === undefined) throw new WorkflowNotFoundError(workflowId)
-        const result = row === null ? { pending: true as const } : storedResult(row, workflowId)
-        if (!result.pending) return result.value
-        const local = this.#runs.get(workflowId)
-        // A LISTEN connection only once something elsewhere must be waited for.
-        if (local === undefined) void db.results.listen()
-        await beforeDeadline<unknown>(local ?? waiter.woken, deadline, workflowId)
-        if (this.#abort.signal.aborted) throw new ShuttingDownError()
-      } finally {
-        waiter.cancel()
-      }
-    }
+    return awaitStored({
+      ...db, local: (id) => this.#runs.get(id), pollMs: this.options.resultPollIntervalMs, signal: this.#abort.signal
+    }, workflowId, deadline)
   }
 
   /** Reads answer 503 while the database is unreachable. */

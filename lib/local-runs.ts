@@ -4,27 +4,14 @@
  * abandoned because the engine stopped or another run took over).
  */
 import { deserialize, serializeError, serializeResult } from './codec.js'
-import type { Checkpoints } from './checkpoints.js'
+import type { Connected } from './database.js'
 import { EngineStoppedError, WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
 import type { Opening } from './opening.js'
-import type { ResultWaiters } from './results.js'
 import { WorkflowRun } from './runner.js'
-import type { Pools, Sql, Tables } from './store/connect.js'
 import type { StepRow } from './store/steps.js'
-import type { WakeUps } from './wake-ups.js'
+import { releaseWorkflows } from './store/workflows.js'
 import type { WorkflowDefinition } from './workflow.js'
-
-/** The engine's open database resources. */
-export interface Connected {
-  /** For transactions and reads; the write paths have pools of their own. */
-  sql: Sql
-  pools: Pools
-  tables: Tables
-  checkpoints: Checkpoints
-  results: ResultWaiters
-  wakeUps: WakeUps
-}
 
 export type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: unknown }
 
@@ -49,6 +36,33 @@ export class LocalRuns {
   held (): { workflowId: string, epoch: string }[] {
     return [...this.#running.values()].filter(({ run }) => run.suspension === undefined)
       .map(({ run }) => ({ workflowId: run.workflowId, epoch: run.epoch }))
+  }
+
+  /** Waits up to `timeoutMs` for the running workflows to finish (a graceful stop). */
+  async settle (timeoutMs: number): Promise<void> {
+    const running = this.outcomes()
+    if (running.length === 0) return
+    this.#logger.info({ count: running.length }, 'waiting for running workflows to finish')
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })
+    await Promise.race([Promise.allSettled(running), timeout])
+    clearTimeout(timer)
+    if (this.#running.size > 0) {
+      this.#logger.warn({ workflowIds: this.ids() },
+        'shutdown timeout: leaving unfinished workflows PENDING; they resume on the next start')
+    }
+  }
+
+  /**
+   * Runs cut short by a graceful stop (see held) are not crashes: take their
+   * attempt back so that restarts during a long workflow never count toward
+   * maxRecoveryAttempts. Best effort; if the database is down they count.
+   */
+  async release (db: Connected, rows: { workflowId: string, epoch: string }[]): Promise<void> {
+    if (rows.length === 0) return
+    await releaseWorkflows(db.sql, db.tables, rows).catch((err) => {
+      this.#logger.warn({ err }, 'could not release unfinished workflows; this shutdown counts as a recovery attempt')
+    })
   }
 
   /** Runs a workflow here. With an `opening`, its start is not written yet: the run writes it (see opening.ts). */

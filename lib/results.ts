@@ -6,10 +6,13 @@
  * listening connection was down.
  */
 import { deserialize } from './codec.js'
-import { MaxRecoveryAttemptsError, ResultTimeoutError, WorkflowCancelledError } from './errors.js'
+import { MaxRecoveryAttemptsError, ResultTimeoutError, ShuttingDownError, WorkflowCancelledError, WorkflowNotFoundError } from './errors.js'
 import type { Logger } from './logger.js'
+import type { LocalOutcome } from './local-runs.js'
+import type { Sql, Tables } from './store/connect.js'
 import { ChannelListener } from './store/listener.js'
-import type { WorkflowRow } from './store/workflows.js'
+import { isConnectionError } from './store/pg-errors.js'
+import { getOutcome, type WorkflowRow } from './store/workflows.js'
 
 export class ResultWaiters {
   readonly #url: string
@@ -95,4 +98,39 @@ export function storedResult (row: Pick<WorkflowRow, 'status' | 'output' | 'erro
   if (row.status === 'SUCCESS') return { pending: false, value: deserialize(row.output!) }
   if (row.error !== null) throw deserialize(row.error)
   throw row.status === 'CANCELLED' ? new WorkflowCancelledError(workflowId) : new MaxRecoveryAttemptsError(workflowId, 0)
+}
+
+/** What awaitStored needs of the engine. */
+export interface StoredOutcomeSource {
+  sql: Sql
+  tables: Tables
+  results: ResultWaiters
+  /** The outcome of this workflow's run in this process, if it has one. */
+  local (workflowId: string): Promise<LocalOutcome> | undefined
+  pollMs: number
+  /** Aborted when the engine stops: waiting ends with DBOS_ERR_SHUTTING_DOWN. */
+  signal: AbortSignal
+}
+
+/** Reads the outcome; until there is one, waits for a wake-up (local run, NOTIFY) or the next poll. */
+export async function awaitStored (src: StoredOutcomeSource, workflowId: string, deadline: Deadline): Promise<unknown> {
+  for (;;) {
+    const waiter = src.results.wait(workflowId, src.pollMs)
+    try {
+      const row = await getOutcome(src.sql, src.tables, workflowId).catch((err) => {
+        if (isConnectionError(err)) return null // keep waiting through an outage
+        throw err
+      })
+      if (row === undefined) throw new WorkflowNotFoundError(workflowId)
+      const result = row === null ? { pending: true as const } : storedResult(row, workflowId)
+      if (!result.pending) return result.value
+      const local = src.local(workflowId)
+      // A LISTEN connection only once something elsewhere must be waited for.
+      if (local === undefined) void src.results.listen()
+      await beforeDeadline<unknown>(local ?? waiter.woken, deadline, workflowId)
+      if (src.signal.aborted) throw new ShuttingDownError()
+    } finally {
+      waiter.cancel()
+    }
+  }
 }
