@@ -12,12 +12,12 @@
  * UPDATE) even when an earlier attempt did commit before its answer was lost.
  */
 import { Batcher } from './batcher.js'
-import { DatabaseUnavailableError, EngineStoppedError, WorkflowFencedError } from './errors.js'
+import { DatabaseUnavailableError, EngineStoppedError, ShuttingDownError, WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
 import { backoff, sleep } from './retry.js'
 import type { Pools, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
-import { insertStartsWithSteps, stepKey, writeCheckpoints, type StartWithStep, type StepWrite } from './store/checkpoints.js'
+import { stepKey, writeCheckpoints, type StartWithStep, type StepWrite } from './store/checkpoints.js'
 import { findStep, type StepRow } from './store/steps.js'
 import { suspendWorkflows, type Suspension } from './store/wake-ups.js'
 import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } from './store/workflows.js'
@@ -49,6 +49,8 @@ export class Checkpoints {
    */
   readonly #suspends: Batcher<Suspension, boolean>
   #outageLogged = false
+  /** The last write (or start) found the database unreachable, and none has reached it since. */
+  #unreachable = false
   /** Recent commit latency (ms, moving average): how long an opening waits for its first step (lib/opening.ts). */
   #commitMs = 2
 
@@ -69,33 +71,25 @@ export class Checkpoints {
   }
 
   /** Inserts a PENDING workflow, or reports the one already under that id. One attempt: 503 if the database is down. */
-  async start (row: NewWorkflowRow): Promise<StartResult> {
-    try {
-      return await this.#starts.push(row)
-    } catch (err) {
-      if (isConnectionError(err)) throw new DatabaseUnavailableError({ cause: err })
-      throw err
-    }
+  start (row: NewWorkflowRow): Promise<StartResult> {
+    return this.#once(() => this.#starts.push(row))
   }
 
   /**
    * Inserts a new workflow together with its first step checkpoint (see
-   * lib/opening.ts). One attempt, like start(): 503 if the database is down.
+   * lib/opening.ts); false if the id was taken. One attempt, like start().
    */
-  async startWithStep (row: StartWithStep): Promise<void> {
-    let written: boolean
-    try {
-      written = await this.#writes.push({ kind: 'opening', row })
-    } catch (err) {
-      if (isConnectionError(err)) throw new DatabaseUnavailableError({ cause: err })
-      throw err
-    }
-    // Only for generated ids, which nothing else can have taken.
-    if (!written) throw new Error(`workflow id ${row.start.workflowId} was generated for a new workflow but is taken`)
+  startWithStep (row: StartWithStep): Promise<boolean> {
+    return this.#once(() => this.#writes.push({ kind: 'opening', row }))
   }
 
-  /** Nothing written or queued: a start now has the write connection to itself. */
-  get quiet (): boolean { return this.#writes.idle && this.#starts.idle }
+  /**
+   * Nothing being written or queued, and the database reachable as far as we
+   * know: a start may let its first step's checkpoint carry it (opening.ts).
+   * Not during an outage, where every such start would run its first step
+   * only to answer 503.
+   */
+  get quiet (): boolean { return this.#writes.idle && this.#starts.idle && !this.#unreachable }
 
   /** Recent commit latency in milliseconds (a moving average of write round trips). */
   get commitMs (): number { return this.#commitMs }
@@ -121,6 +115,20 @@ export class Checkpoints {
     return this.#persist(row.workflowId, () => this.#suspends.push(row))
   }
 
+  /** A start's write: one attempt (a client waits for the answer), 503 if the database is unreachable. */
+  async #once<R> (write: () => Promise<R>): Promise<R> {
+    if (this.#signal.aborted) throw new ShuttingDownError()
+    try {
+      const result = await write()
+      this.#unreachable = false
+      return result
+    } catch (err) {
+      if (!isConnectionError(err)) throw err
+      this.#unreachable = true
+      throw new DatabaseUnavailableError({ cause: err })
+    }
+  }
+
   /**
    * Retries `write` while the database is unreachable, until it answers or the
    * engine stops (then the workflow stays PENDING for the next start).
@@ -130,6 +138,7 @@ export class Checkpoints {
       if (this.#signal.aborted) throw new EngineStoppedError(workflowId)
       try {
         const result = await write()
+        this.#unreachable = false
         if (this.#outageLogged) {
           this.#outageLogged = false
           this.#logger.info({ workflowId }, 'workflow database reachable again; checkpoint writes resumed')
@@ -137,6 +146,7 @@ export class Checkpoints {
         return result
       } catch (err) {
         if (!isConnectionError(err)) throw err
+        this.#unreachable = true
         if (!this.#outageLogged) {
           this.#outageLogged = true
           this.#logger.warn({ err, workflowId }, 'workflow database unreachable; running workflows wait and retry their checkpoints')
@@ -191,17 +201,10 @@ export class Checkpoints {
       else if (w.kind === 'completion') completions.push(w.row)
       else openings.push(w.row)
     }
-    // Openings first, in their own statement: a completion in this batch may
-    // be for a workflow opened in it, and one statement's UPDATE cannot see
-    // rows its sibling INSERT adds. Rare: openings are only made while the
-    // writer is idle (Engine#startWorkflow).
-    const opened = openings.length === 0 ? new Set<string>() : await insertStartsWithSteps(this.#pools.writes, this.#t, openings)
-    const written = steps.length + completions.length === 0
-      ? { steps: new Set<string>(), completed: new Set<string>() }
-      : await writeCheckpoints(this.#pools.writes, this.#t, steps, completions)
+    const written = await writeCheckpoints(this.#pools.writes, this.#t, steps, completions, openings)
     this.#commitMs = 0.8 * this.#commitMs + 0.2 * (performance.now() - began)
-    return writes.map((w) => w.kind === 'step'
-      ? written.steps.has(stepKey(w.row.workflowId, w.row.stepId))
-      : w.kind === 'completion' ? written.completed.has(w.row.workflowId) : opened.has(w.row.start.workflowId))
+    return writes.map((w) => w.kind === 'completion'
+      ? written.completed.has(w.row.workflowId)
+      : written.steps.has(w.kind === 'step' ? stepKey(w.row.workflowId, w.row.stepId) : stepKey(w.row.step.workflowId, w.row.step.stepId)))
   }
 }

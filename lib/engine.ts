@@ -257,6 +257,8 @@ export class Engine implements HandleSource {
 
   async getStatus (workflowId: string): Promise<WorkflowStatus> {
     const db = this.#connected()
+    // A run here whose start is not written yet (opening.ts): write it first, so this process sees its own workflow.
+    await this.#runs.ensureStarted(workflowId)
     const row = await this.#read(() => getWorkflow(db.sql, db.tables, workflowId))
     if (row === undefined) throw new WorkflowNotFoundError(workflowId)
     return toStatus(row)
@@ -269,6 +271,7 @@ export class Engine implements HandleSource {
 
   async listSteps (workflowId: string): Promise<StepInfo[]> {
     const db = this.#connected()
+    await this.#runs.ensureStarted(workflowId)
     const rows = await this.#read(() => listSteps(db.sql, db.tables, workflowId))
     if (rows.length === 0) await this.getStatus(workflowId)
     return rows.map(toStepInfo)

@@ -65,6 +65,10 @@ export const UnknownWorkflowError = define('DBOS_ERR_UNKNOWN_WORKFLOW', 500,
 export const DuplicateWorkflowNameError = define('DBOS_ERR_DUPLICATE_WORKFLOW_NAME', 500,
   (name: string) => `Two different workflow definitions share the name ${JSON.stringify(name)}`)
 
+/** A generated id found taken when its workflow was written: never expected (ids carry 126 random bits). */
+export const GeneratedIdTakenError = define('DBOS_ERR_GENERATED_ID_TAKEN', 500,
+  (workflowId: string) => `The generated workflow id ${workflowId} is already taken; nothing was started, try again`)
+
 /** Deliberately says nothing about the stored workflow: the key's owner may be someone else. */
 export const IdempotencyConflictError = define('DBOS_ERR_IDEMPOTENCY_KEY_REUSED', 422,
   () => 'This idempotency key or workflow id was already used for a different workflow or input')

@@ -32,6 +32,11 @@ export class LocalRuns {
   get (workflowId: string): Promise<LocalOutcome> | undefined { return this.#running.get(workflowId)?.outcome }
   ids (): string[] { return [...this.#running.keys()] }
   outcomes (): Promise<LocalOutcome>[] { return [...this.#running.values()].map((r) => r.outcome) }
+  /** Resolves once the workflow's start is durable, if it runs here (see WorkflowRun.ensureStarted); never rejects. */
+  ensureStarted (workflowId: string): Promise<void> | undefined {
+    return this.#running.get(workflowId)?.run.ensureStarted().catch(() => {})
+  }
+
   /** Runs a graceful stop hands back. Not suspended ones still unwinding: their workflow waits for its wake-up, not for a recovery. */
   held (): { workflowId: string, epoch: string }[] {
     return [...this.#running.values()].filter(({ run }) => run.suspension === undefined)
@@ -102,7 +107,7 @@ export class LocalRuns {
     // The outcome's UPDATE needs the workflow row: a run launched before its
     // start was written (a workflow without steps) writes it now. If it could
     // not be written, start() has reported why, and there is no workflow.
-    const startFailure = await run.started().then(() => undefined, (err: unknown) => err ?? new Error('start failed'))
+    const startFailure = await run.ensureStarted().then(() => undefined, (err: unknown) => err ?? new Error('start failed'))
     if (startFailure !== undefined) {
       logger.debug({ workflowId, err: startFailure }, 'the workflow could not be started; the run stopped')
       return { ok: false, error: startFailure }

@@ -16,15 +16,17 @@
  * What differs: the first step runs before the start is durable. If the start
  * then cannot be written, start() fails (503) and the run stops, leaving no
  * workflow behind; the step may have had effects, exactly as when a process
- * dies after a step but before its checkpoint (steps run at least once).
+ * dies after a step but before its checkpoint (steps run at least once). And
+ * until the start is written, other processes cannot see the workflow; this
+ * process's own look-ups (getStatus, listSteps, retrieve) write it first.
  *
  * The run waits for its first step at most about one commit's time
- * (Checkpoints#commitMs): a first step slower than that, or anything else
- * first (a transaction, the outcome of a workflow with no steps), writes the
- * start alone. So a slow first step delays start() by at most what a merge
- * would have saved.
+ * (Checkpoints#commitMs): a first step slower than that, or a transaction
+ * first, or an outcome without any step, writes the start alone. So a slow
+ * first step delays start() by at most what a merge would have saved.
  */
 import type { Checkpoints } from './checkpoints.js'
+import { GeneratedIdTakenError } from './errors.js'
 import type { StepWrite } from './store/checkpoints.js'
 import type { NewWorkflowRow } from './store/workflows.js'
 
@@ -60,17 +62,16 @@ export class Opening {
   /** Writes the start alone unless already issued; resolves once it is durable. */
   alone (): Promise<void> {
     if (this.#issued) return this.durable
-    return this.#issue(async () => {
-      const started = await this.#checkpoints.start(this.#start)
-      if (!started.inserted) throw new Error(`workflow id ${this.#start.workflowId} was generated for a new workflow but is taken`)
-    })
+    return this.#issue(async () => (await this.#checkpoints.start(this.#start)).inserted)
   }
 
-  #issue (write: () => Promise<void>): Promise<void> {
+  #issue (write: () => Promise<boolean>): Promise<void> {
     this.#issued = true
     clearTimeout(this.#timer)
-    const written = write()
-    written.then(this.#settle.resolve, this.#settle.reject)
-    return written
+    write().then((inserted) => {
+      if (inserted) this.#settle.resolve()
+      else this.#settle.reject(new GeneratedIdTakenError(this.#start.workflowId))
+    }, this.#settle.reject)
+    return this.durable
   }
 }

@@ -86,8 +86,12 @@ export class WorkflowRun implements WorkflowContext {
     }
   }
 
-  /** Resolves once this run's start is durable (at once unless it was launched before its start was written). */
-  started (): Promise<void> {
+  /**
+   * Resolves once this run's start is durable, writing it alone now if no
+   * checkpoint has taken it along yet (at once for a run whose start was
+   * written before it was launched).
+   */
+  ensureStarted (): Promise<void> {
     return this.#opening?.alone() ?? Promise.resolve()
   }
 
@@ -98,7 +102,7 @@ export class WorkflowRun implements WorkflowContext {
     const replayed = this.#replay(stepId, name)
     if (replayed !== undefined) return replayed.value as T
     // Not the start: this step's checkpoint may carry it.
-    await this.confirmCheckpoints(true)
+    await this.#confirmIssued()
     const attempt = await this.#attempt(fn, options)
     // Suspended meanwhile (a sleep in parallel): the run records nothing more; a wake-up runs the step again.
     if (this.#suspending !== undefined || this.#suspension !== undefined) await this.#settleSuspension()
@@ -294,12 +298,16 @@ export class WorkflowRun implements WorkflowContext {
   }
 
   /**
-   * Waits until every step checkpoint issued so far is durable, and the start
-   * (which it writes alone if no checkpoint has taken it along yet, unless
-   * `keepStartOpen`); throws if one was fenced off or could not be written.
+   * Waits until the start and every step checkpoint issued so far are
+   * durable; throws if one was fenced off or could not be written.
    */
-  async confirmCheckpoints (keepStartOpen = false): Promise<void> {
-    if (!keepStartOpen && this.#opening !== undefined) await this.#opening.alone()
+  async confirmCheckpoints (): Promise<void> {
+    await this.ensureStarted()
+    await this.#confirmIssued()
+  }
+
+  /** confirmCheckpoints, but leaves an unwritten start for the next checkpoint to carry. */
+  async #confirmIssued (): Promise<void> {
     // Await a snapshot and only then drop it: clearing first would let a
     // parallel step (Promise.all) find the list empty and run its side effect
     // while an earlier step's write is still in flight.

@@ -2,10 +2,11 @@
 // step checkpoint (lib/opening.ts). These tests tell the two apart by
 // created_at: both columns default to now(), which is the transaction's start
 // time, so a start and a step committed together carry the same timestamp.
+import net from 'node:net'
 import t from 'tap'
 import { defineWorkflow, type Engine } from '../lib/index.js'
 import { kLocalRuns } from '../lib/symbols.js'
-import { adminSql, buildEngine, pollUntil } from './helpers/db.js'
+import { adminSql, buildEngine, databaseUrl, pollUntil } from './helpers/db.js'
 import { Counter, gate } from './helpers/workflows.js'
 
 const admin = adminSql(t)
@@ -151,3 +152,98 @@ t.test('a start that cannot be written fails start() and stops the run; nothing 
   const fine = await engine.startWorkflow(threeSteps, 20)
   t.equal(await fine.getResult(), 'done:42', 'the engine carries on')
 })
+
+t.test('a start whose batch fails is not written, whatever else the batch held', async (t) => {
+  // W1 waits in its first step while W2 opens; W2's first step lets W1's
+  // finish, so one batch carries W1's step (refused by a trigger) and W2's
+  // opening. The batch commits nothing; W2's start fails and leaves nothing.
+  const hold = gate()
+  const w1 = defineWorkflow('opening-mixed-w1', async (ctx) => {
+    await ctx.step('boom', async () => { await hold.wait(); return 1 })
+    return 'w1'
+  })
+  const w2 = defineWorkflow('opening-mixed-w2', async (ctx) => {
+    await ctx.step('first', () => { hold.open(); return 'x' })
+    return ctx.step('second', () => 'y')
+  })
+  const engine = await buildEngine(t, { workflows: [w1, w2] })
+  const schema = admin(engine.options.schema)
+  await admin`CREATE FUNCTION ${schema}.boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'boom'; END $$`
+  await admin`CREATE TRIGGER boom BEFORE INSERT ON ${schema}.steps FOR EACH ROW WHEN (NEW.name = 'boom') EXECUTE FUNCTION ${schema}.boom()`
+  await engine.startWorkflow(w1, undefined)
+  await pollUntil(() => hold.entered > 0, { what: 'w1 in its first step' })
+  const w2Start = await engine.startWorkflow(w2, undefined).then((h) => h.workflowId, (err: Error) => err)
+  await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'both runs to end' })
+  const rows = await admin`SELECT status FROM ${schema}.workflows WHERE name = 'opening-mixed-w2'`
+  if (typeof w2Start === 'string') {
+    // Batched apart after all: then it must have finished normally.
+    t.same(rows.map((r) => r.status), ['SUCCESS'])
+  } else {
+    t.same(rows, [], 'a start() that failed left no workflow')
+  }
+})
+
+t.test('the first step can look up its own workflow', async (t) => {
+  let seen = 'unset'
+  const wf = defineWorkflow('opening-self', async (ctx) => {
+    await ctx.step('look', async () => {
+      seen = (await engine.getStatus(ctx.workflowId)).status
+      return (await engine.listSteps(ctx.workflowId)).length
+    })
+    return 'ok'
+  })
+  const engine = await buildEngine(t, { workflows: [wf] })
+  const handle = await engine.startWorkflow(wf, undefined)
+  t.equal(await handle.getResult(), 'ok')
+  t.equal(seen, 'PENDING', 'the look-up wrote the start first')
+  t.same((await engine.listSteps(handle.workflowId)).map((s) => s.output), [0])
+})
+
+t.test('once the database is found unreachable, starts run nothing until it answers again', async (t) => {
+  const proxy = await tcpProxy(new URL(databaseUrl))
+  const runs = new Counter()
+  const wf = defineWorkflow('opening-outage', async (ctx) => {
+    await ctx.step('charge', () => runs.hit('charge'))
+    return 'ok'
+  })
+  const engine = await buildEngine(t, { workflows: [wf], databaseUrl: proxy.url, shutdownTimeoutMs: 100 })
+  t.equal(await (await engine.startWorkflow(wf, undefined)).getResult(), 'ok')
+  await proxy.cut()
+  for (let i = 0; i < 3; i++) {
+    await t.rejects(engine.startWorkflow(wf, undefined), { code: 'DBOS_ERR_DATABASE_UNAVAILABLE' })
+  }
+  t.equal(runs.get('charge'), 2, 'only the start that found the outage ran its first step')
+  await proxy.restore()
+  const after = await engine.startWorkflow(wf, undefined)
+  t.equal(await after.getResult(), 'ok')
+  const next = await engine.startWorkflow(wf, undefined)
+  t.equal(await next.getResult(), 'ok')
+  t.ok(await sameCommit(engine, next.workflowId), 'starts carried by first steps again')
+})
+
+/** A TCP proxy to Postgres that the test can cut (connections refused) and restore. */
+async function tcpProxy (target: URL): Promise<{ url: string, cut (): Promise<void>, restore (): Promise<void> }> {
+  const sockets = new Set<net.Socket>()
+  let server: net.Server | undefined
+  let port = 0
+  const listen = () => new Promise<void>((resolve) => {
+    server = net.createServer((client) => {
+      const upstream = net.connect(Number(target.port || 5432), target.hostname)
+      const end = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream) }
+      for (const s of [client, upstream]) { sockets.add(s); s.on('error', end); s.on('close', end) }
+      client.pipe(upstream)
+      upstream.pipe(client)
+    })
+    server.listen(port, '127.0.0.1', () => { port = (server!.address() as net.AddressInfo).port; resolve() })
+  })
+  await listen()
+  const url = new URL(target)
+  url.hostname = '127.0.0.1'
+  url.port = String(port)
+  const cut = () => new Promise<void>((resolve) => {
+    for (const s of sockets) s.destroy()
+    server!.close(() => resolve())
+  })
+  t.teardown(async () => { if (server?.listening === true) await cut() })
+  return { url: url.toString(), cut, restore: listen }
+}

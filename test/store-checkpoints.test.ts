@@ -5,7 +5,7 @@
 import t from 'tap'
 import { connect, openPool, tables } from '../lib/store/connect.js'
 import { migrate } from '../lib/store/migrate.js'
-import { insertStartsWithSteps, writeCheckpoints, stepKey } from '../lib/store/checkpoints.js'
+import { writeCheckpoints, stepKey } from '../lib/store/checkpoints.js'
 import { insertWorkflows } from '../lib/store/workflows.js'
 import { suspendWorkflows } from '../lib/store/wake-ups.js'
 import { databaseUrl, dropSchema, uniqueSchema } from './helpers/db.js'
@@ -92,25 +92,43 @@ for (const size of [1, 3]) {
       t.equal(late.size, 0, 'a finished workflow cannot be suspended')
     })
 
-    t.test('a start with its first step: both land, once; a taken id or a wrong epoch writes no step', async (t) => {
+    t.test('a start with its first step: both land together, once; a taken id writes neither', async (t) => {
       const ids = Array.from({ length: size }, () => `wf-${++n}`)
-      const start = (workflowId: string) => ({ workflowId, name: 'w', input: '1', inputHash: 'h', requestId: null, executorId: 'e' })
-      const opened = await insertStartsWithSteps(sql, tb, ids.map((id) => ({ start: start(id), step: step({ workflowId: id, epoch: '1' }, 0) })))
-      t.same([...opened].sort(), [...ids].sort())
+      const opening = (id: string, stepId = 0, input = '1') => ({
+        start: { workflowId: id, name: 'w', input, inputHash: 'h', requestId: null, executorId: 'e' },
+        step: step({ workflowId: id, epoch: '1' }, stepId)
+      })
+      const opened = await writeCheckpoints(sql, tb, [], [], ids.map((id) => opening(id)))
+      t.same([...opened.steps].sort(), ids.map((id) => stepKey(id, 0)).sort())
       const rows = await sql`
         SELECT w.status, w.epoch::text AS epoch, w.created_at = s.created_at AS together
         FROM ${tb.workflows} w JOIN ${tb.steps} s USING (workflow_id) WHERE w.workflow_id = ANY(${ids})`
       t.equal(rows.length, size)
       t.ok(rows.every((r) => r.status === 'PENDING' && r.epoch === '1' && r.together), 'PENDING under epoch 1, in one transaction')
-      const again = await insertStartsWithSteps(sql, tb, ids.map((id) => ({ start: { ...start(id), input: '2' }, step: step({ workflowId: id, epoch: '1' }, 1) })))
-      t.equal(again.size, 0, 'a taken id: neither the start nor the step is written')
+      const again = await writeCheckpoints(sql, tb, [], [], ids.map((id) => opening(id, 1, '2')))
+      t.equal(again.steps.size, 0, 'a taken id: neither the start nor the step is written')
       const [{ count }] = await sql`SELECT count(*)::int AS count FROM ${tb.steps} WHERE step_id = 1 AND workflow_id = ANY(${ids})`
       t.equal(count, 0)
-      const fresh = Array.from({ length: size }, () => `wf-${++n}`)
-      const stale = await insertStartsWithSteps(sql, tb, fresh.map((id) => ({ start: start(id), step: step({ workflowId: id, epoch: '2' }, 0) })))
-      t.equal(stale.size, 0, 'a step under another epoch is not written')
-      const [{ steps }] = await sql`SELECT count(*)::int AS steps FROM ${tb.steps} WHERE workflow_id = ANY(${fresh})`
-      t.equal(steps, 0)
+    })
+
+    t.test('openings, steps and completions of other workflows share one statement, all or nothing', async (t) => {
+      const running = await newWorkflows(size)
+      const finishing = await newWorkflows(size)
+      const ids = Array.from({ length: size }, () => `wf-${++n}`)
+      const openings = ids.map((id) => ({
+        start: { workflowId: id, name: 'w', input: '1', inputHash: 'h', requestId: null, executorId: 'e' },
+        step: step({ workflowId: id, epoch: '1' }, 0)
+      }))
+      // A refused step row fails the whole statement: no opening may commit without it.
+      const bad = running.map((w) => ({ ...step(w, 0), name: null as unknown as string }))
+      await t.rejects(writeCheckpoints(sql, tb, bad, finishing.map(done), openings))
+      const [{ none }] = await sql`SELECT count(*)::int AS none FROM ${tb.workflows} WHERE workflow_id = ANY(${ids})`
+      t.equal(none, 0, 'nothing of the failed statement committed')
+      const written = await writeCheckpoints(sql, tb, running.map((w) => step(w, 0)), finishing.map(done), openings)
+      t.equal(written.steps.size, 2 * size, 'the steps and the openings\' steps')
+      t.equal(written.completed.size, size)
+      const [{ opened }] = await sql`SELECT count(*)::int AS opened FROM ${tb.workflows} WHERE workflow_id = ANY(${ids}) AND status = 'PENDING'`
+      t.equal(opened, size)
     })
 
     t.test('a last step and its completion in one statement both apply', async (t) => {

@@ -1,8 +1,10 @@
 /**
  * The one statement that records progress of running workflows: new step
- * checkpoints and final outcomes, for many workflows at once. Putting both in
- * one statement lets a workflow's last step and its completion share a round
- * trip and a commit, and lets concurrent workflows share them too.
+ * checkpoints, final outcomes, and new workflows with their first checkpoint,
+ * for many workflows at once. Putting them in one statement lets a workflow's
+ * last step and its completion share a round trip and a commit, lets a start
+ * share one with its first step, and lets concurrent workflows share them
+ * too; and a batch commits all or nothing.
  */
 import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
@@ -46,22 +48,66 @@ export const stepKey = (workflowId: string, stepId: number): string => `${stepId
  * plan and array parsing on every execution, about 0.15 ms per statement,
  * which is a quarter of a commit on a fast disk.
  */
-export async function writeCheckpoints (sql: Sql, t: Tables, steps: StepWrite[], completions: Completion[]): Promise<CheckpointsWritten> {
-  // Each part alone when the other is empty: the combined statement plans and
-  // runs its empty half too, which costs about as much as a round trip.
-  const rows = completions.length === 0
-    ? await sql<Written[]>`${insertSteps(sql, t, steps)}`
-    : steps.length === 0
-      ? await sql<Written[]>`${completeWorkflows(sql, t, completions)}`
+export async function writeCheckpoints (sql: Sql, t: Tables, steps: StepWrite[], completions: Completion[], openings: StartWithStep[] = []): Promise<CheckpointsWritten> {
+  // Only the parts that have rows: a combined statement plans and runs its
+  // empty parts too, which costs about as much as a round trip.
+  const parts: [string, postgres.PendingQuery<postgres.Row[]>][] = []
+  if (openings.length > 0) {
+    parts.push(['started', newWorkflows(sql, t, openings.map((o) => o.start))],
+      ['opened', insertOpeningSteps(sql, t, openings.map((o) => o.step))])
+  }
+  if (steps.length > 0) parts.push(['new_steps', insertSteps(sql, t, steps)])
+  if (completions.length > 0) parts.push(['done', completeWorkflows(sql, t, completions)])
+  const rows = parts.length === 1
+    ? await sql<Written[]>`${parts[0]![1]}`
+    : openings.length > 0 && parts.length === 2
+      // Openings alone: the step INSERT is the main statement, reading the workflow INSERT's rows.
+      ? await sql<Written[]>`WITH started AS (${parts[0]![1]}) ${parts[1]![1]}`
       : await sql<Written[]>`
-        WITH new_steps AS (${insertSteps(sql, t, steps)}), done AS (${completeWorkflows(sql, t, completions)})
-        SELECT * FROM new_steps UNION ALL SELECT * FROM done`
+        WITH ${parts.map(([name, q]) => sql`${sql(name)} AS (${q})`).reduce((acc, cte) => sql`${acc}, ${cte}`)}
+        ${parts.filter(([name]) => name !== 'started').map(([name]) => sql`SELECT * FROM ${sql(name)}`)
+          .reduce((acc, select) => sql`${acc} UNION ALL ${select}`)}`
   const written: CheckpointsWritten = { steps: new Set(), completed: new Set() }
   for (const r of rows) {
     if (r.step_id !== null) written.steps.add(stepKey(r.workflow_id, r.step_id))
     else written.completed.add(r.workflow_id)
   }
   return written
+}
+
+/** A new workflow's start and its first checkpoint, committed together (see lib/opening.ts). */
+export interface StartWithStep {
+  start: NewWorkflowRow
+  step: StepWrite
+}
+
+/**
+ * The first checkpoints of workflows this very statement inserts (the
+ * `started` part: newWorkflows, with its RETURNING). They join those rows,
+ * not the table, which a sibling sub-statement cannot see: so a start whose id
+ * is taken writes no step either. No epoch check: the row was just inserted
+ * with FIRST_EPOCH by this statement, and nothing else can hold it yet.
+ *
+ * A completion never shares a statement with its own workflow's opening: a
+ * run records its outcome only once its start is durable (LocalRuns#execute).
+ */
+function insertOpeningSteps (sql: Sql, t: Tables, steps: StepWrite[]): postgres.PendingQuery<postgres.Row[]> {
+  if (steps.length === 1) {
+    const s = steps[0]!
+    return sql`
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
+    SELECT s.workflow_id, ${s.stepId}::int, ${s.name}::text, ${s.output}::text, ${s.error}::text
+    FROM started s
+    RETURNING workflow_id, step_id`
+  }
+  return sql`
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
+    SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
+    FROM unnest(${steps.map((r) => r.workflowId)}::text[], ${steps.map((r) => r.stepId)}::int[],
+                ${steps.map((r) => r.name)}::text[], ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[])
+         AS v(workflow_id, step_id, name, output, error)
+    JOIN started s ON s.workflow_id = v.workflow_id
+    RETURNING workflow_id, step_id`
 }
 
 type Written = { workflow_id: string, step_id: number | null }
@@ -106,41 +152,4 @@ function completeWorkflows (sql: Sql, t: Tables, completions: Completion[]): pos
                 ${completions.map((r) => r.error)}::text[]) AS v(workflow_id, epoch, status, output, error)
     WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
     RETURNING w.workflow_id, (SELECT NULL::int FROM pg_notify(${t.channel}, w.workflow_id)) AS step_id`
-}
-
-/** A new workflow's start and its first checkpoint, to be committed together (see lib/opening.ts). */
-export interface StartWithStep {
-  start: NewWorkflowRow
-  step: StepWrite
-}
-
-/**
- * Inserts new workflows together with their first step checkpoints: one
- * statement and one commit where a start and a step would take two. The step
- * rows join the workflow rows this statement inserts (its RETURNING), not the
- * table, which a sibling sub-statement cannot see: so a start whose id is taken
- * writes no step either, and the epoch check holds as for every other step.
- * Returns the ids of the workflows written.
- */
-export async function insertStartsWithSteps (sql: Sql, t: Tables, rows: StartWithStep[]): Promise<Set<string>> {
-  const steps = rows.map((r) => r.step)
-  const written = steps.length === 1
-    ? await sql<{ workflow_id: string }[]>`
-      WITH started AS (${newWorkflows(sql, t, [rows[0]!.start])})
-      INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-      SELECT s.workflow_id, ${steps[0]!.stepId}::int, ${steps[0]!.name}::text, ${steps[0]!.output}::text, ${steps[0]!.error}::text
-      FROM started s
-      WHERE s.workflow_id = ${steps[0]!.workflowId} AND s.epoch = ${steps[0]!.epoch}
-      RETURNING workflow_id`
-    : await sql<{ workflow_id: string }[]>`
-      WITH started AS (${newWorkflows(sql, t, rows.map((r) => r.start))})
-      INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-      SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
-      FROM unnest(${steps.map((r) => r.workflowId)}::text[], ${steps.map((r) => r.epoch)}::text[],
-                  ${steps.map((r) => r.stepId)}::int[], ${steps.map((r) => r.name)}::text[],
-                  ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[])
-           AS v(workflow_id, epoch, step_id, name, output, error)
-      JOIN started s ON s.workflow_id = v.workflow_id AND s.epoch = v.epoch
-      RETURNING workflow_id`
-  return new Set(written.map((r) => r.workflow_id))
 }

@@ -30,8 +30,8 @@ export interface InsertedWorkflow {
 }
 
 /**
- * A new workflow's epoch: the column's default (0001_init.sql). A run launched
- * before its start row is written (lib/opening.ts) holds this epoch.
+ * A new workflow's epoch, written by every start (newWorkflows). A run
+ * launched before its start row is written (lib/opening.ts) holds it.
  */
 export const FIRST_EPOCH = '1'
 
@@ -46,20 +46,20 @@ export async function insertWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow
   return sql<InsertedWorkflow[]>`${newWorkflows(sql, t, rows)}`
 }
 
-/** insertWorkflows's statement, also the first half of insertStartsWithSteps (store/checkpoints.ts). */
+/** insertWorkflows's statement; writeCheckpoints also inserts workflows with it, with their first step (openings). */
 export function newWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow[]): postgres.PendingQuery<postgres.Row[]> {
   // One row (one start at a time): plain parameters plan and parse faster than unnest.
   if (rows.length === 1) {
     const r = rows[0]!
     return sql`
-    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id)
-    VALUES (${r.workflowId}, ${r.name}, 'PENDING', ${r.input}, ${r.inputHash}, ${r.requestId}, ${r.executorId})
+    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, epoch)
+    VALUES (${r.workflowId}, ${r.name}, 'PENDING', ${r.input}, ${r.inputHash}, ${r.requestId}, ${r.executorId}, ${FIRST_EPOCH}::bigint)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id, epoch::text AS epoch`
   }
   return sql`
-    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id)
-    SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id
+    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, epoch)
+    SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id, ${FIRST_EPOCH}::bigint
     FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.name)}::text[],
                 ${rows.map((r) => r.input)}::text[], ${rows.map((r) => r.inputHash)}::text[],
                 ${rows.map((r) => r.requestId)}::text[], ${rows.map((r) => r.executorId)}::text[])
