@@ -17,7 +17,7 @@ const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2))
 const KINDS = (process.env.BENCH_ONLY ?? 'ours,dbos,ceiling').split(',')
 const CPU_PROF = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
 const PLAN = {
-  latency: { warmup: 100, runs: 300 },
+  latency: { warmup: 1000, runs: 1000 },
   throughput: { concurrency: 64, warmupMs: 1000, durationMs: 3000 },
   http: { connections: 32, warmupSeconds: 1, durationSeconds: 5 },
   memory: { count: 10_000 },
