@@ -50,29 +50,43 @@ export const stepKey = (workflowId: string, stepId: number): string => `${stepId
  */
 export async function writeCheckpoints (sql: Sql, t: Tables, steps: StepWrite[], completions: Completion[], openings: StartWithStep[] = []): Promise<CheckpointsWritten> {
   // Only the parts that have rows: a combined statement plans and runs its
-  // empty parts too, which costs about as much as a round trip.
-  const parts: [string, postgres.PendingQuery<postgres.Row[]>][] = []
-  if (openings.length > 0) {
-    parts.push(['started', newWorkflows(sql, t, openings.map((o) => o.start))],
-      ['opened', insertOpeningSteps(sql, t, openings.map((o) => o.step))])
-  }
-  if (steps.length > 0) parts.push(['new_steps', insertSteps(sql, t, steps)])
-  if (completions.length > 0) parts.push(['done', completeWorkflows(sql, t, completions)])
-  const rows = parts.length === 1
-    ? await sql<Written[]>`${parts[0]![1]}`
-    : openings.length > 0 && parts.length === 2
-      // Openings alone: the step INSERT is the main statement, reading the workflow INSERT's rows.
-      ? await sql<Written[]>`WITH started AS (${parts[0]![1]}) ${parts[1]![1]}`
-      : await sql<Written[]>`
-        WITH ${parts.map(([name, q]) => sql`${sql(name)} AS (${q})`).reduce((acc, cte) => sql`${acc}, ${cte}`)}
-        ${parts.filter(([name]) => name !== 'started').map(([name]) => sql`SELECT * FROM ${sql(name)}`)
-          .reduce((acc, select) => sql`${acc} UNION ALL ${select}`)}`
+  // empty parts too, which costs about as much as a round trip. The shapes
+  // one workflow at a time produces (opening; step; last step + completion)
+  // are written out: building statements from parts costs time on every write.
+  const rows = openings.length > 0
+    ? await sql<Written[]>`${withOpenings(sql, t, steps, completions, openings)}`
+    : completions.length === 0
+      ? await sql<Written[]>`${insertSteps(sql, t, steps)}`
+      : steps.length === 0
+        ? await sql<Written[]>`${completeWorkflows(sql, t, completions)}`
+        : await sql<Written[]>`
+          WITH new_steps AS (${insertSteps(sql, t, steps)}), done AS (${completeWorkflows(sql, t, completions)})
+          SELECT * FROM new_steps UNION ALL SELECT * FROM done`
   const written: CheckpointsWritten = { steps: new Set(), completed: new Set() }
   for (const r of rows) {
     if (r.step_id !== null) written.steps.add(stepKey(r.workflow_id, r.step_id))
     else written.completed.add(r.workflow_id)
   }
   return written
+}
+
+/** Openings, with whatever else the batch holds, in one statement. */
+function withOpenings (sql: Sql, t: Tables, steps: StepWrite[], completions: Completion[], openings: StartWithStep[]): postgres.PendingQuery<postgres.Row[]> {
+  const started = newWorkflows(sql, t, openings.map((o) => o.start))
+  const opened = insertOpeningSteps(sql, t, openings.map((o) => o.step))
+  // Openings alone: the step INSERT is the main statement, reading the workflow INSERT's rows.
+  if (steps.length === 0 && completions.length === 0) return sql`WITH started AS (${started}) ${opened}`
+  const parts = [sql`started AS (${started}), opened AS (${opened})`]
+  const selects = [sql`SELECT * FROM opened`]
+  if (steps.length > 0) {
+    parts.push(sql`new_steps AS (${insertSteps(sql, t, steps)})`)
+    selects.push(sql`SELECT * FROM new_steps`)
+  }
+  if (completions.length > 0) {
+    parts.push(sql`done AS (${completeWorkflows(sql, t, completions)})`)
+    selects.push(sql`SELECT * FROM done`)
+  }
+  return sql`WITH ${parts.reduce((a, b) => sql`${a}, ${b}`)} ${selects.reduce((a, b) => sql`${a} UNION ALL ${b}`)}`
 }
 
 /** A new workflow's start and its first checkpoint, committed together (see lib/opening.ts). */
