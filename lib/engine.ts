@@ -20,7 +20,7 @@ import { awaitStored, beforeDeadline, deadlineAfter } from './results.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
 import { closeDatabase, openDatabase, type Connected } from './database.js'
 import { LocalRuns } from './local-runs.js'
-import { Opening } from './opening.js'
+import { FirstSteps, Opening } from './opening.js'
 import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from './status.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { listSteps } from './store/steps.js'
@@ -63,6 +63,7 @@ export class Engine implements HandleSource {
   #recoveryDeps: RecoveryDeps | undefined
   /** Ids with a start in flight here (counted): never treated as orphans. */
   readonly #inserting = new Map<string, number>()
+  readonly #firstSteps = new FirstSteps()
 
   constructor (options: EngineOptions = {}) {
     this.options = resolveOptions(options)
@@ -199,10 +200,10 @@ export class Engine implements HandleSource {
     const { text, hash } = internal.prepared ?? this.prepareInput(def, input)
     const requestId = options.requestId ?? null
     const row: NewWorkflowRow = { workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: this.executorId }
-    if (options.workflowId === undefined && db.checkpoints.quiet) {
+    if (options.workflowId === undefined && db.checkpoints.quiet && this.#firstSteps.worthWaiting(def.name)) {
       // A generated id, and nothing else being written: run at once, and let
       // the first step's checkpoint carry the start (see opening.ts).
-      const opening = new Opening(db.checkpoints, row)
+      const opening = new Opening(db.checkpoints, row, this.#firstSteps)
       this.#runs.launch(db, def, workflowId, FIRST_EPOCH, deserialize(text), requestId, undefined, opening)
       await opening.durable
       return new WorkflowHandle<O>(this, workflowId)

@@ -23,7 +23,8 @@
  * The run waits for its first step at most about one commit's time
  * (Checkpoints#commitMs): a first step slower than that, or a transaction
  * first, or an outcome without any step, writes the start alone. So a slow
- * first step delays start() by at most what a merge would have saved.
+ * first step delays start() by at most what a merge would have saved, and
+ * only now and then: see FirstSteps.
  */
 import type { Checkpoints } from './checkpoints.js'
 import { GeneratedIdTakenError } from './errors.js'
@@ -31,6 +32,33 @@ import type { StepWrite } from './store/checkpoints.js'
 import type { NewWorkflowRow } from './store/workflows.js'
 
 const MAX_WAIT_MS = 20
+/** Starts of a definition written alone after its first step outlasted the wait (then it gets another chance). */
+const SKIP_AFTER_SLOW = 16
+
+/**
+ * Which definitions' first steps outlast the wait: their starts are written
+ * alone for a while, instead of each start() waiting in vain. A route that
+ * starts a slow job and answers 202 then pays for one commit, as it would
+ * without openings; every so often one start waits again, in case the step
+ * got faster. One entry per definition name.
+ */
+export class FirstSteps {
+  readonly #skips = new Map<string, number>()
+
+  /** Whether a start of this definition should let its first step carry it. */
+  worthWaiting (name: string): boolean {
+    const left = this.#skips.get(name)
+    if (left === undefined) return true
+    if (left <= 1) this.#skips.delete(name)
+    else this.#skips.set(name, left - 1)
+    return false
+  }
+
+  /** A first step of this definition outlasted the wait. */
+  slow (name: string): void {
+    this.#skips.set(name, SKIP_AFTER_SLOW)
+  }
+}
 
 export class Opening {
   readonly #checkpoints: Checkpoints
@@ -41,14 +69,18 @@ export class Opening {
   /** Settles once the start row is committed, or rejects with why it could not be (start() then fails). */
   readonly durable: Promise<void>
 
-  constructor (checkpoints: Checkpoints, start: NewWorkflowRow) {
+  /** `firstSteps` hears when the first step outlasts the wait. */
+  constructor (checkpoints: Checkpoints, start: NewWorkflowRow, firstSteps: FirstSteps) {
     this.#checkpoints = checkpoints
     this.#start = start
     this.durable = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
     // Observed by start() and the run; never an unhandled rejection.
     this.durable.catch(() => {})
     const waitMs = Math.min(MAX_WAIT_MS, Math.max(1, Math.ceil(checkpoints.commitMs)))
-    this.#timer = setTimeout(() => { void this.alone() }, waitMs)
+    this.#timer = setTimeout(() => {
+      firstSteps.slow(start.name)
+      void this.alone()
+    }, waitMs)
   }
 
   /** Nothing has written the start yet: the next step checkpoint can take it along. */

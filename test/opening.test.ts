@@ -5,6 +5,7 @@
 import net from 'node:net'
 import t from 'tap'
 import { defineWorkflow, type Engine } from '../lib/index.js'
+import { FirstSteps } from '../lib/opening.js'
 import { kLocalRuns } from '../lib/symbols.js'
 import { adminSql, buildEngine, databaseUrl, pollUntil } from './helpers/db.js'
 import { Counter, gate } from './helpers/workflows.js'
@@ -247,3 +248,34 @@ async function tcpProxy (target: URL): Promise<{ url: string, cut (): Promise<vo
   t.teardown(async () => { if (server?.listening === true) await cut() })
   return { url: url.toString(), cut, restore: listen }
 }
+
+t.test('after a first step outlasted the wait, starts of that definition are written alone for a while', async (t) => {
+  const hold = gate()
+  const wf = defineWorkflow('opening-learns', async (ctx, slow: boolean) => {
+    await ctx.step('first', async () => { if (slow) await hold.wait(); return slow })
+    return 'ok'
+  })
+  const engine = await buildEngine(t, { workflows: [wf] })
+  const quick = await engine.startWorkflow(wf, false)
+  await quick.getResult()
+  t.ok(await sameCommit(engine, quick.workflowId), 'a quick first step carries the start')
+  const slow = await engine.startWorkflow(wf, true)
+  hold.open()
+  await slow.getResult()
+  const after: boolean[] = []
+  for (let i = 0; i < 17; i++) {
+    const h = await engine.startWorkflow(wf, false)
+    await h.getResult()
+    after.push(await sameCommit(engine, h.workflowId))
+  }
+  t.same(after, [...Array(16).fill(false), true], 'the next 16 starts are written alone, then one waits again')
+})
+
+t.test('FirstSteps: per definition, 16 starts alone after a slow first step', async (t) => {
+  const steps = new FirstSteps()
+  t.ok(steps.worthWaiting('a'))
+  steps.slow('a')
+  const seen = Array.from({ length: 17 }, () => steps.worthWaiting('a'))
+  t.same(seen, [...Array(16).fill(false), true])
+  t.ok(steps.worthWaiting('b'), 'other definitions are not affected')
+})
