@@ -203,8 +203,9 @@ export class Engine implements HandleSource {
     if (options.workflowId === undefined && db.checkpoints.quiet && this.#firstSteps.worthWaiting(def.name)) {
       // A generated id, and nothing else being written: run at once, and let
       // the first step's checkpoint carry the start (see opening.ts).
+      const stored = deserialize(text)
       const opening = new Opening(db.checkpoints, row, this.#firstSteps)
-      this.#runs.launch(db, def, workflowId, FIRST_EPOCH, deserialize(text), requestId, undefined, opening)
+      this.#runs.launch(db, def, workflowId, FIRST_EPOCH, stored, requestId, undefined, opening)
       await opening.durable
       return new WorkflowHandle<O>(this, workflowId)
     }

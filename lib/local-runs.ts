@@ -91,6 +91,9 @@ export class LocalRuns {
     let local: LocalOutcome
     let output: string | null = null
     let error: string | null = null
+    // The body starts once launch() has registered the run: its first lines
+    // may look up their own workflow, whose start may not be written yet.
+    await undefined
     try {
       const value = await def.fn(run, input)
       if (run.suspension !== undefined) return this.#suspended(run)

@@ -279,3 +279,15 @@ t.test('FirstSteps: per definition, 16 starts alone after a slow first step', as
   t.same(seen, [...Array(16).fill(false), true])
   t.ok(steps.worthWaiting('b'), 'other definitions are not affected')
 })
+
+t.test('the body can look up its own workflow before its first await', async (t) => {
+  let seen: unknown
+  const wf = defineWorkflow('opening-sync-lookup', async (ctx) => {
+    seen = await engine.getStatus(ctx.workflowId).then((s) => s.status, (err: Error) => err.message)
+    return ctx.step('one', () => 1)
+  })
+  const engine = await buildEngine(t, { workflows: [wf] })
+  const h = await engine.startWorkflow(wf, undefined)
+  t.equal(await h.getResult(), 1)
+  t.equal(seen, 'PENDING')
+})
