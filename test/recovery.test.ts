@@ -188,3 +188,34 @@ t.test('a workflow killed while suspended in a sleep wakes after a restart: the 
     'claimed once, by the wake-up: recovery left it alone, no attempt counted, no second sleep')
   t.same(await s.stepIds(id), [0, 1, 2])
 })
+
+t.test('generated ids, killed mid-burst: every acknowledged start finishes after a restart, nothing is left PENDING', async (t) => {
+  // With a generated id the start may be written by the first step's
+  // checkpoint (lib/opening.ts), or alone when that step takes longer than
+  // the engine waits for it (this one writes its side effect first): either
+  // way an acknowledged start is durable.
+  const s = await setup(t)
+  const first = s.launch()
+  const port = await first.listening()
+  const burst = () => Promise.allSettled(Array.from({ length: 10 }, (_, i) =>
+    request(port, 'POST', '/start', { name: 'threeSteps', input: { tag: `t${i}`, gate: 'burst' } })))
+  const acknowledged = (results: PromiseSettledResult<{ status: number, body: any }>[]): string[] =>
+    results.flatMap((r) => r.status === 'fulfilled' && r.value.status === 200 ? [r.value.body.workflowId as string] : [])
+  const ids = acknowledged(await burst())
+  t.equal(ids.length, 10)
+  const inFlight = burst()
+  t.same((await first.kill()).signal, 'SIGKILL')
+  ids.push(...acknowledged(await inFlight))
+
+  const second = s.launch()
+  await second.listening()
+  await s.openGate('burst')
+  for (const id of ids) {
+    await pollUntil(async () => (await s.row(id))?.status === 'SUCCESS', { what: `${id} to finish` })
+    t.ok((await s.effects(id))[1]! >= 1, `${id}: its first step ran (at least once: the kill may have come before its checkpoint)`)
+    t.same(await s.stepIds(id), [0, 1, 2])
+  }
+  const sql = adminSql(t)
+  const left = await sql`SELECT workflow_id FROM ${sql(s.schema + '.workflows')} WHERE status <> 'SUCCESS'`
+  t.same(left, [], 'nothing left PENDING: starts cut short either left no workflow or finished too')
+})
