@@ -51,6 +51,7 @@ export class Checkpoints {
   #outageLogged = false
   /** The last write (or start) found the database unreachable, and none has reached it since. */
   #unreachable = false
+  #onReachableAgain: (() => void) | undefined
   /** Recent commit latency (ms, moving average): how long an opening waits for its first step (lib/opening.ts). */
   #commitMs = 2
 
@@ -91,6 +92,11 @@ export class Checkpoints {
    */
   get quiet (): boolean { return this.#writes.idle && this.#starts.idle && !this.#unreachable }
 
+  /** `fn` runs whenever a write reaches the database after one found it unreachable. */
+  onReachableAgain (fn: () => void): void {
+    this.#onReachableAgain = fn
+  }
+
   /** Recent commit latency in milliseconds (a moving average of write round trips). */
   get commitMs (): number { return this.#commitMs }
 
@@ -120,7 +126,7 @@ export class Checkpoints {
     if (this.#signal.aborted) throw new ShuttingDownError()
     try {
       const result = await write()
-      this.#unreachable = false
+      this.#reached()
       return result
     } catch (err) {
       if (!isConnectionError(err)) throw err
@@ -138,7 +144,7 @@ export class Checkpoints {
       if (this.#signal.aborted) throw new EngineStoppedError(workflowId)
       try {
         const result = await write()
-        this.#unreachable = false
+        this.#reached()
         if (this.#outageLogged) {
           this.#outageLogged = false
           this.#logger.info({ workflowId }, 'workflow database reachable again; checkpoint writes resumed')
@@ -154,6 +160,12 @@ export class Checkpoints {
         await sleep(backoff(attempt, 50, 2000), this.#signal)
       }
     }
+  }
+
+  #reached (): void {
+    if (!this.#unreachable) return
+    this.#unreachable = false
+    this.#onReachableAgain?.()
   }
 
   async drained (): Promise<void> {

@@ -141,6 +141,12 @@ export class Engine implements HandleSource {
       resume: (def, row, input, steps) => this.#runs.launch(db, def, row.workflow_id, row.epoch, input, row.request_id, steps)
     }
     this.#recovery = recoverUntilDone(this.#recoveryDeps)
+    // A start that answered 503 may have committed all the same (its answer
+    // was lost): once the database answers again, a recovery pass runs such
+    // workflows now rather than at the next restart.
+    db.checkpoints.onReachableAgain(() => {
+      this.#recovery = Promise.all([this.#recovery, recoverUntilDone(this.#recoveryDeps!)]).then(() => {})
+    })
     await db.wakeUps.start()
   }
 

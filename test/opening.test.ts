@@ -222,6 +222,36 @@ t.test('once the database is found unreachable, starts run nothing until it answ
   t.ok(await sameCommit(engine, next.workflowId), 'starts carried by first steps again')
 })
 
+t.test('a start whose answer was lost (503, yet committed) runs once the database answers again, not at the next restart', async (t) => {
+  const proxy = await tcpProxy(new URL(databaseUrl))
+  const runs = new Counter()
+  const wf = defineWorkflow('opening-lost-answer', async (ctx) => {
+    await ctx.step('slow-commit', () => runs.hit('first'))
+    return ctx.step('second', () => runs.hit('second'))
+  })
+  const ping = defineWorkflow('opening-ping', async (ctx) => ctx.step('pong', () => 'pong'))
+  const engine = await buildEngine(t, { workflows: [wf, ping], databaseUrl: proxy.url })
+  const schema = admin(engine.options.schema)
+  // The first checkpoint's statement takes 0.5 s; the connection is cut meanwhile, so its answer is lost.
+  await admin`CREATE FUNCTION ${schema}.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$`
+  await admin`CREATE TRIGGER slow AFTER INSERT ON ${schema}.steps FOR EACH ROW WHEN (NEW.name = 'slow-commit') EXECUTE FUNCTION ${schema}.slow()`
+  const started = engine.startWorkflow(wf, undefined).then(() => undefined, (err: Error) => err)
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  await proxy.cut()
+  t.match(await started, { code: 'DBOS_ERR_DATABASE_UNAVAILABLE' }, 'start() could not tell')
+  const [row] = await pollUntil(async () => {
+    const rows = await admin`SELECT workflow_id, status FROM ${schema}.workflows WHERE name = 'opening-lost-answer'`
+    return rows.length === 1 ? rows : undefined
+  }, { what: 'the lost start to commit' })
+  t.equal(row!.status, 'PENDING', 'the workflow exists, and nothing runs it')
+  await proxy.restore()
+  t.equal(await (await engine.startWorkflow(ping, undefined)).getResult(), 'pong', 'a write reaches the database again')
+  const done = await engine.retrieve(row!.workflow_id as string)
+  t.equal(await done.getResult({ timeoutMs: 20_000 }), 1, 'recovered and finished')
+  t.equal(runs.get('first'), 1, 'its first step was replayed, not run again')
+  t.equal((await engine.getStatus(row!.workflow_id as string)).attempts, 2)
+})
+
 /** A TCP proxy to Postgres that the test can cut (connections refused) and restore. */
 async function tcpProxy (target: URL): Promise<{ url: string, cut (): Promise<void>, restore (): Promise<void> }> {
   const sockets = new Set<net.Socket>()
