@@ -215,8 +215,11 @@ export class Checkpoints {
     }
     const written = await writeCheckpoints(this.#pools.writes, this.#t, steps, completions, openings)
     this.#commitMs = 0.8 * this.#commitMs + 0.2 * (performance.now() - began)
-    return writes.map((w) => w.kind === 'completion'
-      ? written.completed.has(w.row.workflowId)
-      : written.steps.has(w.kind === 'step' ? stepKey(w.row.workflowId, w.row.stepId) : stepKey(w.row.step.workflowId, w.row.step.stepId)))
+    return writes.map((w) => {
+      if (w.kind === 'completion') return written.completed.has(w.row.workflowId)
+      // An opening is written when its step is: one statement inserts both.
+      const step = w.kind === 'step' ? w.row : w.row.step
+      return written.steps.has(stepKey(step.workflowId, step.stepId))
+    })
   }
 }

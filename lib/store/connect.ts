@@ -39,12 +39,8 @@ export interface Pools {
 
 export const MIN_POOL_SIZE = 3
 
-function startsInFlight (poolSize: number): number {
-  return Math.max(1, Math.floor(poolSize / 6))
-}
-
 export function connectPools (url: string, poolSize: number): Pools {
-  const starts = startsInFlight(poolSize)
+  const starts = Math.max(1, Math.floor(poolSize / 6))
   return { sql: connect(url, poolSize - 1 - starts), starts: connect(url, starts), writes: connect(url, 1) }
 }
 
