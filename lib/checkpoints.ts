@@ -14,7 +14,7 @@
 import { Batcher } from './batcher.js'
 import { DatabaseUnavailableError, EngineStoppedError, ShuttingDownError, WorkflowFencedError } from './errors.js'
 import type { Logger } from './logger.js'
-import { backoff, sleep } from './retry.js'
+import { untilReachable } from './retry.js'
 import type { Pools, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { stepKey, writeCheckpoints, type StartWithStep, type StepWrite } from './store/checkpoints.js'
@@ -140,26 +140,23 @@ export class Checkpoints {
    * engine stops (then the workflow stays PENDING for the next start).
    */
   async #persist<R> (workflowId: string, write: () => Promise<R>): Promise<R> {
-    for (let attempt = 1; ; attempt++) {
-      if (this.#signal.aborted) throw new EngineStoppedError(workflowId)
-      try {
-        const result = await write()
-        this.#reached()
-        if (this.#outageLogged) {
-          this.#outageLogged = false
-          this.#logger.info({ workflowId }, 'workflow database reachable again; checkpoint writes resumed')
-        }
-        return result
-      } catch (err) {
-        if (!isConnectionError(err)) throw err
+    const result = await untilReachable(write, {
+      signal: this.#signal,
+      stopped: () => new EngineStoppedError(workflowId),
+      unreachable: isConnectionError,
+      onRetry: (err) => {
         this.#unreachable = true
-        if (!this.#outageLogged) {
-          this.#outageLogged = true
-          this.#logger.warn({ err, workflowId }, 'workflow database unreachable; running workflows wait and retry their checkpoints')
-        }
-        await sleep(backoff(attempt, 50, 2000), this.#signal)
+        if (this.#outageLogged) return
+        this.#outageLogged = true
+        this.#logger.warn({ event: 'database.unreachable', err, workflowId }, 'workflow database unreachable; running workflows wait and retry their checkpoints')
       }
+    })
+    this.#reached()
+    if (this.#outageLogged) {
+      this.#outageLogged = false
+      this.#logger.info({ event: 'database.reachable', workflowId }, 'workflow database reachable again; checkpoint writes resumed')
     }
+    return result
   }
 
   #reached (): void {

@@ -4,7 +4,7 @@ export { defineWorkflow, type WorkflowDefinition, type WorkflowFunction, type Wo
 export type { WorkflowContext, StepOptions, TransactionOptions } from './context.js'
 export { WorkflowHandle, type GetResultOptions } from './handle.js'
 export type { WorkflowStatus, WorkflowStatusName, StepInfo } from './status.js'
-export type { ListFilter } from './store/workflows.js'
+export type { ListFilter } from './list-filter.js'
 export type { EngineOptions } from './options.js'
 export type { RetryPolicy } from './retry.js'
 export type { Logger } from './logger.js'

@@ -3,7 +3,8 @@ import { deserialize } from './codec.js'
 import type { WorkflowRow } from './store/workflows.js'
 import type { StepRow } from './store/steps.js'
 
-export type WorkflowStatusName = 'PENDING' | 'SUCCESS' | 'ERROR' | 'MAX_RECOVERY_ATTEMPTS_EXCEEDED' | 'CANCELLED'
+export const STATUS_NAMES = ['PENDING', 'SUCCESS', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED'] as const
+export type WorkflowStatusName = typeof STATUS_NAMES[number]
 
 export interface WorkflowStatus {
   workflowId: string

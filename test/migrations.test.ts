@@ -45,7 +45,7 @@ t.test('4 engines starting at once on one fresh schema all start, with one row p
   const processes = sharedSchema(t, 'm')
   const crossCheck = defineWorkflow('crossCheck', async (ctx) => ctx.step('id', () => ctx.workflowId))
   const engines = await Promise.all([1, 2, 3, 4].map((i) =>
-    processes.start({ workflows: [crossCheck], executorId: `engine-${i}`, poolSize: 3 })))
+    processes.start({ workflows: [crossCheck], executorId: `engine-${i}`, poolSize: 4 })))
   t.equal(engines.length, 4)
   const sql = adminSql(t)
   const rows = await sql`SELECT name, count(*)::int AS n FROM ${sql(processes.schema)}.migrations GROUP BY name ORDER BY name`

@@ -536,8 +536,8 @@ t.test('a transaction beside a long sleep, with one general-purpose connection: 
     ])
     return one
   })
-  // poolSize 3 leaves one connection for transactions and reads.
-  const engine = await buildEngine(t, { workflows: [besideSleep], poolSize: 3, sleepInMemoryMaxMs: 0 })
+  // poolSize 4 leaves one connection for transactions.
+  const engine = await buildEngine(t, { workflows: [besideSleep], poolSize: 4, sleepInMemoryMaxMs: 0 })
   const handle = await engine.startWorkflow(besideSleep, undefined)
   t.equal(await handle.getResult({ timeoutMs: 15_000 }), 1)
   t.equal(runs, 2, 'the transaction that finished after the suspension rolled back and ran again after the wake-up')

@@ -6,6 +6,7 @@
  */
 import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
+import { DEFAULT_LIST_LIMIT, type ListFilter } from '../list-filter.js'
 
 export interface NewWorkflowRow {
   workflowId: string
@@ -115,19 +116,6 @@ export async function getOutcome (sql: Sql, t: Tables, workflowId: string): Prom
   return row
 }
 
-export interface ListFilter {
-  name?: string
-  status?: string
-  requestId?: string
-  executorId?: string
-  createdAfter?: Date
-  createdBefore?: Date
-  limit?: number
-  offset?: number
-  /** Newest first by default. */
-  order?: 'asc' | 'desc'
-}
-
 export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promise<WorkflowRow[]> {
   const conditions = [
     f.name !== undefined && sql`name = ${f.name}`,
@@ -143,10 +131,10 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promis
     SELECT ${sql(COLUMNS)}, epoch::text AS epoch FROM ${t.workflows}
     WHERE ${where}
     ORDER BY created_at ${order}, workflow_id ${order}
-    LIMIT ${f.limit ?? 100} OFFSET ${f.offset ?? 0}`
+    LIMIT ${f.limit ?? DEFAULT_LIST_LIMIT} OFFSET ${f.offset ?? 0}`
 }
 
-export interface PendingRow { workflow_id: string, name: string }
+export interface PendingRow { workflow_id: string, name: string, attempts: number }
 
 /**
  * PENDING workflows owned by an executor: the ones its recovery resumes.
@@ -155,7 +143,7 @@ export interface PendingRow { workflow_id: string, name: string }
  */
 export async function listPending (sql: Sql, t: Tables, executorId: string): Promise<PendingRow[]> {
   return sql<PendingRow[]>`
-    SELECT workflow_id, name FROM ${t.workflows}
+    SELECT workflow_id, name, attempts FROM ${t.workflows}
     WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
     ORDER BY created_at`
 }
