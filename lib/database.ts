@@ -4,7 +4,7 @@
  * waiters and the wake-up scheduler.
  */
 import { Checkpoints } from './checkpoints.js'
-import type { Logger } from './logger.js'
+import type { Logger } from './core/logger.js'
 import { ResultWaiters } from './results.js'
 import { connectPools, endPools, openPools, tables, type Pools, type Sql, type Tables } from './store/connect.js'
 import { migrate } from './store/migrate.js'

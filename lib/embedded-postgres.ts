@@ -12,7 +12,7 @@ import { createServer } from 'node:net'
 import { userInfo } from 'node:os'
 import path from 'node:path'
 import { EmbeddedPostgresError } from './errors.js'
-import type { Logger } from './logger.js'
+import type { Logger } from './core/logger.js'
 
 export interface EmbeddedPostgres {
   url: string

@@ -6,7 +6,7 @@
 import { hash as digest } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { nanoid } from 'nanoid'
-import { deserialize, serialize } from './codec.js'
+import { deserialize, serialize } from './core/codec.js'
 import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from './embedded-postgres.js'
 import {
   DatabaseUnavailableError, DuplicateWorkflowNameError, IdempotencyConflictError,
@@ -16,8 +16,8 @@ import {
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from './handle.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from './options.js'
 import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from './recovery.js'
-import { unstorableTextReason } from './text.js'
-import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
+import { unstorableTextReason } from './core/text.js'
+import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './core/ids.js'
 import { closeDatabase, openDatabase, type Connected } from './database.js'
 import { LocalRuns } from './local-runs.js'
 import { FirstSteps, Opening } from './opening.js'
@@ -25,7 +25,7 @@ import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from './stat
 import { CONNECT_TIMEOUT_S } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { listSteps } from './store/steps.js'
-import { kLocalRuns, kResultStats } from './symbols.js'
+import { kLocalRuns, kResultStats } from './core/symbols.js'
 import { FIRST_EPOCH, getOutcome, getWorkflow, listWorkflows, type NewWorkflowRow } from './store/workflows.js'
 import { checkListFilter, type ListFilter } from './list-filter.js'
 import type { WorkflowDefinition } from './workflow.js'

@@ -1,7 +1,7 @@
 /** list()'s filter: its public type and the checks applied before it reaches SQL. */
 import { InvalidListFilterError } from './errors.js'
 import { STATUS_NAMES, type WorkflowStatusName } from './status.js'
-import { unstorableTextReason } from './text.js'
+import { unstorableTextReason } from './core/text.js'
 
 export interface ListFilter {
   name?: string

@@ -3,11 +3,11 @@
  * holds, and what happens when it ends (outcome recorded, waiters woken, or
  * abandoned because the engine stopped or another run took over).
  */
-import { deserialize, serializeError, serializeResult } from './codec.js'
+import { deserialize, serializeError, serializeResult } from './core/codec.js'
 import type { Connected } from './database.js'
 import { EngineStoppedError, WorkflowFencedError } from './errors.js'
 import type { LocalOutcome } from './results.js'
-import type { Logger } from './logger.js'
+import type { Logger } from './core/logger.js'
 import type { Opening } from './opening.js'
 import { WorkflowRun } from './runner.js'
 import type { StepRow } from './store/steps.js'

@@ -1,5 +1,5 @@
 /** What users see of a stored workflow. */
-import { deserialize } from './codec.js'
+import { deserialize } from './core/codec.js'
 import type { WorkflowRow } from './store/workflows.js'
 import type { StepRow } from './store/steps.js'
 

@@ -12,8 +12,8 @@
  */
 import type { Checkpoints } from './checkpoints.js'
 import { WorkflowFencedError } from './errors.js'
-import type { Logger } from './logger.js'
-import { untilReachable } from './retry.js'
+import type { Logger } from './core/logger.js'
+import { untilReachable } from './core/retry.js'
 import type { Sql, Tables } from './store/connect.js'
 import { isConnectionError } from './store/pg-errors.js'
 import { claimDue, nextWakeAt } from './store/wake-ups.js'

@@ -4,7 +4,7 @@
  * so every definition an app can run must be registered with its engine.
  */
 import type { WorkflowContext } from './context.js'
-import { unstorableTextReason } from './text.js'
+import { unstorableTextReason } from './core/text.js'
 
 export interface WorkflowOptions {
   /**

@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyReque
 import fp from 'fastify-plugin'
 import { nanoid } from 'nanoid'
 import { Engine } from '../lib/engine.js'
-import { invalidKeyReason, invalidRequestIdReason } from '../lib/ids.js'
+import { invalidKeyReason, invalidRequestIdReason } from '../lib/core/ids.js'
 import { InvalidIdempotencyKeyError, InvalidRequestIdError } from '../lib/errors.js'
 import type { EngineOptions } from '../lib/options.js'
 import { AppWorkflows } from './app-workflows.js'

@@ -11,7 +11,7 @@
  */
 import type { Engine, StartOptions } from '../lib/engine.js'
 import type { WorkflowHandle, GetResultOptions } from '../lib/handle.js'
-import { derivedWorkflowId, scopedKey } from '../lib/ids.js'
+import { derivedWorkflowId, scopedKey } from '../lib/core/ids.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
 
 export interface RunOptions extends Omit<StartOptions, 'requestId'>, GetResultOptions {}

@@ -1,7 +1,7 @@
 // The group-commit batcher on its own (no database involved: it only groups
 // calls to the flush function it is given).
 import t from 'tap'
-import { Batcher } from '../lib/batcher.js'
+import { Batcher } from '../lib/core/batcher.js'
 
 t.test('items pushed together share one flush; later ones wait for the next', async (t) => {
   const flushes: number[][] = []

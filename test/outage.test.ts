@@ -5,7 +5,7 @@
 import t from 'tap'
 import { DatabaseUnavailableError, defineWorkflow, Engine } from '../lib/index.js'
 import { reconnectDelay } from '../lib/store/connect.js'
-import { retryWait } from '../lib/retry.js'
+import { retryWait } from '../lib/core/retry.js'
 import { startCluster } from './helpers/cluster.js'
 import { pollUntil, silentLogger, uniqueSchema } from './helpers/db.js'
 

@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { deserialize } from '../lib/codec.js'
+import { deserialize } from '../lib/core/codec.js'
 import { adminSql, databaseUrl, dropSchema, pollUntil, uniqueSchema } from './helpers/db.js'
 import { childEnv, request, spawnFixture, type ChildApp } from './fixtures/child.js'
 

@@ -2,7 +2,7 @@
 // workflow sharing one look, and waiters that time out leaving nothing behind.
 import t from 'tap'
 import { defineWorkflow, InvalidTimeoutError, ResultTimeoutError } from '../lib/index.js'
-import { kResultStats } from '../lib/symbols.js'
+import { kResultStats } from '../lib/core/symbols.js'
 import { buildEngine, pollUntil } from './helpers/db.js'
 import { gate, sharedSchema } from './helpers/workflows.js'
 

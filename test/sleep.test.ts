@@ -5,7 +5,7 @@
 import type postgres from 'postgres'
 import t, { type Test } from 'tap'
 import { defineWorkflow, Engine, type EngineOptions, type Logger } from '../lib/index.js'
-import { kLocalRuns } from '../lib/symbols.js'
+import { kLocalRuns } from '../lib/core/symbols.js'
 import { adminSql, buildEngine, databaseUrl, pollUntil } from './helpers/db.js'
 import { Counter, gate, sharedSchema } from './helpers/workflows.js'
 

@@ -5,8 +5,8 @@
  * the database is still down at that moment.
  */
 import postgres from 'postgres'
-import type { Logger } from '../logger.js'
-import { untilReachable } from '../retry.js'
+import type { Logger } from '../core/logger.js'
+import { untilReachable } from '../core/retry.js'
 import { CONNECT_TIMEOUT_S, reconnectDelay, type Sql } from './connect.js'
 
 export interface ListenerEvents {
