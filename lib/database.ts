@@ -3,7 +3,7 @@
  * together at stop: the pools, the table names, the write paths, the result
  * waiters and the wake-up scheduler.
  */
-import { Checkpoints } from './checkpoints.js'
+import { Checkpoints } from './writes/checkpoints.js'
 import type { Logger } from './core/logger.js'
 import { ResultWaiters } from './results.js'
 import { connectPools, endPools, openPools, tables, type Pools, type Sql, type Tables } from './store/connect.js'

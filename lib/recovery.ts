@@ -24,7 +24,7 @@ import type { Sql, Tables } from './store/connect.js'
 import { listSteps, type StepRow } from './store/steps.js'
 import { claimWorkflows, listPending, type ClaimedRow, type PendingRow } from './store/workflows.js'
 import type { WorkflowDefinition } from './workflow.js'
-import type { Checkpoints } from './checkpoints.js'
+import type { Checkpoints } from './writes/checkpoints.js'
 import { isConnectionError } from './store/pg-errors.js'
 
 export interface RecoveryDeps {

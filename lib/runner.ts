@@ -2,8 +2,8 @@
  * One execution of a workflow function: the WorkflowContext it receives, with
  * replay of recorded steps and checkpointing of new ones.
  */
-import type { Checkpoints } from './checkpoints.js'
-import type { Opening } from './opening.js'
+import type { Checkpoints } from './writes/checkpoints.js'
+import type { Opening } from './writes/opening.js'
 import { deserialize, serialize, serializeError, serializeResult } from './core/codec.js'
 import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
 import { unstorableTextReason } from './core/text.js'

@@ -10,7 +10,7 @@
  * soon as it starts. Due-ness is judged by this process's clock, the one that
  * computed the wake-up times.
  */
-import type { Checkpoints } from './checkpoints.js'
+import type { Checkpoints } from './writes/checkpoints.js'
 import { WorkflowFencedError } from './errors.js'
 import type { Logger } from './core/logger.js'
 import { untilReachable } from './core/retry.js'

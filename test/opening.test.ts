@@ -5,7 +5,7 @@
 import net from 'node:net'
 import t from 'tap'
 import { defineWorkflow, type Engine } from '../lib/index.js'
-import { FirstSteps } from '../lib/opening.js'
+import { FirstSteps } from '../lib/writes/opening.js'
 import { kLocalRuns } from '../lib/core/symbols.js'
 import { adminSql, buildEngine, databaseUrl, pollUntil } from './helpers/db.js'
 import { Counter, gate } from './helpers/workflows.js'

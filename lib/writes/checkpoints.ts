@@ -11,16 +11,16 @@
  * because every write is idempotent (ON CONFLICT DO NOTHING, epoch-checked
  * UPDATE) even when an earlier attempt did commit before its answer was lost.
  */
-import { Batcher } from './core/batcher.js'
-import { DatabaseUnavailableError, EngineStoppedError, ShuttingDownError, WorkflowFencedError } from './errors.js'
-import type { Logger } from './core/logger.js'
-import { untilReachable } from './core/retry.js'
-import type { Pools, Tables } from './store/connect.js'
-import { isConnectionError } from './store/pg-errors.js'
-import { stepKey, writeCheckpoints, type StartWithStep, type StepWrite } from './store/checkpoints.js'
-import { findStep, type StepRow } from './store/steps.js'
-import { suspendWorkflows, type Suspension } from './store/wake-ups.js'
-import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } from './store/workflows.js'
+import { Batcher } from '../core/batcher.js'
+import { DatabaseUnavailableError, EngineStoppedError, ShuttingDownError, WorkflowFencedError } from '../errors.js'
+import type { Logger } from '../core/logger.js'
+import { untilReachable } from '../core/retry.js'
+import type { Pools, Tables } from '../store/connect.js'
+import { isConnectionError } from '../store/pg-errors.js'
+import { stepKey, writeCheckpoints, type StartWithStep, type StepWrite } from '../store/checkpoints.js'
+import { findStep, type StepRow } from '../store/steps.js'
+import { suspendWorkflows, type Suspension } from '../store/wake-ups.js'
+import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } from '../store/workflows.js'
 
 export type StartResult =
   | { inserted: true, epoch: string }
