@@ -2,19 +2,19 @@
  * One execution of a workflow function: the WorkflowContext it receives, with
  * replay of recorded steps and checkpointing of new ones.
  */
-import type { Checkpoints } from './writes/checkpoints.js'
-import type { Opening } from './writes/opening.js'
-import { deserialize, serialize, serializeError, serializeResult } from './core/codec.js'
-import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
-import { unstorableTextReason } from './core/text.js'
-import { EngineStoppedError, InvalidSleepDurationError, InvalidStepNameError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError } from './errors.js'
-import { retryDelay, retryWait, sleep } from './core/retry.js'
-import { ping, type Sql, type Tables, type TransactionSql } from './store/connect.js'
-import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, isDriverInternalError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
-import type { StepWrite } from './store/checkpoints.js'
-import { findStep, insertStepInTransaction, type StepRow } from './store/steps.js'
-import { inTransaction } from './store/transaction.js'
-import type { WakeUps } from './wake-ups.js'
+import type { Checkpoints } from '../writes/checkpoints.js'
+import type { Opening } from '../writes/opening.js'
+import { deserialize, serialize, serializeError, serializeResult } from '../core/codec.js'
+import type { StepOptions, TransactionOptions, WorkflowContext } from '../context.js'
+import { unstorableTextReason } from '../core/text.js'
+import { EngineStoppedError, InvalidSleepDurationError, InvalidStepNameError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError } from '../errors.js'
+import { retryDelay, retryWait, sleep } from '../core/retry.js'
+import { ping, type Sql, type Tables, type TransactionSql } from '../store/connect.js'
+import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, isDriverInternalError, SERIALIZATION_FAILURE, sqlState } from '../store/pg-errors.js'
+import type { StepWrite } from '../store/checkpoints.js'
+import { findStep, insertStepInTransaction, type StepRow } from '../store/steps.js'
+import { inTransaction } from '../store/transaction.js'
+import type { WakeUps } from '../wake-ups.js'
 
 export interface RunDeps {
   /** For reads (a transaction's checkpoint, after a lost connection). */
