@@ -8,7 +8,7 @@ import type { Logger } from './core/logger.js'
 import { ResultWaiters } from './results.js'
 import { connectPools, endPools, openPools, tables, type Pools, type Sql, type Tables } from './store/connect.js'
 import { migrate } from './store/migrate.js'
-import { WakeUps, type WakeUpDeps } from './wake-ups.js'
+import { WakeUps, type WakeUpDeps } from './background/wake-ups.js'
 
 export interface Connected {
   /** For transactions and reads; the write paths have pools of their own. */

@@ -15,7 +15,7 @@ import {
 } from './errors.js'
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from './handle.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from './options.js'
-import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from './recovery.js'
+import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from './background/recovery.js'
 import { unstorableTextReason } from './core/text.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './core/ids.js'
 import { closeDatabase, openDatabase, type Connected } from './database.js'

@@ -14,7 +14,7 @@ import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, isDriv
 import type { StepWrite } from '../store/checkpoints.js'
 import { findStep, insertStepInTransaction, type StepRow } from '../store/steps.js'
 import { inTransaction } from '../store/transaction.js'
-import type { WakeUps } from '../wake-ups.js'
+import type { WakeUps } from '../background/wake-ups.js'
 
 export interface RunDeps {
   /** For reads (a transaction's checkpoint, after a lost connection). */

@@ -16,16 +16,16 @@
  * one suspect running (and whatever new work had started meanwhile), so the
  * poison one reaches the limit while the others finish.
  */
-import { deserialize, serialize } from './core/codec.js'
-import { MaxRecoveryAttemptsError } from './errors.js'
-import type { Logger } from './core/logger.js'
-import { untilReachable } from './core/retry.js'
-import type { Sql, Tables } from './store/connect.js'
-import { listSteps, type StepRow } from './store/steps.js'
-import { claimWorkflows, listPending, type ClaimedRow, type PendingRow } from './store/workflows.js'
-import type { WorkflowDefinition } from './workflow.js'
-import type { Checkpoints } from './writes/checkpoints.js'
-import { isConnectionError } from './store/pg-errors.js'
+import { deserialize, serialize } from '../core/codec.js'
+import { MaxRecoveryAttemptsError } from '../errors.js'
+import type { Logger } from '../core/logger.js'
+import { untilReachable } from '../core/retry.js'
+import type { Sql, Tables } from '../store/connect.js'
+import { listSteps, type StepRow } from '../store/steps.js'
+import { claimWorkflows, listPending, type ClaimedRow, type PendingRow } from '../store/workflows.js'
+import type { WorkflowDefinition } from '../workflow.js'
+import type { Checkpoints } from '../writes/checkpoints.js'
+import { isConnectionError } from '../store/pg-errors.js'
 
 export interface RecoveryDeps {
   sql: Sql

@@ -10,14 +10,14 @@
  * soon as it starts. Due-ness is judged by this process's clock, the one that
  * computed the wake-up times.
  */
-import type { Checkpoints } from './writes/checkpoints.js'
-import { WorkflowFencedError } from './errors.js'
-import type { Logger } from './core/logger.js'
-import { untilReachable } from './core/retry.js'
-import type { Sql, Tables } from './store/connect.js'
-import { isConnectionError } from './store/pg-errors.js'
-import { claimDue, nextWakeAt } from './store/wake-ups.js'
-import type { ClaimedRow } from './store/workflows.js'
+import type { Checkpoints } from '../writes/checkpoints.js'
+import { WorkflowFencedError } from '../errors.js'
+import type { Logger } from '../core/logger.js'
+import { untilReachable } from '../core/retry.js'
+import type { Sql, Tables } from '../store/connect.js'
+import { isConnectionError } from '../store/pg-errors.js'
+import { claimDue, nextWakeAt } from '../store/wake-ups.js'
+import type { ClaimedRow } from '../store/workflows.js'
 
 export interface WakeUpDeps {
   /** For the scheduler's reads and claims. */
