@@ -5,7 +5,7 @@
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
 import { nanoid } from 'nanoid'
-import { Engine } from '../lib/engine.js'
+import { Engine } from '../lib/engine/engine.js'
 import { invalidKeyReason, invalidRequestIdReason } from '../lib/core/ids.js'
 import { InvalidIdempotencyKeyError, InvalidRequestIdError } from '../lib/errors.js'
 import type { EngineOptions } from '../lib/options.js'

@@ -3,16 +3,16 @@
  * holds, and what happens when it ends (outcome recorded, waiters woken, or
  * abandoned because the engine stopped or another run took over).
  */
-import { deserialize, serializeError, serializeResult } from './core/codec.js'
+import { deserialize, serializeError, serializeResult } from '../core/codec.js'
 import type { Connected } from './database.js'
-import { EngineStoppedError, WorkflowFencedError } from './errors.js'
+import { EngineStoppedError, WorkflowFencedError } from '../errors.js'
 import type { LocalOutcome } from './results.js'
-import type { Logger } from './core/logger.js'
-import type { Opening } from './writes/opening.js'
-import { WorkflowRun } from './run/workflow-run.js'
-import type { StepRow } from './store/steps.js'
-import { releaseWorkflows } from './store/workflows.js'
-import type { WorkflowDefinition } from './workflow.js'
+import type { Logger } from '../core/logger.js'
+import type { Opening } from '../writes/opening.js'
+import { WorkflowRun } from '../run/workflow-run.js'
+import type { StepRow } from '../store/steps.js'
+import { releaseWorkflows } from '../store/workflows.js'
+import type { WorkflowDefinition } from '../workflow.js'
 
 export type { LocalOutcome }
 

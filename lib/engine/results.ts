@@ -9,16 +9,16 @@
  * the listening connection was down. A caller that times out leaves nothing
  * behind: its timer is cleared and, if it was the last, the watch ends.
  */
-import { deserialize } from './core/codec.js'
+import { deserialize } from '../core/codec.js'
 import {
   InvalidTimeoutError, MaxRecoveryAttemptsError, ResultTimeoutError, ShuttingDownError,
   WorkflowCancelledError, WorkflowFencedError, WorkflowNotFoundError, WorkflowSuspendedError
-} from './errors.js'
-import type { Logger } from './core/logger.js'
-import { ChannelListener } from './store/listener.js'
-import { isConnectionError } from './store/pg-errors.js'
-import type { WorkflowRow } from './store/workflows.js'
-import { LongTimer } from './core/timers.js'
+} from '../errors.js'
+import type { Logger } from '../core/logger.js'
+import { ChannelListener } from '../store/listener.js'
+import { isConnectionError } from '../store/pg-errors.js'
+import type { WorkflowRow } from '../store/workflows.js'
+import { LongTimer } from '../core/timers.js'
 
 export type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: unknown }
 
