@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Parser } from 'tap-parser'
-import { defaultDataDir, startEmbeddedPostgres } from '../dist/lib/embedded-postgres.js'
+import { defaultDataDir, startEmbeddedPostgres } from '../dist/lib/embedded/postgres.js'
 
 const quiet = { debug () {}, info () {}, warn: console.warn, error: console.error }
 const env = { ...process.env }

@@ -7,7 +7,7 @@ import { hash as digest } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { nanoid } from 'nanoid'
 import { deserialize, serialize } from '../core/codec.js'
-import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from '../embedded-postgres.js'
+import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from '../embedded/postgres.js'
 import {
   DatabaseUnavailableError, DuplicateWorkflowNameError, IdempotencyConflictError,
   InvalidRequestIdError, InvalidWorkflowIdError, NotReadyError, ShuttingDownError,

@@ -3,7 +3,7 @@
 // Each contender gets a fresh database on it; statements are counted
 // server-side with pg_stat_statements when the server has it loaded.
 import postgres from 'postgres'
-import { startEmbeddedPostgres } from '../../dist/lib/embedded-postgres.js'
+import { startEmbeddedPostgres } from '../../dist/lib/embedded/postgres.js'
 
 const DATA_DIR = '.dbos/bench-pgdata'
 const quiet = { debug () {}, info () {}, warn: console.warn, error: console.error }

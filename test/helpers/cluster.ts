@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises'
 import { tmpdir, userInfo } from 'node:os'
 import path from 'node:path'
 import type { Test } from 'tap'
-import { startEmbeddedPostgres } from '../../lib/embedded-postgres.js'
+import { startEmbeddedPostgres } from '../../lib/embedded/postgres.js'
 import { silentLogger } from './db.js'
 
 /**

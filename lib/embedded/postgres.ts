@@ -11,8 +11,8 @@ import { open, readFile, rm, stat } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { userInfo } from 'node:os'
 import path from 'node:path'
-import { EmbeddedPostgresError } from './errors.js'
-import type { Logger } from './core/logger.js'
+import { EmbeddedPostgresError } from '../errors.js'
+import type { Logger } from '../core/logger.js'
 
 export interface EmbeddedPostgres {
   url: string
