@@ -51,10 +51,29 @@ t.test('a caller-chosen id is written before anything runs', async (t) => {
 })
 
 t.test('several starts at once share one statement for their starts and first steps', async (t) => {
-  const engine = await buildEngine(t, { workflows: [threeSteps] })
-  const handles = await Promise.all([10, 11, 12, 13, 14].map((n) => engine.startWorkflow(threeSteps, n)))
-  t.same(await Promise.all(handles.map((h) => h.getResult())), [10, 11, 12, 13, 14].map((n) => `done:${(n + 1) * 2}`))
-  for (const h of handles) t.ok(await sameCommit(engine, h.workflowId), `${h.workflowId}: start and step one together`)
+  // Held in step two, so that no completion has rewritten the workflow rows yet:
+  // xmin (the inserting transaction) is then still the start's.
+  const hold = gate()
+  const held = defineWorkflow('opening-shared', async (ctx, n: number) => {
+    const a = await ctx.step('one', () => n + 1)
+    return ctx.step('two', async () => { await hold.wait(); return a * 2 })
+  })
+  const engine = await buildEngine(t, { workflows: [held] })
+  const inputs = [10, 11, 12, 13, 14]
+  const handles = await Promise.all(inputs.map((n) => engine.startWorkflow(held, n)))
+  await pollUntil(() => hold.entered === inputs.length, { what: 'every workflow to reach step two' })
+  const ids = handles.map((h) => h.workflowId)
+  const schema = admin(engine.options.schema)
+  // Each checkpoint statement is one transaction of its own (autocommit): rows
+  // with one xmin were written by one statement.
+  const rows = await admin<{ xid: string }[]>`
+    SELECT xmin::text AS xid FROM ${schema}.workflows WHERE workflow_id = ANY(${ids})
+    UNION ALL
+    SELECT xmin::text FROM ${schema}.steps WHERE workflow_id = ANY(${ids}) AND step_id = 0`
+  t.equal(rows.length, 2 * inputs.length, 'every start and every first step is written')
+  t.equal(new Set(rows.map((r) => r.xid)).size, 1, 'all ten rows by one transaction: one statement carried the five starts and their first steps')
+  hold.open()
+  t.same(await Promise.all(handles.map((h) => h.getResult())), inputs.map((n) => (n + 1) * 2))
 })
 
 t.test('a slow first step does not hold start() back: the start is written alone', async (t) => {
@@ -123,8 +142,10 @@ t.test('anything but a step first writes the start before it', async (t) => {
     })
     const engine = await buildEngine(t, { workflows: [wf], sleepInMemoryMaxMs: 10 })
     const handle = await engine.startWorkflow(wf, undefined)
-    await pollUntil(async () => (await engine.getStatus(handle.workflowId)).wakeAt !== undefined, { what: 'the suspension' })
-    t.same((await engine.listSteps(handle.workflowId)).map((s) => s.name), ['sleep'])
+    const wakeAt = await pollUntil(async () => (await engine.getStatus(handle.workflowId)).wakeAt ?? undefined, { what: 'wake_at to be written' })
+    const steps = await engine.listSteps(handle.workflowId)
+    t.same(steps.map((s) => s.name), ['sleep'])
+    t.equal(wakeAt.getTime(), steps[0]!.output, 'wake_at is the wake-up time the sleep checkpoint recorded')
     t.ok(await sameCommit(engine, handle.workflowId), 'the sleep checkpoint carried the start')
     await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the run to leave' })
   })
