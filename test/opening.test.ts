@@ -269,7 +269,9 @@ t.test('a start whose answer was lost (503, yet committed) runs once the databas
   await admin`CREATE FUNCTION ${schema}.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$`
   await admin`CREATE TRIGGER slow AFTER INSERT ON ${schema}.steps FOR EACH ROW WHEN (NEW.name = 'slow-commit') EXECUTE FUNCTION ${schema}.slow()`
   const started = engine.startWorkflow(wf, undefined).then(() => undefined, (err: Error) => err)
-  await new Promise((resolve) => setTimeout(resolve, 200))
+  await pollUntil(async () => (await admin`
+    SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE ${'%' + engine.options.schema + '%'}`).length > 0,
+  { what: 'the first checkpoint\'s statement to be in its trigger\'s pg_sleep' })
   await proxy.cut()
   t.match(await started, { code: 'DBOS_ERR_DATABASE_UNAVAILABLE' }, 'start() could not tell')
   const [row] = await pollUntil(async () => {
