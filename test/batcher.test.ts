@@ -52,3 +52,16 @@ t.test('maxBatch bounds a flush', async (t) => {
   await Promise.all([1, 2, 3, 4, 5].map((x) => batcher.push(x)))
   t.same(sizes, [2, 2, 1])
 })
+
+t.test('retried item by item, an item that depends on a failed earlier one is not sent', async (t) => {
+  const calls: string[][] = []
+  const batcher = new Batcher<string, string>(async (items) => {
+    calls.push(items)
+    if (items.includes('a:step')) throw Object.assign(new Error('bad row'), { code: 'BAD' })
+    return items
+  }, { maxInFlight: 1, maxBatch: 100, dependsOn: (later, earlier) => later.endsWith(':done') && later[0] === earlier[0] })
+  const results = await Promise.allSettled(['a:step', 'b:step', 'a:done', 'b:done'].map((x) => batcher.push(x)))
+  t.same(results.map((r) => r.status), ['rejected', 'fulfilled', 'rejected', 'fulfilled'])
+  t.equal((results[2] as PromiseRejectedResult).reason.code, 'BAD', 'rejected with the error of the item it depends on')
+  t.same(calls, [['a:step', 'b:step', 'a:done', 'b:done'], ['a:step'], ['b:step'], ['b:done']], 'a:done was never sent alone')
+})

@@ -34,6 +34,13 @@ type Write = { kind: 'step', row: StepWrite } | { kind: 'completion', row: Compl
 
 const BATCH = { maxBatch: 1000, isolateOnError: (err: unknown) => !isConnectionError(err) }
 
+/** A workflow's completion depends on its own step (or opening) written before it: it must not commit without it. */
+function completionAfterItsStep (later: Write, earlier: Write): boolean {
+  if (later.kind !== 'completion' || earlier.kind === 'completion') return false
+  const workflowId = earlier.kind === 'step' ? earlier.row.workflowId : earlier.row.start.workflowId
+  return workflowId === later.row.workflowId
+}
+
 export class Checkpoints {
   readonly #pools: Pools
   readonly #t: Tables
@@ -64,7 +71,7 @@ export class Checkpoints {
     // One write batch at a time: batches then commit in push order, so a
     // workflow's completion can never commit before its last step's row.
     // Under load a batch simply grows; one statement carries them all.
-    this.#writes = new Batcher((rows) => this.#flushWrites(rows), { ...BATCH, maxInFlight: 1 })
+    this.#writes = new Batcher((rows) => this.#flushWrites(rows), { ...BATCH, maxInFlight: 1, dependsOn: completionAfterItsStep })
     this.#suspends = new Batcher(async (rows) => {
       const written = await suspendWorkflows(pools.writes, t, rows)
       return rows.map((r) => written.has(r.workflowId))
