@@ -17,7 +17,7 @@ import { untilReachable } from '../core/retry.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import { claimDue, nextWakeAt } from '../store/wake-ups.js'
-import type { ClaimedRow } from '../store/workflows.js'
+import type { ClaimedRow } from '../store/rows.js'
 
 export interface WakeUpDeps {
   /** For the scheduler's reads and claims. */

@@ -10,7 +10,7 @@ import type { LocalOutcome } from './results.js'
 import type { Logger } from '../core/logger.js'
 import type { Opening } from '../writes/opening.js'
 import { WorkflowRun } from '../run/workflow-run.js'
-import type { StepRow } from '../store/steps.js'
+import type { StepRow } from '../store/rows.js'
 import { releaseWorkflows } from '../store/workflows.js'
 import type { WorkflowDefinition } from '../workflow.js'
 

@@ -17,7 +17,7 @@ import {
 import type { Logger } from '../core/logger.js'
 import { ChannelListener } from '../store/listener.js'
 import { isConnectionError } from '../store/pg-errors.js'
-import type { WorkflowRow } from '../store/workflows.js'
+import type { WorkflowRow } from '../store/rows.js'
 import { LongTimer } from '../core/timers.js'
 
 export type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: unknown }

@@ -17,10 +17,14 @@ import type { Logger } from '../core/logger.js'
 import { untilReachable } from '../core/retry.js'
 import type { Pools, Tables } from '../store/connect.js'
 import { isConnectionError } from '../store/pg-errors.js'
-import { stepKey, writeCheckpoints, type StartWithStep, type StepWrite } from '../store/checkpoints.js'
-import { findStep, type StepRow } from '../store/steps.js'
-import { suspendWorkflows, type Suspension } from '../store/wake-ups.js'
-import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } from '../store/workflows.js'
+import { stepKey, writeCheckpoints } from '../store/checkpoints.js'
+import type { StartWithStep, StepWrite } from '../store/rows.js'
+import { findStep } from '../store/steps.js'
+import type { StepRow } from '../store/rows.js'
+import { suspendWorkflows } from '../store/wake-ups.js'
+import type { Suspension } from '../store/rows.js'
+import { findExisting, insertWorkflows } from '../store/workflows.js'
+import type { Completion, NewWorkflowRow } from '../store/rows.js'
 
 export type StartResult =
   | { inserted: true, epoch: string }
