@@ -1,7 +1,6 @@
 /** What users see of a stored workflow. */
 import { deserialize } from './core/codec.js'
-import type { WorkflowRow } from './store/rows.js'
-import type { StepRow } from './store/rows.js'
+import type { StepRow, WorkflowRow } from './store/rows.js'
 
 export const STATUS_NAMES = ['PENDING', 'SUCCESS', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED'] as const
 export type WorkflowStatusName = typeof STATUS_NAMES[number]

@@ -11,9 +11,8 @@ import { EngineStoppedError, InvalidSleepDurationError, InvalidStepNameError, No
 import { retryDelay, retryWait, sleep } from '../core/retry.js'
 import { ping, type Sql, type Tables, type TransactionSql } from '../store/connect.js'
 import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, isDriverInternalError, SERIALIZATION_FAILURE, sqlState } from '../store/pg-errors.js'
-import type { StepWrite } from '../store/rows.js'
+import type { StepRow, StepWrite } from '../store/rows.js'
 import { findStep, insertStepInTransaction } from '../store/steps.js'
-import type { StepRow } from '../store/rows.js'
 import { inTransaction } from '../store/transaction.js'
 import type { WakeUps } from '../background/wake-ups.js'
 

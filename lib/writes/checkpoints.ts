@@ -18,13 +18,10 @@ import { untilReachable } from '../core/retry.js'
 import type { Pools, Tables } from '../store/connect.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import { stepKey, writeCheckpoints } from '../store/checkpoints.js'
-import type { StartWithStep, StepWrite } from '../store/rows.js'
+import type { Completion, NewWorkflowRow, StartWithStep, StepRow, StepWrite, Suspension } from '../store/rows.js'
 import { findStep } from '../store/steps.js'
-import type { StepRow } from '../store/rows.js'
 import { suspendWorkflows } from '../store/wake-ups.js'
-import type { Suspension } from '../store/rows.js'
 import { findExisting, insertWorkflows } from '../store/workflows.js'
-import type { Completion, NewWorkflowRow } from '../store/rows.js'
 
 export type StartResult =
   | { inserted: true, epoch: string }

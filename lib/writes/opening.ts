@@ -28,8 +28,7 @@
  */
 import type { Checkpoints } from './checkpoints.js'
 import { GeneratedIdTakenError } from '../errors.js'
-import type { StepWrite } from '../store/rows.js'
-import type { NewWorkflowRow } from '../store/rows.js'
+import type { NewWorkflowRow, StepWrite } from '../store/rows.js'
 
 const MAX_WAIT_MS = 20
 /** Starts of a definition written alone after its first step outlasted the wait (then it gets another chance). */
