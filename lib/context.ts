@@ -1,7 +1,11 @@
 /** What a running workflow sees: its id and the durable operations it may call. */
+import type postgres from 'postgres'
 import type { RetryPolicy } from './core/retry.js'
-import type { TransactionSql } from './store/connect.js'
-import type { IsolationLevel } from './store/transaction.js'
+
+/** The postgres.js transaction handle ctx.transaction passes to its function. */
+export type TransactionSql = postgres.TransactionSql
+
+export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
 
 export interface StepOptions {
   /**

@@ -2,7 +2,6 @@
 import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import { InvalidOptionError } from './errors.js'
-import { MIN_POOL_SIZE } from './store/connect.js'
 import type { Logger } from './core/logger.js'
 import { consoleLogger } from './core/logger.js'
 import type { WorkflowDefinition } from './workflow.js'
@@ -41,6 +40,13 @@ export interface EngineOptions {
    * time. Default 5000 ms.
    */
   sleepInMemoryMaxMs?: number
+  /**
+   * A start with a generated id is written by its first step's checkpoint,
+   * one commit instead of two (see docs/Guides/recovery.md, "The first step
+   * and the start"). false writes every start before its run begins.
+   * Default true.
+   */
+  startWithFirstStep?: boolean
   logger?: Logger
 }
 
@@ -55,8 +61,12 @@ export interface ResolvedOptions {
   poolSize: number
   resultPollIntervalMs: number
   sleepInMemoryMaxMs: number
+  startWithFirstStep: boolean
   logger: Logger
 }
+
+/** Fewest connections: one each for checkpoints, starts, reads and transactions (see store/connect.ts). */
+export const MIN_POOL_SIZE = 4
 
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1
@@ -73,6 +83,7 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
     poolSize: o.poolSize ?? 10,
     resultPollIntervalMs: o.resultPollIntervalMs ?? 1000,
     sleepInMemoryMaxMs: o.sleepInMemoryMaxMs ?? 5000,
+    startWithFirstStep: o.startWithFirstStep ?? true,
     logger: o.logger ?? consoleLogger
   }
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(resolved.schema)) {
@@ -84,6 +95,7 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
   // A longer timer would overflow setTimeout, which then fires at once: the sleep would end early.
   if (resolved.sleepInMemoryMaxMs > MAX_TIMER_MS) throw new InvalidOptionError(`sleepInMemoryMaxMs must be at most ${MAX_TIMER_MS}`)
   if (!Number.isInteger(resolved.poolSize) || resolved.poolSize < MIN_POOL_SIZE) throw new InvalidOptionError(`poolSize must be an integer of at least ${MIN_POOL_SIZE}`)
+  if (typeof resolved.startWithFirstStep !== 'boolean') throw new InvalidOptionError('startWithFirstStep must be a boolean')
   if (typeof resolved.executorId !== 'string' || resolved.executorId.length === 0) throw new InvalidOptionError('executorId must be a non-empty string')
   return resolved
 }

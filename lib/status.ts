@@ -1,6 +1,4 @@
 /** What users see of a stored workflow. */
-import { deserialize } from './core/codec.js'
-import type { StepRow, WorkflowRow } from './store/rows.js'
 
 export const STATUS_NAMES = ['PENDING', 'SUCCESS', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED'] as const
 export type WorkflowStatusName = typeof STATUS_NAMES[number]
@@ -36,30 +34,4 @@ export interface StepInfo {
   output?: unknown
   error?: Error
   createdAt: Date
-}
-
-export function toStatus (row: WorkflowRow): WorkflowStatus {
-  const status: WorkflowStatus = {
-    workflowId: row.workflow_id,
-    name: row.name,
-    status: row.status as WorkflowStatusName,
-    input: deserialize(row.input),
-    requestId: row.request_id,
-    executorId: row.executor_id,
-    attempts: row.attempts,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    completedAt: row.completed_at,
-    wakeAt: row.wake_at
-  }
-  if (row.output !== null) status.output = deserialize(row.output)
-  if (row.error !== null) status.error = deserialize(row.error) as Error
-  return status
-}
-
-export function toStepInfo (row: StepRow): StepInfo {
-  const step: StepInfo = { stepId: row.step_id, name: row.name, createdAt: row.created_at }
-  if (row.error !== null) step.error = deserialize(row.error) as Error
-  else if (row.output !== null) step.output = deserialize(row.output)
-  return step
 }

@@ -1,5 +1,6 @@
 // A start with a generated id is written together with the workflow's first
-// step checkpoint (lib/opening.ts). These tests tell the two apart by
+// step checkpoint (lib/writes/opening.ts), unless startWithFirstStep is false.
+// These tests set it explicitly: the suite also runs with it off. These tests tell the two apart by
 // created_at: both columns default to now(), which is the transaction's start
 // time, so a start and a step committed together carry the same timestamp.
 import net from 'node:net'
@@ -30,7 +31,7 @@ const threeSteps = defineWorkflow('opening-three', async (ctx, n: number) => {
 })
 
 t.test('one at a time, a generated id: the start and the first step commit together', async (t) => {
-  const engine = await buildEngine(t, { workflows: [threeSteps] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [threeSteps] })
   const handle = await engine.startWorkflow(threeSteps, 1)
   t.same((await engine.listSteps(handle.workflowId)).map((s) => s.name).slice(0, 1), ['one'],
     'the first step is recorded by the time start() resolves')
@@ -40,8 +41,17 @@ t.test('one at a time, a generated id: the start and the first step commit toget
   t.equal(counter.get('one:1'), 1)
 })
 
+t.test('startWithFirstStep: false writes every start before its run begins', async (t) => {
+  const engine = await buildEngine(t, { startWithFirstStep: false, workflows: [threeSteps] })
+  t.equal(engine.options.startWithFirstStep, false)
+  const handle = await engine.startWorkflow(threeSteps, 5)
+  t.equal(await handle.getResult(), 'done:12')
+  t.notOk(await sameCommit(engine, handle.workflowId), 'the start and step one committed apart')
+  t.throws(() => new (engine.constructor as typeof import('../lib/index.js').Engine)({ startWithFirstStep: 'no' as unknown as boolean }), { code: 'DBOS_ERR_INVALID_OPTION' })
+})
+
 t.test('a caller-chosen id is written before anything runs', async (t) => {
-  const engine = await buildEngine(t, { workflows: [threeSteps] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [threeSteps] })
   const handle = await engine.startWorkflow(threeSteps, 2, { workflowId: 'chosen-2' })
   t.equal(await handle.getResult(), 'done:6')
   t.notOk(await sameCommit(engine, 'chosen-2'), 'the start committed alone')
@@ -58,7 +68,7 @@ t.test('several starts at once share one statement for their starts and first st
     const a = await ctx.step('one', () => n + 1)
     return ctx.step('two', async () => { await hold.wait(); return a * 2 })
   })
-  const engine = await buildEngine(t, { workflows: [held] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [held] })
   const inputs = [10, 11, 12, 13, 14]
   const handles = await Promise.all(inputs.map((n) => engine.startWorkflow(held, n)))
   await pollUntil(() => hold.entered === inputs.length, { what: 'every workflow to reach step two' })
@@ -82,7 +92,7 @@ t.test('a slow first step does not hold start() back: the start is written alone
     const a = await ctx.step('slow', async () => { await hold.wait(); return 'a' })
     return ctx.step('after', () => `${a}b`)
   })
-  const engine = await buildEngine(t, { workflows: [slow] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [slow] })
   const handle = await engine.startWorkflow(slow, undefined)
   t.equal(hold.entered, 1, 'the step is still running')
   const status = await engine.getStatus(handle.workflowId)
@@ -98,7 +108,7 @@ t.test('parallel first steps: one takes the start along, the others follow it', 
     const parts = await Promise.all(['a', 'b', 'c'].map((x) => ctx.step(x, () => x.toUpperCase())))
     return parts.join('')
   })
-  const engine = await buildEngine(t, { workflows: [wf] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf] })
   const handle = await engine.startWorkflow(wf, undefined)
   t.equal(await handle.getResult(), 'ABC')
   t.same((await engine.listSteps(handle.workflowId)).map((s) => [s.stepId, s.output]), [[0, 'A'], [1, 'B'], [2, 'C']])
@@ -118,7 +128,7 @@ t.test('anything but a step first writes the start before it', async (t) => {
       })
       return ctx.step('after', () => 'ok')
     })
-    const engine = await buildEngine(t, { workflows: [wf] })
+    const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf] })
     const handle = await engine.startWorkflow(wf, undefined)
     t.equal(await handle.getResult(), 'ok')
     t.equal(seen, 1, 'the transaction saw the committed start')
@@ -127,7 +137,7 @@ t.test('anything but a step first writes the start before it', async (t) => {
 
   t.test('no step at all', async (t) => {
     const wf = defineWorkflow('opening-none', async (_ctx, n: number) => n * 3)
-    const engine = await buildEngine(t, { workflows: [wf] })
+    const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf] })
     const handle = await engine.startWorkflow(wf, 5)
     t.equal(await handle.getResult(), 15)
     const status = await engine.getStatus(handle.workflowId)
@@ -140,7 +150,7 @@ t.test('anything but a step first writes the start before it', async (t) => {
       await ctx.sleep(60_000)
       return 'woke'
     })
-    const engine = await buildEngine(t, { workflows: [wf], sleepInMemoryMaxMs: 10 })
+    const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf], sleepInMemoryMaxMs: 10 })
     const handle = await engine.startWorkflow(wf, undefined)
     const wakeAt = await pollUntil(async () => (await engine.getStatus(handle.workflowId)).wakeAt ?? undefined, { what: 'wake_at to be written' })
     const steps = await engine.listSteps(handle.workflowId)
@@ -158,7 +168,7 @@ t.test('a start that cannot be written fails start() and stops the run; nothing 
     await ctx.step('two', () => steps.hit('two'))
     return 'unreachable'
   })
-  const engine = await buildEngine(t, { workflows: [doomed, threeSteps] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [doomed, threeSteps] })
   const schema = admin(engine.options.schema)
   // Refuses the row as the database would refuse a bad write; the connection stays up.
   await admin`
@@ -190,7 +200,7 @@ t.test('a shared batch that fails is retried write by write: the opening beside 
     await ctx.step('first', () => { hold.open(); return 'x' })
     return ctx.step('second', () => 'y')
   })
-  const engine = await buildEngine(t, { workflows: [w1, w2] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [w1, w2] })
   const schema = admin(engine.options.schema)
   // Sequences count what a rollback undoes: how often each row was tried.
   await admin`CREATE SEQUENCE ${schema}.boom_tries`
@@ -224,7 +234,7 @@ t.test('the first step can look up its own workflow', async (t) => {
     })
     return 'ok'
   })
-  const engine = await buildEngine(t, { workflows: [wf] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf] })
   const handle = await engine.startWorkflow(wf, undefined)
   t.equal(await handle.getResult(), 'ok')
   t.equal(seen, 'PENDING', 'the look-up wrote the start first')
@@ -238,7 +248,7 @@ t.test('once the database is found unreachable, starts run nothing until it answ
     await ctx.step('charge', () => runs.hit('charge'))
     return 'ok'
   })
-  const engine = await buildEngine(t, { workflows: [wf], databaseUrl: proxy.url, shutdownTimeoutMs: 100 })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf], databaseUrl: proxy.url, shutdownTimeoutMs: 100 })
   t.equal(await (await engine.startWorkflow(wf, undefined)).getResult(), 'ok')
   await proxy.cut()
   for (let i = 0; i < 3; i++) {
@@ -261,7 +271,7 @@ t.test('a start whose answer was lost (503, yet committed) runs once the databas
     return ctx.step('second', () => runs.hit('second'))
   })
   const ping = defineWorkflow('opening-ping', async (ctx) => ctx.step('pong', () => 'pong'))
-  const engine = await buildEngine(t, { workflows: [wf, ping], databaseUrl: proxy.url })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf, ping], databaseUrl: proxy.url })
   const schema = admin(engine.options.schema)
   // The first checkpoint's statement takes 0.5 s; the connection is cut meanwhile, so its answer is lost.
   await admin`CREATE FUNCTION ${schema}.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$`
@@ -318,7 +328,7 @@ t.test('after a first step outlasted the wait, starts of that definition are wri
     await ctx.step('first', async () => { if (slow) await hold.wait(); return slow })
     return 'ok'
   })
-  const engine = await buildEngine(t, { workflows: [wf] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf] })
   const quick = await engine.startWorkflow(wf, false)
   await quick.getResult()
   t.ok(await sameCommit(engine, quick.workflowId), 'a quick first step carries the start')
@@ -349,7 +359,7 @@ t.test('the body can look up its own workflow before its first await', async (t)
     seen = await engine.getStatus(ctx.workflowId).then((s) => s.status, (err: Error) => err.message)
     return ctx.step('one', () => 1)
   })
-  const engine = await buildEngine(t, { workflows: [wf] })
+  const engine = await buildEngine(t, { startWithFirstStep: true, workflows: [wf] })
   const h = await engine.startWorkflow(wf, undefined)
   t.equal(await h.getResult(), 1)
   t.equal(seen, 'PENDING')

@@ -22,24 +22,31 @@ import type { Logger } from '../core/logger.js'
 import { untilReachable } from '../core/retry.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { listSteps } from '../store/steps.js'
-import type { ClaimedRow, PendingRow, StepRow } from '../store/rows.js'
+import type { ClaimedRow, Completion, PendingRow, StepRow } from '../store/rows.js'
 import { claimWorkflows, listPending } from '../store/workflows.js'
 import type { WorkflowDefinition } from '../workflow.js'
-import type { Checkpoints } from '../writes/checkpoints.js'
 import { isConnectionError } from '../store/pg-errors.js'
 
+/** What recovery needs of the engine's record of its own work (engine/ownership.ts). */
+export interface Claims {
+  /** Running here, being started here, or being claimed here. */
+  busy (workflowId: string): boolean
+  /** The claim on a workflow (release it when done), or undefined if another path holds it. */
+  claim (workflowId: string): (() => void) | undefined
+}
+
 export interface RecoveryDeps {
+  /** For the pending list, claims and checkpoint reads. */
   sql: Sql
   tables: Tables
-  checkpoints: Checkpoints
+  /** Records the outcome of a workflow given up on (MAX_RECOVERY_ATTEMPTS_EXCEEDED). */
+  complete (row: Completion): Promise<boolean>
   logger: Logger
   executorId: string
   signal: AbortSignal
   maxRecoveryAttempts: number
   definition (name: string): WorkflowDefinition<any, any> | undefined
-  isRunning (workflowId: string): boolean
-  /** Ids being claimed right now, by recovery or by a retried start, or claimed by a wake-up and not yet launched. */
-  claiming: Set<string>
+  claims: Claims
   resume (def: WorkflowDefinition<any, any>, row: ClaimedRow, input: unknown, steps: StepRow[]): void
   /** Resolves once the workflow's run here has ended, or after `ms`, or on stop. */
   settled (workflowId: string, ms: number): Promise<void>
@@ -67,7 +74,7 @@ async function recoverOnce (deps: RecoveryDeps): Promise<void> {
   const fresh: string[] = []
   const suspects: PendingRow[] = []
   for (const row of pending) {
-    if (deps.isRunning(row.workflow_id)) continue
+    if (deps.claims.busy(row.workflow_id)) continue
     if (deps.definition(row.name) === undefined) {
       deps.logger.warn({ event: 'recovery.unknown_definition', workflowId: row.workflow_id, workflowName: row.name },
         'cannot recover workflow: no definition with this name is registered; it stays PENDING')
@@ -98,10 +105,10 @@ async function recoverOnce (deps: RecoveryDeps): Promise<void> {
 
 /** Claims and resumes one workflow unless it runs here already; true if it was resumed. */
 async function resumeUnlessRunning (deps: RecoveryDeps, workflowId: string): Promise<boolean> {
-  if (deps.signal.aborted || deps.isRunning(workflowId)) return false
+  if (deps.signal.aborted || deps.claims.busy(workflowId)) return false
   try {
     await claimAndResume(deps, workflowId)
-    return deps.isRunning(workflowId)
+    return deps.claims.busy(workflowId)
   } catch (err) {
     // An outage ends this pass (recoverUntilDone retries it); one bad workflow
     // (say, an input that no longer decodes) must not stop the others.
@@ -118,13 +125,13 @@ async function resumeUnlessRunning (deps: RecoveryDeps, workflowId: string): Pro
  * here but not running (its first start's answer was lost).
  */
 export async function claimAndResume (deps: RecoveryDeps, workflowId: string): Promise<void> {
-  if (deps.claiming.has(workflowId)) return // recovery and a retried start may race for it
-  deps.claiming.add(workflowId)
+  const release = deps.claims.claim(workflowId)
+  if (release === undefined) return // recovery and a retried start may race for it
   try {
     const [row] = await claimWorkflows(deps.sql, deps.tables, deps.executorId, [workflowId])
     if (row !== undefined) await resumeOne(deps, row)
   } finally {
-    deps.claiming.delete(workflowId)
+    release()
   }
 }
 
@@ -132,19 +139,18 @@ export async function claimAndResume (deps: RecoveryDeps, workflowId: string): P
 export async function resumeWoken (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
   const def = deps.definition(row.name)
   if (def === undefined) {
-    deps.logger.warn({ workflowId: row.workflow_id, workflowName: row.name },
+    deps.logger.warn({ event: 'wakeup.unknown_definition', workflowId: row.workflow_id, workflowName: row.name },
       'cannot wake workflow: no definition with this name is registered; it stays PENDING')
     return
   }
   // Claimed (wake_at cleared) but not running until its steps are read: a
   // start retried meanwhile, or a recovery pass, would take it for an orphan
   // and claim it again, with an attempt counted and two runs at once.
-  const mine = !deps.claiming.has(row.workflow_id)
-  if (mine) deps.claiming.add(row.workflow_id)
+  const release = deps.claims.claim(row.workflow_id)
   try {
     await resumeFromCheckpoints(deps, def, row, true)
   } finally {
-    if (mine) deps.claiming.delete(row.workflow_id)
+    release?.()
   }
 }
 
@@ -154,8 +160,8 @@ async function resumeOne (deps: RecoveryDeps, row: ClaimedRow): Promise<void> {
   // attempts counts the first run too, so N recoveries allow N + 1 attempts.
   if (row.attempts > limit + 1) {
     const error = new MaxRecoveryAttemptsError(row.workflow_id, limit)
-    deps.logger.error({ workflowId: row.workflow_id, attempts: row.attempts }, error.message)
-    await deps.checkpoints.complete({
+    deps.logger.error({ event: 'recovery.abandoned', workflowId: row.workflow_id, attempts: row.attempts }, error.message)
+    await deps.complete({
       workflowId: row.workflow_id, epoch: row.epoch, status: 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', output: null, error: serialize(error)
     })
     return
@@ -168,7 +174,7 @@ async function resumeFromCheckpoints (deps: RecoveryDeps, def: WorkflowDefinitio
   const steps = await listSteps(deps.sql, deps.tables, row.workflow_id)
   const fields = { workflowId: row.workflow_id, workflowName: row.name, attempt: row.attempts, recordedSteps: steps.length }
   // Wake-ups are routine (thousands may fall due at once); a recovery is worth an info line.
-  if (woken) deps.logger.debug(fields, 'waking workflow')
-  else deps.logger.info(fields, 'resuming workflow')
+  if (woken) deps.logger.debug({ event: 'workflow.woken', ...fields }, 'waking workflow')
+  else deps.logger.info({ event: 'workflow.resumed', ...fields }, 'resuming workflow')
   deps.resume(def, row, deserialize(row.input), steps)
 }

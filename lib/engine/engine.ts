@@ -1,79 +1,60 @@
 /**
- * The engine: owns the database connection, the registry of workflow
- * definitions, the workflows running in this process, and their lifecycle.
- * start() and stop() are safe to call twice; stop() waits for start().
+ * The engine: the composition root. It owns the registry of workflow
+ * definitions and the lifecycle; start() opens the database and wires the
+ * parts together (each gets the few functions it needs), stop() drains and
+ * closes them. start() and stop() are safe to call twice; stop() waits for
+ * start().
  */
-import { hash as digest } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
-import { nanoid } from 'nanoid'
-import { deserialize, serialize } from '../core/codec.js'
-import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from '../embedded/postgres.js'
-import {
-  DatabaseUnavailableError, DuplicateWorkflowNameError, IdempotencyConflictError,
-  InvalidRequestIdError, InvalidWorkflowIdError, NotReadyError, ShuttingDownError,
-  UnknownWorkflowError, WorkflowNotFoundError
-} from '../errors.js'
-import { WorkflowHandle, type GetResultOptions, type HandleSource } from '../handle.js'
-import { resolveOptions, type EngineOptions, type ResolvedOptions } from '../options.js'
-import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from '../background/recovery.js'
-import { unstorableTextReason } from '../core/text.js'
-import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
-import { closeDatabase, openDatabase, type Connected } from './database.js'
-import { LocalRuns } from './local-runs.js'
-import { FirstSteps, Opening } from '../writes/opening.js'
-import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from '../status.js'
-import { CONNECT_TIMEOUT_S } from '../store/connect.js'
-import { isConnectionError } from '../store/pg-errors.js'
-import { listSteps } from '../store/steps.js'
+import type { RecoveryDeps } from '../background/recovery.js'
+import { claimAndResume, recoverUntilDone, resumeWoken } from '../background/recovery.js'
+import { WakeUps } from '../background/wake-ups.js'
 import { kLocalRuns, kResultStats } from '../core/symbols.js'
-import { FIRST_EPOCH, getOutcome, getWorkflow, listWorkflows } from '../store/workflows.js'
-import type { NewWorkflowRow } from '../store/rows.js'
-import { checkListFilter, type ListFilter } from '../list-filter.js'
+import { defaultDataDir, startEmbeddedPostgres, type EmbeddedPostgres } from '../embedded/postgres.js'
+import { DatabaseUnavailableError, DuplicateWorkflowNameError, NotReadyError, ShuttingDownError, UnknownWorkflowError } from '../errors.js'
+import { WorkflowHandle, type GetResultOptions, type HandleSource } from '../handle.js'
+import type { ListFilter } from '../list-filter.js'
+import { resolveOptions, type EngineOptions, type ResolvedOptions } from '../options.js'
+import type { StepInfo, WorkflowStatus } from '../status.js'
+import { isConnectionError } from '../store/pg-errors.js'
+import { getOutcome, releaseWorkflows } from '../store/workflows.js'
 import type { WorkflowDefinition } from '../workflow.js'
+import { Checkpoints } from '../writes/checkpoints.js'
+import { openDatabase, type Database } from './database.js'
+import { LocalRuns } from './local-runs.js'
+import { Ownership } from './ownership.js'
+import { checkReadId, Queries } from './queries.js'
+import { ResultWaiters } from './results.js'
+import { prepareInput, Starts, type InternalStart, type PreparedInput, type StartOptions } from './starts.js'
 
-/** How long a read (getStatus, list, listSteps) waits for an answer before it is 503. */
-const READ_TIMEOUT_MS = CONNECT_TIMEOUT_S * 1000
+export type { InternalStart, PreparedInput, StartOptions }
 
-export interface StartOptions {
-  /** Use this id instead of a generated one. Starting again with the same id returns the same workflow. */
-  workflowId?: string
-  /** Stored with the workflow and filterable in list(). Set from dbos-request-id by the Fastify plugin. */
-  requestId?: string | null
-}
-
-/** A workflow input, serialised once and fingerprinted for idempotency checks. */
-export interface PreparedInput {
-  text: string
-  hash: string
-}
-
-/** For the Fastify plugin's request layer, not for users. */
-export interface InternalStart {
-  prepared?: PreparedInput
-  /** The id was derived from a validated key, so it may be longer than a caller's own. */
-  derivedId?: boolean
+/** What start() builds; gone again after stop(). */
+interface Live {
+  db: Database
+  checkpoints: Checkpoints
+  results: ResultWaiters
+  wakeUps: WakeUps
+  runs: LocalRuns
+  starts: Starts
+  queries: Queries
+  recovery: RecoveryDeps
 }
 
 export class Engine implements HandleSource {
   readonly options: ResolvedOptions
   readonly #defs = new Map<string, WorkflowDefinition<any, any>>()
-  readonly #runs: LocalRuns
   readonly #abort = new AbortController()
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
   #starting: Promise<void> | undefined
   #stopping: Promise<void> | undefined
-  #db: Connected | undefined
+  #live: Live | undefined
   #embedded: EmbeddedPostgres | undefined
   #databaseUrl: string | undefined
   #recovery: Promise<void> | undefined
-  #recoveryDeps: RecoveryDeps | undefined
-  /** Ids with a start in flight here (counted): never treated as orphans. */
-  readonly #inserting = new Map<string, number>()
-  readonly #firstSteps = new FirstSteps()
 
   constructor (options: EngineOptions = {}) {
     this.options = resolveOptions(options)
-    this.#runs = new LocalRuns(this.options.logger, this.#abort.signal)
     // Every retry sleep and running step listens for the stop signal.
     setMaxListeners(0, this.#abort.signal)
     this.register(...this.options.workflows)
@@ -85,11 +66,12 @@ export class Engine implements HandleSource {
   get databaseUrl (): string | undefined { return this.#databaseUrl }
 
   /** For tests: which workflows hold a run (and so memory) in this process. */
-  [kLocalRuns] (): string[] { return this.#runs.ids() }
+  [kLocalRuns] (): string[] { return this.#live?.runs.ids() ?? [] }
 
   /** For tests: what getResult's waiting holds (see results.ts). */
   [kResultStats] (): { watches: number, looks: number, localListeners: number } {
-    return { watches: this.#db?.results.watching ?? 0, looks: this.#db?.results.looks ?? 0, localListeners: this.#runs.listeners }
+    const live = this.#live
+    return { watches: live?.results.watching ?? 0, looks: live?.results.looks ?? 0, localListeners: live?.runs.listeners ?? 0 }
   }
 
   /** Makes definitions startable and recoverable. Safe to repeat with the same definition. */
@@ -107,66 +89,112 @@ export class Engine implements HandleSource {
   }
 
   async #start (): Promise<void> {
-    const { logger } = this.options
     this.#state = 'starting'
+    let db: Database | undefined
     try {
-      let url = this.options.databaseUrl
-      if (url === undefined) {
-        const dataDir = this.options.embeddedDataDir ?? await defaultDataDir()
-        this.#embedded = await startEmbeddedPostgres(dataDir, logger)
-        url = this.#embedded.url
-        logger.info({ dataDir: this.#embedded.dataDir, url: url.replace(/:[^:@/]*@/, ':***@') },
-          'no databaseUrl or DATABASE_URL given: started an embedded Postgres')
-      }
-      this.#databaseUrl = url
-      this.#db = await openDatabase({
-        url,
-        poolSize: this.options.poolSize,
-        schema: this.options.schema,
-        logger,
-        signal: this.#abort.signal,
-        wakeUps: {
-          executorId: this.executorId,
-          inMemoryMaxMs: this.options.sleepInMemoryMaxMs,
-          resume: (row) => resumeWoken(this.#recoveryDeps!, row),
-          names: () => [...this.#defs.keys()],
-          recover: () => recoverUntilDone(this.#recoveryDeps!)
-        }
-      })
+      const url = await this.#url()
+      db = await openDatabase({ url, poolSize: this.options.poolSize, schema: this.options.schema, logger: this.options.logger })
     } catch (err) {
-      await this.#closeConnections()
+      await this.#embedded?.stop()
       this.#state = 'stopped'
       throw isConnectionError(err) ? new DatabaseUnavailableError({ cause: err }) : err
     }
+    const live = this.#wire(db)
+    this.#live = live
     this.#state = 'running'
-    const db = this.#db
-    db.results.connect({
-      read: (id) => getOutcome(db.sql, db.tables, id),
-      subscribeLocal: (id, listener) => this.#runs.subscribe(id, listener),
-      pollMs: this.options.resultPollIntervalMs,
-      signal: this.#abort.signal
-    })
-    this.#recoveryDeps = {
-      ...db,
-      logger,
-      executorId: this.executorId,
-      signal: this.#abort.signal,
-      maxRecoveryAttempts: this.options.maxRecoveryAttempts,
-      definition: (name) => this.#defs.get(name),
-      isRunning: (id) => this.#runs.has(id) || this.#inserting.has(id),
-      claiming: new Set(),
-      resume: (def, row, input, steps) => this.#runs.launch(db, def, row.workflow_id, row.epoch, input, row.request_id, steps),
-      settled: (workflowId, ms) => this.#runs.settled(workflowId, ms, this.#abort.signal),
-      probing: { active: false }
-    }
-    this.#recovery = recoverUntilDone(this.#recoveryDeps)
+    this.#recovery = recoverUntilDone(live.recovery)
     // A start that answered 503 may have committed all the same (its answer
     // was lost): once the database answers again, a recovery pass runs such
     // workflows now rather than at the next restart.
-    db.checkpoints.onReachableAgain(() => {
-      this.#recovery = Promise.all([this.#recovery, recoverUntilDone(this.#recoveryDeps!)]).then(() => {})
+    live.checkpoints.onReachableAgain(() => {
+      this.#recovery = Promise.all([this.#recovery, recoverUntilDone(live.recovery)]).then(() => {})
     })
-    await db.wakeUps.start()
+    await live.wakeUps.start()
+  }
+
+  /** The connection string: the option, or an embedded Postgres started now. */
+  async #url (): Promise<string> {
+    const { databaseUrl, embeddedDataDir, logger } = this.options
+    if (databaseUrl !== undefined) return (this.#databaseUrl = databaseUrl)
+    const dataDir = embeddedDataDir ?? await defaultDataDir()
+    this.#embedded = await startEmbeddedPostgres(dataDir, logger)
+    const url = this.#embedded.url
+    logger.info({ event: 'embedded.started', dataDir: this.#embedded.dataDir, url: url.replace(/:[^:@/]*@/, ':***@') },
+      'no databaseUrl or DATABASE_URL given: started an embedded Postgres')
+    return (this.#databaseUrl = url)
+  }
+
+  /** Builds the parts over an open database. */
+  #wire (db: Database): Live {
+    const { options } = this
+    const { logger, executorId } = options
+    const signal = this.#abort.signal
+    const { pools, tables } = db
+    const sql = pools.sql
+    const checkpoints = new Checkpoints(pools, tables, logger, signal)
+    const results = new ResultWaiters(this.#databaseUrl!, tables.channel, logger)
+    // Assigned below: the parts refer to each other through these closures.
+    let runs!: LocalRuns
+    let recovery!: RecoveryDeps
+    const ownership = new Ownership((id) => runs.has(id))
+    const wakeUps = new WakeUps({
+      sql, tables, checkpoints, logger, executorId,
+      inMemoryMaxMs: options.sleepInMemoryMaxMs,
+      resume: (row) => resumeWoken(recovery, row),
+      names: () => [...this.#defs.keys()],
+      recover: () => recoverUntilDone(recovery)
+    })
+    runs = new LocalRuns({
+      logger,
+      signal,
+      checkpoints,
+      run: {
+        sql,
+        transactions: pools.transactions,
+        tables,
+        signal,
+        sleepInMemoryMaxMs: options.sleepInMemoryMaxMs,
+        suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt)
+      },
+      complete: (row) => checkpoints.complete(row),
+      release: (rows) => releaseWorkflows(sql, tables, rows),
+      finished: (workflowId) => results.wake(workflowId)
+    })
+    recovery = {
+      sql,
+      tables,
+      complete: (row) => checkpoints.complete(row),
+      logger,
+      executorId,
+      signal,
+      maxRecoveryAttempts: options.maxRecoveryAttempts,
+      definition: (name) => this.#defs.get(name),
+      claims: ownership,
+      resume: (def, row, input, steps) => runs.launch(def, row.workflow_id, row.epoch, input, row.request_id, steps),
+      settled: (workflowId, ms) => runs.settled(workflowId, ms, signal),
+      probing: { active: false }
+    }
+    results.connect({
+      read: (id) => getOutcome(sql, tables, id),
+      subscribeLocal: (id, listener) => runs.subscribe(id, listener),
+      pollMs: options.resultPollIntervalMs,
+      signal
+    })
+    const starts = new Starts({
+      executorId,
+      checkpoints,
+      ownership,
+      launch: (...args) => runs.launch(...args),
+      running: (id) => runs.has(id),
+      resumeOrphan: (workflowId) => {
+        claimAndResume(recovery, workflowId).catch((err) => {
+          logger.error({ event: 'recovery.failed', err, workflowId }, 'could not resume a pending workflow; it resumes on the next start')
+        })
+      },
+      startWithFirstStep: options.startWithFirstStep
+    })
+    const queries = new Queries({ sql, tables, ensureStarted: (id) => runs.ensureStarted(id) })
+    return { db, checkpoints, results, wakeUps, runs, starts, queries, recovery }
   }
 
   /**
@@ -182,33 +210,31 @@ export class Engine implements HandleSource {
   async #stop (): Promise<void> {
     await this.#starting?.catch(() => {})
     if (this.#state === 'running') this.#state = 'stopping'
-    // First, so that no workflow wakes into a draining engine. Suspended
-    // workflows need nothing more: the next start wakes them.
-    await this.#db?.wakeUps.stop()
-    await this.#runs.settle(this.options.shutdownTimeoutMs)
+    const live = this.#live
+    if (live !== undefined) {
+      // First, so that no workflow wakes into a draining engine. Suspended
+      // workflows need nothing more: the next start wakes them.
+      await live.wakeUps.stop()
+      await live.runs.settle(this.options.shutdownTimeoutMs)
+    }
     this.#state = 'stopped'
     // Taken before abort(): aborted runs drop out of the registry as they notice.
-    const unfinished = this.#runs.held()
+    const unfinished = live?.runs.held() ?? []
     this.#abort.abort()
     await this.#recovery
-    await this.#db?.checkpoints.drained()
-    if (this.#db !== undefined) await this.#runs.release(this.#db, unfinished)
-    await this.#closeConnections()
-  }
-
-  async #closeConnections (): Promise<void> {
-    const db = this.#db
-    this.#db = undefined
-    if (db !== undefined) await closeDatabase(db)
+    if (live !== undefined) {
+      await live.checkpoints.drained()
+      await live.runs.release(unfinished)
+      this.#live = undefined
+      await live.results.close()
+      await live.db.close()
+    }
     await this.#embedded?.stop()
   }
 
   /** Serialises an input once; refuses values that cannot be stored (400) before anything is written. */
   prepareInput (def: WorkflowDefinition<any, any>, input: unknown): PreparedInput {
-    const text = serialize(input, `the input of workflow ${JSON.stringify(def.name)}`)
-    // One-shot hash: a third of the cost of a createHash() object per start.
-    const hash = digest('sha256', `${def.name}\0${text}`, 'base64url')
-    return { text, hash }
+    return prepareInput(def, input)
   }
 
   /**
@@ -217,65 +243,20 @@ export class Engine implements HandleSource {
    * definition and input, and refuses with 422 otherwise.
    */
   async startWorkflow<I, O> (def: WorkflowDefinition<I, O>, input: I, options: StartOptions = {}, internal: InternalStart = {}): Promise<WorkflowHandle<O>> {
-    const db = this.#accepting()
+    const live = this.#accepting()
     if (this.#defs.get(def.name) !== def) throw new UnknownWorkflowError(def.name)
-    const workflowId = options.workflowId ?? nanoid()
-    const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH) ?? unstorableTextReason(workflowId)
-    if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
-    const requestId = options.requestId ?? null
-    const badRequestId = requestId === null ? undefined : invalidIdReason(requestId) ?? unstorableTextReason(requestId)
-    if (badRequestId !== undefined) throw new InvalidRequestIdError(badRequestId)
-    const { text, hash } = internal.prepared ?? this.prepareInput(def, input)
-    const row: NewWorkflowRow = { workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: this.executorId }
-    if (options.workflowId === undefined && db.checkpoints.quiet && this.#firstSteps.worthWaiting(def.name)) {
-      // A generated id, and nothing else being written: run at once, and let
-      // the first step's checkpoint carry the start (see opening.ts).
-      const stored = deserialize(text)
-      const opening = new Opening(db.checkpoints, row, this.#firstSteps)
-      this.#runs.launch(db, def, workflowId, FIRST_EPOCH, stored, requestId, undefined, opening)
-      await opening.durable
-      return new WorkflowHandle<O>(this, workflowId)
-    }
-    this.#inserting.set(workflowId, (this.#inserting.get(workflowId) ?? 0) + 1)
-    try {
-      const started = await db.checkpoints.start(row)
-      if (started.inserted) {
-        // The body gets the stored form of its input, exactly as a recovery would.
-        this.#runs.launch(db, def, workflowId, started.epoch, deserialize(text), requestId)
-      } else if (started.name !== def.name || started.inputHash !== hash) {
-        throw new IdempotencyConflictError()
-      } else if (started.pendingOwner === this.executorId && !this.#runs.has(workflowId) && this.#inserting.get(workflowId) === 1 && this.#recovery !== undefined) {
-        this.#resumeOrphan(workflowId)
-      }
-    } finally {
-      const n = this.#inserting.get(workflowId)! - 1
-      if (n === 0) this.#inserting.delete(workflowId)
-      else this.#inserting.set(workflowId, n)
-    }
-    return new WorkflowHandle<O>(this, workflowId)
+    return new WorkflowHandle<O>(this, await live.starts.start(def, input, options, internal))
   }
 
-  /**
-   * Ours, PENDING, and running nowhere in this process: an earlier start whose
-   * answer was lost (it committed, but the caller saw a 503), or a run left by
-   * a failure. The caller retried with the same id, so run it now rather than
-   * at the next restart.
-   */
-  #resumeOrphan (workflowId: string): void {
-    claimAndResume(this.#recoveryDeps!, workflowId).catch((err) => {
-      this.options.logger.error({ err, workflowId }, 'could not resume a pending workflow; it resumes on the next start')
-    })
-  }
-
-  #accepting (): Connected {
+  #accepting (): Live {
     if (this.#state === 'stopping' || this.#state === 'stopped') throw new ShuttingDownError()
-    if (this.#state !== 'running' || this.#db === undefined) throw new NotReadyError()
-    return this.#db
+    if (this.#state !== 'running' || this.#live === undefined) throw new NotReadyError()
+    return this.#live
   }
 
-  #connected (): Connected {
-    if (this.#db === undefined) throw this.#state === 'stopped' ? new ShuttingDownError() : new NotReadyError()
-    return this.#db
+  #connected (): Live {
+    if (this.#live === undefined) throw this.#state === 'stopped' ? new ShuttingDownError() : new NotReadyError()
+    return this.#live
   }
 
   /** A handle to an existing workflow; 404 if there is none with this id. */
@@ -285,29 +266,15 @@ export class Engine implements HandleSource {
   }
 
   async getStatus (workflowId: string): Promise<WorkflowStatus> {
-    checkReadId(workflowId)
-    const db = this.#connected()
-    // A run here whose start is not written yet (opening.ts): write it first, so this process sees its own workflow.
-    await this.#runs.ensureStarted(workflowId)
-    const row = await this.#read(() => getWorkflow(db.sql, db.tables, workflowId))
-    if (row === undefined) throw new WorkflowNotFoundError(workflowId)
-    return toStatus(row)
+    return this.#connected().queries.getStatus(workflowId)
   }
 
-  /** Throws DBOS_ERR_INVALID_LIST_FILTER (400) for a bad filter, before any query. */
   async list (filter: ListFilter = {}): Promise<WorkflowStatus[]> {
-    const checked = checkListFilter(filter)
-    const db = this.#connected()
-    return (await this.#read(() => listWorkflows(db.sql, db.tables, checked))).map(toStatus)
+    return this.#connected().queries.list(filter)
   }
 
   async listSteps (workflowId: string): Promise<StepInfo[]> {
-    checkReadId(workflowId)
-    const db = this.#connected()
-    await this.#runs.ensureStarted(workflowId)
-    const rows = await this.#read(() => listSteps(db.sql, db.tables, workflowId))
-    if (rows.length === 0) await this.getStatus(workflowId)
-    return rows.map(toStepInfo)
+    return this.#connected().queries.listSteps(workflowId)
   }
 
   /** Waits for the workflow's outcome (see results.ts); 504 after `timeoutMs`, 404 for an unknown id. */
@@ -315,41 +282,4 @@ export class Engine implements HandleSource {
     checkReadId(workflowId)
     return this.#connected().results.wait(workflowId, options.timeoutMs)
   }
-
-  /**
-   * Reads answer 503 while the database is unreachable, and also when it does
-   * not answer within the connect timeout: a query sent on a connection whose
-   * server vanished (a cut network) would otherwise wait for TCP to notice.
-   * A read abandoned that way changes nothing; its late answer is dropped.
-   * A read that failed on a dead connection (the server restarted since it
-   * was last used) is tried once more, on a fresh one, before it is a 503.
-   */
-  async #read<T> (query: () => Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new DatabaseUnavailableError()), READ_TIMEOUT_MS)
-    })
-    const once = (): Promise<T> => Promise.race([query(), timeout])
-    try {
-      return await once().catch((err: unknown) => {
-        if (isConnectionError(err)) return once()
-        throw err
-      })
-    } catch (err) {
-      if (isConnectionError(err)) throw new DatabaseUnavailableError({ cause: err })
-      throw err
-    } finally {
-      clearTimeout(timer)
-    }
-  }
-}
-
-/**
- * A looked-up id that no workflow can have, because Postgres could not store
- * it: 400 rather than the driver's 500 (a NUL) or a miss (a lone surrogate).
- */
-function checkReadId (workflowId: unknown): void {
-  if (typeof workflowId !== 'string') throw new InvalidWorkflowIdError('must be a string')
-  const bad = unstorableTextReason(workflowId)
-  if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
 }

@@ -3,35 +3,44 @@
  * holds, and what happens when it ends (outcome recorded, waiters woken, or
  * abandoned because the engine stopped or another run took over).
  */
-import { deserialize, serializeError, serializeResult } from '../core/codec.js'
-import type { Connected } from './database.js'
-import { EngineStoppedError, WorkflowFencedError } from '../errors.js'
-import type { LocalOutcome } from './results.js'
 import type { Logger } from '../core/logger.js'
-import type { Opening } from '../writes/opening.js'
-import { WorkflowRun } from '../run/workflow-run.js'
+import { execute, type ExecuteDeps, type LocalOutcome } from '../run/execute.js'
+import { RunCore, type RunDeps } from '../run/run-core.js'
 import type { StepRow } from '../store/rows.js'
-import { releaseWorkflows } from '../store/workflows.js'
+import type { Checkpoints } from '../writes/checkpoints.js'
+import { PlainWrites, type RunWrites } from '../writes/run-writes.js'
 import type { WorkflowDefinition } from '../workflow.js'
 
 export type { LocalOutcome }
 
+export interface LocalRunDeps extends ExecuteDeps {
+  /** What each run's core needs. */
+  run: RunDeps
+  checkpoints: Pick<Checkpoints, 'recordStep'>
+  /** Aborted when the engine stops. */
+  signal: AbortSignal
+  /** Hands back workflows a graceful stop cut short, without counting their attempt. */
+  release (rows: { workflowId: string, epoch: string }[]): Promise<void>
+  /** A run ended (with or without an outcome): its result waiters look. */
+  finished (workflowId: string): void
+}
+
 interface Entry {
-  run: WorkflowRun
+  run: RunCore
   outcome: Promise<LocalOutcome>
   /** Told the outcome when the run ends (getResult's watches; see results.ts). */
   listeners: Set<(outcome: LocalOutcome) => void>
 }
 
 export class LocalRuns {
+  readonly #deps: LocalRunDeps
   readonly #logger: Logger
-  readonly #signal: AbortSignal
   /** The run of each workflow running here, with its outcome (the run holds its epoch). */
   readonly #running = new Map<string, Entry>()
 
-  constructor (logger: Logger, signal: AbortSignal) {
-    this.#logger = logger
-    this.#signal = signal
+  constructor (deps: LocalRunDeps) {
+    this.#deps = deps
+    this.#logger = deps.logger
   }
 
   get size (): number { return this.#running.size }
@@ -56,7 +65,7 @@ export class LocalRuns {
     return n
   }
   outcomes (): Promise<LocalOutcome>[] { return [...this.#running.values()].map((r) => r.outcome) }
-  /** Resolves once the workflow's start is durable, if it runs here (see WorkflowRun.ensureStarted); never rejects. */
+  /** Resolves once the workflow's start is durable, if it runs here (see RunCore.ensureStarted); never rejects. */
   ensureStarted (workflowId: string): Promise<void> | undefined {
     return this.#running.get(workflowId)?.run.ensureStarted().catch(() => {})
   }
@@ -103,92 +112,28 @@ export class LocalRuns {
    * attempt back so that restarts during a long workflow never count toward
    * maxRecoveryAttempts. Best effort; if the database is down they count.
    */
-  async release (db: Connected, rows: { workflowId: string, epoch: string }[]): Promise<void> {
+  async release (rows: { workflowId: string, epoch: string }[]): Promise<void> {
     if (rows.length === 0) return
-    await releaseWorkflows(db.sql, db.tables, rows).catch((err) => {
-      this.#logger.warn({ err }, 'could not release unfinished workflows; this shutdown counts as a recovery attempt')
+    await this.#deps.release(rows).catch((err) => {
+      this.#logger.warn({ event: 'shutdown.release_failed', err }, 'could not release unfinished workflows; this shutdown counts as a recovery attempt')
     })
   }
 
-  /** Runs a workflow here. With an `opening`, its start is not written yet: the run writes it (see opening.ts). */
-  launch (db: Connected, def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[], opening?: Opening): void {
-    const run = new WorkflowRun({ sql: db.sql, transactions: db.pools.transactions, tables: db.tables, checkpoints: db.checkpoints, signal: this.#signal, wakeUps: db.wakeUps },
-      workflowId, epoch, requestId, steps, opening)
-    const entry: Entry = { run, outcome: this.#execute(db, def, run, input), listeners: new Set() }
+  /**
+   * Runs a workflow here. With `writes`, its checkpoints go through them
+   * (opening.ts: its start is not written yet); by default plainly.
+   */
+  launch (def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[], writes?: RunWrites): void {
+    const deps = this.#deps
+    const run = new RunCore(deps.run, writes ?? new PlainWrites(deps.checkpoints), workflowId, epoch, requestId, steps)
+    const entry: Entry = { run, outcome: execute(deps, def, run, input), listeners: new Set() }
     this.#running.set(workflowId, entry)
     void entry.outcome.then((outcome) => {
       // A newer run of this workflow (woken or claimed while this one was
       // still unwinding) may have taken the slot: it is not ours to clear.
       if (this.#running.get(workflowId) === entry) this.#running.delete(workflowId)
       for (const listener of entry.listeners) listener(outcome)
-      db.results.wake(workflowId)
+      deps.finished(workflowId)
     })
   }
-
-  /** Runs the body and records its outcome; never rejects. */
-  async #execute (db: Connected, def: WorkflowDefinition<any, any>, run: WorkflowRun, input: unknown): Promise<LocalOutcome> {
-    const logger = this.#logger
-    const workflowId = run.workflowId
-    let local: LocalOutcome
-    let output: string | null = null
-    let error: string | null = null
-    // The body starts once launch() has registered the run: its first lines
-    // may look up their own workflow, whose start may not be written yet.
-    await undefined
-    try {
-      const value = await def.fn(run, input)
-      if (run.suspension !== undefined) return this.#suspended(run)
-      output = serializeResult(value, `the output of workflow ${JSON.stringify(def.name)}`)
-      // What every other caller of getResult gets back from the database.
-      local = { ok: true, value: deserialize(output) }
-    } catch (err) {
-      // Suspended by a sleep: whatever the code did after that (say, caught the signal and threw something else) is not an outcome.
-      if (run.suspension !== undefined) return this.#suspended(run)
-      if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
-      error = serializeError(err)
-      local = { ok: false, error: err }
-    }
-    // The outcome's UPDATE needs the workflow row: a run launched before its
-    // start was written (a workflow without steps) writes it now. If it could
-    // not be written, start() has reported why, and there is no workflow.
-    const startFailure = await run.ensureStarted().then(() => undefined, (err: unknown) => err ?? new Error('start failed'))
-    if (startFailure !== undefined) {
-      logger.debug({ workflowId, err: startFailure }, 'the workflow could not be started; the run stopped')
-      return { ok: false, error: startFailure }
-    }
-    if (run.checkpointFailure !== undefined) return this.#abandoned(workflowId, run.checkpointFailure)
-    try {
-      const written = await db.checkpoints.complete({
-        workflowId, epoch: run.epoch, status: local.ok ? 'SUCCESS' : 'ERROR', output, error
-      })
-      // Usually already settled: the last step's write shared the completion's statement.
-      await run.confirmCheckpoints()
-      if (!written) return this.#abandoned(workflowId, new WorkflowFencedError(workflowId))
-    } catch (err) {
-      if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return this.#abandoned(workflowId, err)
-      logger.error({ err, workflowId }, 'could not record the outcome of a workflow; it stays PENDING')
-      return { ok: false, error: err }
-    }
-    if (!local.ok) logger.debug({ workflowId, err: local.error }, 'workflow finished with an error')
-    return local
-  }
-
-  /** The run ends without an outcome; the workflow stays PENDING with wake_at set, for the wake-up scheduler. */
-  #suspended (run: WorkflowRun): LocalOutcome {
-    this.#logger.debug({ workflowId: run.workflowId }, 'workflow suspended by a sleep; it resumes at its wake-up time')
-    return { ok: false, error: run.suspension }
-  }
-
-  /** The run ends without an outcome: the workflow stays PENDING for whoever owns it now. */
-  #abandoned (workflowId: string, err: unknown): LocalOutcome {
-    if (err instanceof WorkflowFencedError) {
-      this.#logger.warn({ workflowId }, 'workflow taken over by another run; this run stopped without writing')
-    } else if (err instanceof EngineStoppedError) {
-      this.#logger.info({ workflowId }, 'engine stopped before the workflow finished; it stays PENDING')
-    } else {
-      this.#logger.error({ err, workflowId }, 'a step checkpoint could not be written; the workflow stays PENDING and resumes on the next start (or when its start is retried)')
-    }
-    return { ok: false, error: err }
-  }
-
 }

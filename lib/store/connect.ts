@@ -66,8 +66,6 @@ export interface Pools {
   transactions: Sql
 }
 
-export const MIN_POOL_SIZE = 4
-
 export function connectPools (url: string, poolSize: number): Pools {
   const starts = Math.max(1, Math.floor(poolSize / 6))
   const reads = Math.max(1, Math.floor(poolSize / 5))

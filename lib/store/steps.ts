@@ -31,3 +31,19 @@ export async function findStep (sql: Sql, t: Tables, workflowId: string, stepId:
     WHERE workflow_id = ${workflowId} AND step_id = ${stepId}`
   return row
 }
+
+/**
+ * Step `stepId` as recorded, if the workflow is still PENDING under `epoch`:
+ * then a write that found its step taken was this run's own (an earlier try
+ * committed and its answer was lost), not another run's. Undefined when the
+ * workflow is no longer the run's (or the step is missing). No lock: the
+ * answer is only used by the run holding `epoch`, whose every later write is
+ * fenced on it anyway.
+ */
+export async function findOwnStep (sql: Sql, t: Tables, workflowId: string, epoch: string, stepId: number): Promise<StepRow | undefined> {
+  const [row] = await sql<StepRow[]>`
+    SELECT s.step_id, s.name, s.output, s.error, s.created_at
+    FROM ${t.steps} s JOIN ${t.workflows} w ON w.workflow_id = s.workflow_id
+    WHERE s.workflow_id = ${workflowId} AND s.step_id = ${stepId} AND w.epoch = ${epoch}::bigint AND w.status = 'PENDING'`
+  return row
+}

@@ -11,10 +11,10 @@
  * driver, and our function never settles, so the driver never reaches its
  * COMMIT/ROLLBACK. The caller sees the connection error and retries.
  */
+import type { IsolationLevel } from '../context.js'
 import type { Sql, TransactionSql } from './connect.js'
 import { isDatabaseConnectionError } from './pg-errors.js'
 
-export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
 
 const BEGIN: Record<IsolationLevel | 'default', string> = {
   default: 'read write',

@@ -12,14 +12,14 @@
  * UPDATE) even when an earlier attempt did commit before its answer was lost.
  */
 import { Batcher } from '../core/batcher.js'
-import { DatabaseUnavailableError, EngineStoppedError, ShuttingDownError, WorkflowFencedError } from '../errors.js'
+import { DatabaseUnavailableError, EngineStoppedError, ShuttingDownError } from '../errors.js'
 import type { Logger } from '../core/logger.js'
 import { untilReachable } from '../core/retry.js'
 import type { Pools, Tables } from '../store/connect.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import { stepKey, writeCheckpoints } from '../store/checkpoints.js'
-import type { Completion, NewWorkflowRow, StartWithStep, StepRow, StepWrite, Suspension } from '../store/rows.js'
-import { findStep } from '../store/steps.js'
+import type { Completion, NewWorkflowRow, StartWithStep, StepWrite, Suspension } from '../store/rows.js'
+import { findOwnStep } from '../store/steps.js'
 import { suspendWorkflows } from '../store/wake-ups.js'
 import { findExisting, insertWorkflows } from '../store/workflows.js'
 
@@ -28,8 +28,6 @@ export type StartResult =
   /** `pendingOwner` is the existing row's executor while it is PENDING (undefined otherwise, or when it was inserted in this very batch). */
   | { inserted: false, name: string, inputHash: string, pendingOwner?: string }
 
-/** A step write either lands, or finds the outcome recorded before it. */
-export type StepResult = { written: true } | { written: false, recorded: StepRow }
 
 type Write = { kind: 'step', row: StepWrite } | { kind: 'completion', row: Completion } | { kind: 'opening', row: StartWithStep }
 
@@ -109,11 +107,15 @@ export class Checkpoints {
   get commitMs (): number { return this.#commitMs }
 
   /** Records a step's outcome; throws DBOS_ERR_WORKFLOW_FENCED if the workflow is no longer ours. */
-  async recordStep (row: StepWrite): Promise<StepResult> {
-    if (await this.#persist(row.workflowId, () => this.#writes.push({ kind: 'step', row }))) return { written: true }
-    const recorded = await this.#persist(row.workflowId, () => findStep(this.#pools.sql, this.#t, row.workflowId, row.stepId))
-    if (recorded === undefined) throw new WorkflowFencedError(row.workflowId)
-    return { written: false, recorded }
+  /**
+   * Records a step's outcome. True once it is durable: written now, or
+   * found written under this run's epoch (an earlier try committed and its
+   * answer was lost). False when the workflow is no longer this run's.
+   */
+  async recordStep (row: StepWrite): Promise<boolean> {
+    if (await this.#persist(row.workflowId, () => this.#writes.push({ kind: 'step', row }))) return true
+    const own = await this.#persist(row.workflowId, () => findOwnStep(this.#pools.sql, this.#t, row.workflowId, row.epoch, row.stepId))
+    return own !== undefined
   }
 
   /** Records a final outcome; false if it was not ours to write (fenced, or already final). */

@@ -27,6 +27,7 @@
  * only now and then: see FirstSteps.
  */
 import type { Checkpoints } from './checkpoints.js'
+import { PlainWrites, type RunWrites } from './run-writes.js'
 import { GeneratedIdTakenError } from '../errors.js'
 import type { NewWorkflowRow, StepWrite } from '../store/rows.js'
 
@@ -59,39 +60,50 @@ export class FirstSteps {
   }
 }
 
-export class Opening {
+/**
+ * The writes of a run launched before its start is written: the first step
+ * checkpoint carries the start (one statement), later ones wait for it to be
+ * durable, and started() writes it alone if nothing has carried it yet.
+ */
+export class Opening implements RunWrites {
   readonly #checkpoints: Checkpoints
   readonly #start: NewWorkflowRow
+  readonly #plain: PlainWrites
   readonly #timer: NodeJS.Timeout
   #issued = false
   #settle!: { resolve: () => void, reject: (err: unknown) => void }
   /** Settles once the start row is committed, or rejects with why it could not be (start() then fails). */
   readonly durable: Promise<void>
+  #pending = true
 
   /** `firstSteps` hears when the first step outlasts the wait. */
   constructor (checkpoints: Checkpoints, start: NewWorkflowRow, firstSteps: FirstSteps) {
     this.#checkpoints = checkpoints
     this.#start = start
+    this.#plain = new PlainWrites(checkpoints)
     this.durable = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
     // Observed by start() and the run; never an unhandled rejection.
-    this.durable.catch(() => {})
+    this.durable.then(() => { this.#pending = false }, () => {})
     const waitMs = Math.min(MAX_WAIT_MS, Math.max(1, Math.ceil(checkpoints.commitMs)))
     this.#timer = setTimeout(() => {
       firstSteps.slow(start.name)
-      void this.alone()
+      void this.started()
     }, waitMs)
   }
 
-  /** Nothing has written the start yet: the next step checkpoint can take it along. */
-  get open (): boolean { return !this.#issued }
+  get startPending (): Promise<void> | undefined {
+    return this.#pending ? this.durable : undefined
+  }
 
-  /** Writes the start with this first step checkpoint; resolves once both are durable. Only while open. */
-  withStep (step: StepWrite): Promise<void> {
-    return this.#issue(() => this.#checkpoints.startWithStep({ start: this.#start, step }))
+  step (row: StepWrite): Promise<void> {
+    // The first checkpoint: start and step in one statement.
+    if (!this.#issued) return this.#issue(() => this.#checkpoints.startWithStep({ start: this.#start, step: row }))
+    // While the start is being written, checkpoints wait for it: their rows join the workflow's.
+    return this.#pending ? this.durable.then(() => this.#plain.step(row)) : this.#plain.step(row)
   }
 
   /** Writes the start alone unless already issued; resolves once it is durable. */
-  alone (): Promise<void> {
+  started (): Promise<void> {
     if (this.#issued) return this.durable
     return this.#issue(async () => (await this.#checkpoints.start(this.#start)).inserted)
   }

@@ -41,13 +41,20 @@ export async function dropSchema (schema: string): Promise<void> {
 export const silentLogger = { debug () {}, info () {}, warn () {}, error () {} }
 
 /**
+ * Options every test engine gets unless the test sets them. The suite runs
+ * both ways: TEST_START_WITH_FIRST_STEP=0 turns the first-step shortcut
+ * (writes/opening.ts) off (CI's second run does).
+ */
+export const testDefaults = { startWithFirstStep: process.env.TEST_START_WITH_FIRST_STEP !== '0' }
+
+/**
  * A Fastify app with the plugin registered on its own schema, not yet ready.
  * Closed and its schema dropped at teardown (unless keepSchema).
  */
 export async function buildApp (t: Test, options: FastifyDbosOptions = {}, { keepSchema = false } = {}): Promise<FastifyInstance> {
   const schema = options.schema ?? uniqueSchema()
   const app = Fastify({ logger: false })
-  await app.register(dbosPlugin, { databaseUrl, logger: silentLogger, ...options, schema })
+  await app.register(dbosPlugin, { databaseUrl, logger: silentLogger, ...testDefaults, ...options, schema })
   t.teardown(async () => {
     await app.close()
     if (!keepSchema) await dropSchema(schema)
@@ -58,7 +65,7 @@ export async function buildApp (t: Test, options: FastifyDbosOptions = {}, { kee
 /** An engine on its own schema, started; stopped and its schema dropped at teardown. */
 export async function buildEngine (t: Test, options: EngineOptions = {}): Promise<Engine> {
   const schema = options.schema ?? uniqueSchema()
-  const engine = new Engine({ databaseUrl, logger: silentLogger, ...options, schema })
+  const engine = new Engine({ databaseUrl, logger: silentLogger, ...testDefaults, ...options, schema })
   await engine.start()
   t.teardown(async () => {
     await engine.stop()

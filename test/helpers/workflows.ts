@@ -5,7 +5,7 @@
  */
 import type { Test } from 'tap'
 import { Engine, type EngineOptions, type WorkflowDefinition } from '../../lib/index.js'
-import { databaseUrl, dropSchema, pollUntil, silentLogger, uniqueSchema } from './db.js'
+import { databaseUrl, dropSchema, pollUntil, silentLogger, testDefaults, uniqueSchema } from './db.js'
 
 /** A promise the test resolves when it chooses; `entered` counts the callers waiting on it. */
 export interface Gate {
@@ -60,7 +60,7 @@ export function sharedSchema (t: Test, prefix = 't'): SharedSchema {
   return {
     schema,
     async start (options: EngineOptions = {}) {
-      const engine = new Engine({ databaseUrl, logger: silentLogger, poolSize: 4, resultPollIntervalMs: 100, ...options, schema })
+      const engine = new Engine({ databaseUrl, logger: silentLogger, poolSize: 4, resultPollIntervalMs: 100, ...testDefaults, ...options, schema })
       engines.push(engine)
       await engine.start()
       return engine

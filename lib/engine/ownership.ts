@@ -1,0 +1,55 @@
+/**
+ * Which workflows this process is busy with, whatever the reason, in one
+ * place. A workflow is busy here while it runs here (LocalRuns), while a start
+ * of it is being written here, or while a claim of it is in progress (by
+ * recovery, by a retried start resuming an orphan, by the wake-up scheduler
+ * between its claim and the launch). Every path that takes a workflow for a
+ * new run asks here first and holds a claim while it does, so that two paths
+ * in one process never run one workflow twice (the epoch fences other
+ * processes; this fences our own paths from each other).
+ */
+export class Ownership {
+  readonly #running: (workflowId: string) => boolean
+  /** Starts in flight, counted: concurrent starts of one id (idempotent retries) each hold one. */
+  readonly #starting = new Map<string, number>()
+  /** Claims in progress: one at a time per workflow. */
+  readonly #claiming = new Set<string>()
+
+  /** `running` tells whether a workflow has a run in this process. */
+  constructor (running: (workflowId: string) => boolean) {
+    this.#running = running
+  }
+
+  /** Running here, being started here, or being claimed here. */
+  busy (workflowId: string): boolean {
+    return this.#running(workflowId) || this.#starting.has(workflowId) || this.#claiming.has(workflowId)
+  }
+
+  /** How many starts of this id are in flight here. */
+  starts (workflowId: string): number {
+    return this.#starting.get(workflowId) ?? 0
+  }
+
+  /** Marks a start in flight; call the returned function when it is done. */
+  starting (workflowId: string): () => void {
+    this.#starting.set(workflowId, this.starts(workflowId) + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const n = this.starts(workflowId) - 1
+      if (n === 0) this.#starting.delete(workflowId)
+      else this.#starting.set(workflowId, n)
+    }
+  }
+
+  /**
+   * Takes the claim on a workflow unless another path holds it; returns how
+   * to release it, or undefined when it is taken already.
+   */
+  claim (workflowId: string): (() => void) | undefined {
+    if (this.#claiming.has(workflowId)) return undefined
+    this.#claiming.add(workflowId)
+    return () => { this.#claiming.delete(workflowId) }
+  }
+}

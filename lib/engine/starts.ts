@@ -1,0 +1,111 @@
+/**
+ * Starting workflows: the id and input checks, the idempotent insert, and the
+ * launch of the run in this process.
+ */
+import { hash as digest } from 'node:crypto'
+import { nanoid } from 'nanoid'
+import { deserialize, serialize } from '../core/codec.js'
+import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
+import { unstorableTextReason } from '../core/text.js'
+import { IdempotencyConflictError, InvalidRequestIdError, InvalidWorkflowIdError } from '../errors.js'
+import type { NewWorkflowRow, StepRow } from '../store/rows.js'
+import { FIRST_EPOCH } from '../store/workflows.js'
+import type { WorkflowDefinition } from '../workflow.js'
+import type { Checkpoints } from '../writes/checkpoints.js'
+import { FirstSteps, Opening } from '../writes/opening.js'
+import type { RunWrites } from '../writes/run-writes.js'
+import type { Ownership } from './ownership.js'
+
+export interface StartOptions {
+  /** Use this id instead of a generated one. Starting again with the same id returns the same workflow. */
+  workflowId?: string
+  /** Stored with the workflow and filterable in list(). Set from dbos-request-id by the Fastify plugin. */
+  requestId?: string | null
+}
+
+/** A workflow input, serialised once and fingerprinted for idempotency checks. */
+export interface PreparedInput {
+  text: string
+  hash: string
+}
+
+/** For the Fastify plugin's request layer, not for users. */
+export interface InternalStart {
+  prepared?: PreparedInput
+  /** The id was derived from a validated key, so it may be longer than a caller's own. */
+  derivedId?: boolean
+}
+
+export interface StartDeps {
+  executorId: string
+  checkpoints: Checkpoints
+  ownership: Ownership
+  /** Runs a workflow in this process (LocalRuns.launch). */
+  launch (def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[], writes?: RunWrites): void
+  running (workflowId: string): boolean
+  /** Claims and runs a PENDING workflow of this executor that runs nowhere here (recovery's claimAndResume). */
+  resumeOrphan (workflowId: string): void
+  /** Whether a start with a generated id may be carried by its first step's checkpoint (opening.ts). */
+  startWithFirstStep: boolean
+}
+
+/** Serialises an input once; refuses values that cannot be stored (400) before anything is written. */
+export function prepareInput (def: WorkflowDefinition<any, any>, input: unknown): PreparedInput {
+  const text = serialize(input, `the input of workflow ${JSON.stringify(def.name)}`)
+  // One-shot hash: a third of the cost of a createHash() object per start.
+  const hash = digest('sha256', `${def.name}\0${text}`, 'base64url')
+  return { text, hash }
+}
+
+export class Starts {
+  readonly #deps: StartDeps
+  readonly #firstSteps = new FirstSteps()
+
+  constructor (deps: StartDeps) {
+    this.#deps = deps
+  }
+
+  /**
+   * Starts a workflow and resolves with its id once it is durably recorded.
+   * With a workflowId that already exists, resolves with it if it has the
+   * same definition and input, and refuses with 422 otherwise.
+   */
+  async start (def: WorkflowDefinition<any, any>, input: unknown, options: StartOptions, internal: InternalStart): Promise<string> {
+    const deps = this.#deps
+    const workflowId = options.workflowId ?? nanoid()
+    const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH) ?? unstorableTextReason(workflowId)
+    if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
+    const requestId = options.requestId ?? null
+    const badRequestId = requestId === null ? undefined : invalidIdReason(requestId) ?? unstorableTextReason(requestId)
+    if (badRequestId !== undefined) throw new InvalidRequestIdError(badRequestId)
+    const { text, hash } = internal.prepared ?? prepareInput(def, input)
+    const row: NewWorkflowRow = { workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: deps.executorId }
+    if (options.workflowId === undefined && deps.startWithFirstStep && deps.checkpoints.quiet && this.#firstSteps.worthWaiting(def.name)) {
+      // A generated id, and nothing else being written: run at once, and let
+      // the first step's checkpoint carry the start (see opening.ts).
+      const opening = new Opening(deps.checkpoints, row, this.#firstSteps)
+      deps.launch(def, workflowId, FIRST_EPOCH, deserialize(text), requestId, undefined, opening)
+      await opening.durable
+      return workflowId
+    }
+    const release = deps.ownership.starting(workflowId)
+    try {
+      const started = await deps.checkpoints.start(row)
+      if (started.inserted) {
+        // The body gets the stored form of its input, exactly as a recovery would.
+        deps.launch(def, workflowId, started.epoch, deserialize(text), requestId)
+      } else if (started.name !== def.name || started.inputHash !== hash) {
+        throw new IdempotencyConflictError()
+      } else if (started.pendingOwner === deps.executorId && !deps.running(workflowId) && deps.ownership.starts(workflowId) === 1) {
+        // Ours, PENDING, and running nowhere in this process: an earlier start
+        // whose answer was lost (it committed, but the caller saw a 503), or a
+        // run left by a failure. The caller retried with the same id, so run
+        // it now rather than at the next restart.
+        deps.resumeOrphan(workflowId)
+      }
+    } finally {
+      release()
+    }
+    return workflowId
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * The core of one execution of a workflow function: its step numbering, the
+ * replay of recorded steps, the checkpoint writes it has issued and must
+ * confirm before the next side effect, and the suspension a long sleep ends it
+ * with. Each ctx operation (step.ts, transaction.ts, sleep.ts, ...) is built
+ * from these few primitives; none of them needs to know how the run's start
+ * is written (RunWrites: plain, or the first-step shortcut of opening.ts).
+ */
+import { deserialize, serializeError, serializeResult } from '../core/codec.js'
+import { unstorableTextReason } from '../core/text.js'
+import { EngineStoppedError, InvalidStepNameError, NondeterminismError, WorkflowSuspendedError } from '../errors.js'
+import type { Sql, Tables } from '../store/connect.js'
+import type { StepRow, StepWrite } from '../store/rows.js'
+import type { RunWrites } from '../writes/run-writes.js'
+
+export interface RunDeps {
+  /** For reads (a transaction's checkpoint, after a lost connection). */
+  sql: Sql
+  /** Only for ctx.transaction's sql.begin (see Pools in store/connect.ts). */
+  transactions: Sql
+  tables: Tables
+  /** Aborted when the engine stops: retry sleeps end and no more writes happen. */
+  signal: AbortSignal
+  /** Sleeps with at most this long left wait in memory; longer ones suspend the workflow. */
+  sleepInMemoryMaxMs: number
+  /**
+   * Records that a run suspends until `wakeAt` (its sleep's checkpoint is
+   * durable already). Throws DBOS_ERR_WORKFLOW_FENCED if the run no longer
+   * owns the workflow.
+   */
+  suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void>
+}
+
+/** A step's stored outcome: one of the two is set. */
+export type Outcome = { output: string | null, error: string | null }
+
+export class RunCore {
+  readonly workflowId: string
+  readonly requestId: string | null
+  readonly epoch: string
+  readonly deps: RunDeps
+  readonly #writes: RunWrites
+  readonly #recorded: Map<number, StepRow>
+  #nextStepId = 0
+  /**
+   * Checkpoint writes issued but not yet confirmed. A step returns as soon as
+   * its write is issued; the write must be durable before anything with side
+   * effects happens next (the next step or transaction runs, or the outcome is
+   * recorded). Code between steps is replayed on recovery anyway, so it may
+   * run meanwhile; and the last step's write can share a statement with the
+   * workflow's completion.
+   */
+  #unconfirmed: Promise<void>[] = []
+  #checkpointFailure: unknown
+  #suspension: InstanceType<typeof WorkflowSuspendedError> | undefined
+  /** Settles once a sleep has recorded its suspension (or failed to): steps that finish meanwhile wait for it. */
+  #suspending: Promise<void> | undefined
+
+  constructor (deps: RunDeps, writes: RunWrites, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = []) {
+    this.deps = deps
+    this.#writes = writes
+    this.workflowId = workflowId
+    this.epoch = epoch
+    this.requestId = requestId
+    this.#recorded = new Map(recorded.map((s) => [s.step_id, s]))
+    // A start that cannot be written leaves no workflow (start() reports
+    // why): the run must write nothing, and every later checkpoint wait
+    // throws this.
+    writes.startPending?.catch((err: unknown) => this.fail(err))
+  }
+
+  /** Why a checkpoint could not be written, if one could not: the run must not record an outcome. */
+  get checkpointFailure (): unknown { return this.#checkpointFailure }
+  /** Set once a sleep suspended the workflow: the run is over, and records nothing more. */
+  get suspension (): Error | undefined { return this.#suspension }
+
+  /** From now on the run records nothing: its outcome is abandoned, and every checkpoint wait throws `err`. */
+  fail (err: unknown): void {
+    this.#checkpointFailure ??= err
+    const failed = Promise.reject(err)
+    failed.catch(() => {}) // rejects again wherever it is awaited; never unhandled
+    this.#unconfirmed.push(failed)
+  }
+
+  /**
+   * The next step position. Taken synchronously by each ctx call, so that
+   * calls started together (Promise.all) get positions in call order.
+   */
+  takeStepId (): number {
+    return this.#nextStepId++
+  }
+
+  /** The recorded outcome of step `stepId` (throws a recorded error), or undefined when it has not run yet. */
+  replay (stepId: number, name: string): { value: unknown } | undefined {
+    const row = this.#recorded.get(stepId)
+    if (row === undefined) return undefined
+    this.#recorded.delete(stepId)
+    if (row.name !== name) throw new NondeterminismError(this.workflowId, stepId, row.name, name)
+    return { value: restore(row) }
+  }
+
+  /** The row recorded at `stepId`, if any, without consuming it (ctx.patched peeks). */
+  peek (stepId: number): StepRow | undefined {
+    return this.#recorded.get(stepId)
+  }
+
+  /** Throws the suspension once a sleep suspended the run: every ctx call after it throws it. */
+  assertNotSuspended (): void {
+    if (this.#suspension !== undefined) throw this.#suspension
+  }
+
+  /** Throws once the run must not go on: it suspended, or the engine is stopping. */
+  assertRunning (): void {
+    if (this.#suspension !== undefined) throw this.#suspension
+    if (this.deps.signal.aborted) throw new EngineStoppedError(this.workflowId)
+  }
+
+  /** Issues a step's checkpoint write; confirmCheckpoints waits for it before the next side effect. */
+  issueWrite (stepId: number, name: string, outcome: Outcome): void {
+    const row: StepWrite = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome }
+    const write = this.#writes.step(row)
+    // Surfaced by confirmCheckpoints; remembered so that workflow code that
+    // catches it cannot carry on as if the step had been recorded.
+    write.catch((err) => { this.#checkpointFailure ??= err })
+    this.#unconfirmed.push(write)
+  }
+
+  /** Resolves once this run's start is durable, writing it alone now if no checkpoint carried it yet. */
+  ensureStarted (): Promise<void> {
+    return this.#writes.started()
+  }
+
+  /**
+   * Waits until the start and every step checkpoint issued so far are
+   * durable; throws if one was fenced off or could not be written.
+   */
+  async confirmCheckpoints (): Promise<void> {
+    await this.ensureStarted()
+    await this.confirmIssued()
+  }
+
+  /** confirmCheckpoints, but leaves an unwritten start for the next checkpoint to carry. */
+  async confirmIssued (): Promise<void> {
+    // Await a snapshot and only then drop it: clearing first would let a
+    // parallel step (Promise.all) find the list empty and run its side effect
+    // while an earlier step's write is still in flight.
+    for (let pending = this.#unconfirmed; pending.length > 0; pending = this.#unconfirmed) {
+      await Promise.all(pending)
+      this.#unconfirmed = this.#unconfirmed.filter((p) => !pending.includes(p))
+    }
+  }
+
+  /**
+   * Before a step or transaction records its outcome: if a sleep beside it is
+   * recording a suspension, wait for that, and throw the suspension once it
+   * is recorded. Once wake_at is written the workflow may be woken at once; a
+   * checkpoint of ours landing after the woken run read its checkpoints would
+   * contradict the result that run computed, and fence it off although it
+   * owns the workflow. Awaits nothing when no sleep is suspending, so that
+   * the common case costs no extra turn.
+   */
+  settleSuspension (): Promise<void> | undefined {
+    if (this.#suspending === undefined && this.#suspension === undefined) return undefined
+    return (async () => {
+      while (this.#suspending !== undefined && this.#suspension === undefined) await this.#suspending
+      if (this.#suspension !== undefined) throw this.#suspension
+    })()
+  }
+
+  /**
+   * Ends this run until `wakeAt`. The sleep's checkpoint must be durable first:
+   * a wake-up (or a recovery) replays it and so sleeps only what is left. Then
+   * wake_at is recorded under this run's epoch, and the signal thrown here
+   * unwinds the workflow function; from then on every ctx call throws it.
+   */
+  async suspend (wakeAt: number): Promise<never> {
+    let settle!: () => void
+    const suspending = new Promise<void>((resolve) => { settle = resolve })
+    // Steps finishing from now on hold their writes (see settleSuspension):
+    // the ones issued before are what confirmCheckpoints waits for.
+    this.#suspending = suspending
+    try {
+      await this.confirmCheckpoints()
+      await this.deps.suspend(this.workflowId, this.epoch, wakeAt)
+      this.#suspension ??= new WorkflowSuspendedError(this.workflowId, new Date(wakeAt).toISOString())
+    } catch (err) {
+      // As for a refused checkpoint: even if the code catches this, the run must not record an outcome.
+      this.#checkpointFailure ??= err
+      throw err
+    } finally {
+      if (this.#suspending === suspending) this.#suspending = undefined
+      settle()
+    }
+    throw this.#suspension
+  }
+}
+
+/**
+ * Refused before the call takes a step id, so that a bad name leaves no trace
+ * in the numbering and fails the same way on every run: a name that Postgres
+ * cannot store as it is would fail every replay (NONDETERMINISM) or every
+ * write, leaving a workflow that never finishes.
+ */
+export function checkStepName (name: unknown): void {
+  if (typeof name !== 'string') throw new InvalidStepNameError(`must be a string, got ${typeof name}`)
+  const bad = unstorableTextReason(name)
+  if (bad !== undefined) throw new InvalidStepNameError(`${JSON.stringify(name)} ${bad}`)
+}
+
+/** A recorded outcome: its value, or its error thrown. */
+export function restore (row: Pick<StepRow, 'output' | 'error'>): unknown {
+  if (row.error !== null) throw deserialize(row.error)
+  return deserialize(row.output!)
+}
+
+/** A result that cannot be stored becomes the step's error (a 500: it is the code's fault, and retrying cannot help). */
+export function encodeResult (value: unknown, what: string): Outcome & { thrown?: unknown } {
+  try {
+    return { output: serializeResult(value, what), error: null }
+  } catch (thrown) {
+    return { output: null, error: serializeError(thrown), thrown }
+  }
+}

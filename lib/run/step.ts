@@ -1,0 +1,44 @@
+/** ctx.step: run a function once and checkpoint its result (at least once across crashes). */
+import { deserialize, serializeError } from '../core/codec.js'
+import { retryDelay, sleep } from '../core/retry.js'
+import type { StepOptions } from '../context.js'
+import { EngineStoppedError } from '../errors.js'
+import { checkStepName, encodeResult, type RunCore } from './run-core.js'
+
+export async function step<T> (run: RunCore, name: string, fn: () => T | Promise<T>, options: StepOptions = {}): Promise<T> {
+  checkStepName(name)
+  const stepId = run.takeStepId()
+  run.assertNotSuspended()
+  const replayed = run.replay(stepId, name)
+  if (replayed !== undefined) return replayed.value as T
+  // Not the start: this step's checkpoint may carry it.
+  await run.confirmIssued()
+  const attempt = await attempts(run, fn, options)
+  // Suspended meanwhile (a sleep in parallel): the run records nothing more; a wake-up runs the step again.
+  const settling = run.settleSuspension()
+  if (settling !== undefined) await settling
+  const outcome = attempt.ok
+    ? encodeResult(attempt.value, `the result of step ${JSON.stringify(name)}`)
+    : { output: null, error: serializeError(attempt.error) }
+  run.issueWrite(stepId, name, outcome)
+  if (!attempt.ok) throw attempt.error
+  if (outcome.error !== null) throw (outcome as { thrown?: unknown }).thrown
+  // The stored form, not the original: a replay returns exactly this, so the
+  // first run and a recovery see the same value (a class instance's toJSON,
+  // -0, ... would otherwise differ between them).
+  return deserialize(outcome.output!) as T
+}
+
+/** Runs a step's function, retrying per its policy; the last attempt's outcome counts. */
+async function attempts<T> (run: RunCore, fn: () => T | Promise<T>, options: StepOptions): Promise<{ ok: true, value: T } | { ok: false, error: unknown }> {
+  const maxAttempts = Math.max(1, options.retries?.maxAttempts ?? 1)
+  for (let attempt = 1; ; attempt++) {
+    run.assertRunning()
+    try {
+      return { ok: true, value: await fn() }
+    } catch (error) {
+      if (attempt >= maxAttempts || error instanceof EngineStoppedError) return { ok: false, error }
+      await sleep(retryDelay(options.retries!, attempt), run.deps.signal)
+    }
+  }
+}
