@@ -51,12 +51,15 @@ async function startOnce (postgres: string, dataDir: string, port: number, runAs
     // No unix socket: its default directory may not exist or be writable here.
     '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='
   ], { ...runAs, env: cLocaleEnv(), detached: true, stdio: ['ignore', logFile.fd, logFile.fd] })
-  await logFile.close()
+  // Listen before anything else is awaited: a server that fails at once may
+  // exit (or the spawn fail) before the next line runs, and a missed 'exit'
+  // would mean waiting 60 s, a missed 'error' an unhandled event.
   let exited = false
   const exit = new Promise<Error | undefined>((resolve) => {
-    child.once('error', resolve) // the spawn failed; there is no 'exit' then
-    child.once('exit', () => resolve(undefined))
-  }).finally(() => { exited = true })
+    child.once('error', (err) => { exited = true; resolve(err) }) // the spawn failed; there is no 'exit' then
+    child.once('exit', () => { exited = true; resolve(undefined) })
+  })
+  await logFile.close()
   if (child.pid === undefined) throw cannotExecute(postgres, await exit as NodeJS.ErrnoException, runAs !== undefined)
   child.unref()
   try {
