@@ -29,6 +29,11 @@ export interface StartOptions {
   port?: number
 }
 
+/**
+ * Starts Postgres on `dataDir` (initialised first if it is new) and resolves
+ * once it accepts connections; rejects with EmbeddedPostgresError otherwise,
+ * leaving nothing running and the directory unlocked.
+ */
 export async function startEmbeddedPostgres (dataDir: string, logger: Logger, { port }: StartOptions = {}): Promise<EmbeddedPostgres> {
   dataDir = path.resolve(dataDir)
   try {
