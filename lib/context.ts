@@ -1,5 +1,5 @@
 /** What a running workflow sees: its id and the durable operations it may call. */
-import type { RetryPolicy } from './retry.js'
+import type { RetryPolicy } from './core/retry.js'
 import type { TransactionSql } from './store/connect.js'
 import type { IsolationLevel } from './store/transaction.js'
 

@@ -80,6 +80,10 @@ export const NondeterminismError = define('DBOS_ERR_NONDETERMINISM', 500,
 export const ResultTimeoutError = define('DBOS_ERR_RESULT_TIMEOUT', 504,
   (workflowId: string, timeoutMs: number) => `Workflow ${workflowId} did not finish within ${timeoutMs} ms`)
 
+/** getResult({ timeoutMs }) and other waits: a timeout that is not a non-negative number of milliseconds. */
+export const InvalidTimeoutError = define('DBOS_ERR_INVALID_TIMEOUT', 400,
+  (got: string) => `A timeout must be a non-negative number of milliseconds (or Infinity), got ${got}`)
+
 export const ShuttingDownError = define('DBOS_ERR_SHUTTING_DOWN', 503,
   () => 'The workflow engine is shutting down and accepts no new workflows')
 
@@ -115,6 +119,14 @@ export const InvalidSleepDurationError = define('DBOS_ERR_INVALID_SLEEP_DURATION
  */
 export const WorkflowSuspendedError = define('DBOS_ERR_WORKFLOW_SUSPENDED', 503,
   (workflowId: string, wakeAt: string) => `Workflow ${workflowId} sleeps until ${wakeAt}; this run ends and the workflow resumes then`)
+
+/** ctx.step, ctx.transaction: a name that is not a string Postgres can store as it is. A bug in the workflow code. */
+export const InvalidStepNameError = define('DBOS_ERR_INVALID_STEP_NAME', 500,
+  (why: string) => `Invalid step name: ${why}`)
+
+/** list(): a filter value of the wrong type or out of range. */
+export const InvalidListFilterError = define('DBOS_ERR_INVALID_LIST_FILTER', 400,
+  (why: string) => `Invalid workflow list filter: ${why}`)
 
 export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
   (why: string) => `Invalid fastify-dbos option: ${why}`)

@@ -3,8 +3,8 @@ import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import { InvalidOptionError } from './errors.js'
 import { MIN_POOL_SIZE } from './store/connect.js'
-import type { Logger } from './logger.js'
-import { consoleLogger } from './logger.js'
+import type { Logger } from './core/logger.js'
+import { consoleLogger } from './core/logger.js'
 import type { WorkflowDefinition } from './workflow.js'
 
 export interface EngineOptions {

@@ -1,9 +1,9 @@
 /** What users see of a stored workflow. */
-import { deserialize } from './codec.js'
-import type { WorkflowRow } from './store/workflows.js'
-import type { StepRow } from './store/steps.js'
+import { deserialize } from './core/codec.js'
+import type { StepRow, WorkflowRow } from './store/rows.js'
 
-export type WorkflowStatusName = 'PENDING' | 'SUCCESS' | 'ERROR' | 'MAX_RECOVERY_ATTEMPTS_EXCEEDED' | 'CANCELLED'
+export const STATUS_NAMES = ['PENDING', 'SUCCESS', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED'] as const
+export type WorkflowStatusName = typeof STATUS_NAMES[number]
 
 export interface WorkflowStatus {
   workflowId: string

@@ -4,6 +4,7 @@
  * so every definition an app can run must be registered with its engine.
  */
 import type { WorkflowContext } from './context.js'
+import { unstorableTextReason } from './core/text.js'
 
 export interface WorkflowOptions {
   /**
@@ -39,6 +40,8 @@ export function defineWorkflow<I, O> (name: string, fn: WorkflowFunction<I, O>, 
   if (typeof name !== 'string' || name.length === 0 || name.length > 256) {
     throw new TypeError('defineWorkflow: name must be a non-empty string of at most 256 characters')
   }
+  const bad = unstorableTextReason(name)
+  if (bad !== undefined) throw new TypeError(`defineWorkflow: name ${bad}`)
   if (typeof fn !== 'function') throw new TypeError('defineWorkflow: fn must be a function')
   return Object.freeze({ name, fn, options: Object.freeze({ ...options }) })
 }

@@ -1,8 +1,8 @@
 /** `app.workflows`: the engine's API for code outside a request (scripts, jobs, tests). */
-import type { Engine, StartOptions } from '../lib/engine.js'
+import type { Engine, StartOptions } from '../lib/engine/engine.js'
 import type { WorkflowHandle } from '../lib/handle.js'
 import type { StepInfo, WorkflowStatus } from '../lib/status.js'
-import type { ListFilter } from '../lib/store/workflows.js'
+import type { ListFilter } from '../lib/list-filter.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
 import type { RunOptions } from './request-workflows.js'
 

@@ -4,11 +4,13 @@
  */
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
-import { Engine } from '../lib/engine.js'
-import { invalidIdReason } from '../lib/ids.js'
+import { nanoid } from 'nanoid'
+import { Engine } from '../lib/engine/engine.js'
+import { invalidKeyReason, invalidRequestIdReason } from '../lib/core/ids.js'
 import { InvalidIdempotencyKeyError, InvalidRequestIdError } from '../lib/errors.js'
 import type { EngineOptions } from '../lib/options.js'
 import { AppWorkflows } from './app-workflows.js'
+import { readIdHeader } from './id-headers.js'
 import { RequestWorkflows } from './request-workflows.js'
 
 export const IDEMPOTENCY_KEY_HEADER = 'dbos-idempotency-key'
@@ -44,21 +46,18 @@ const plugin: FastifyPluginCallback<FastifyDbosOptions> = (fastify: FastifyInsta
   fastify.decorateRequest('workflows', null as unknown as RequestWorkflows)
 
   fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) => {
-    const requestIdHeader = request.headers[REQUEST_ID_HEADER]
-    const key = request.headers[IDEMPOTENCY_KEY_HEADER]
-    let requestId = request.id as string
-    if (requestIdHeader !== undefined) {
-      const bad = invalidIdReason(requestIdHeader)
-      if (bad !== undefined) return next(new InvalidRequestIdError(bad))
-      requestId = requestIdHeader as string
-    }
+    const sentRequestId = readIdHeader(request, REQUEST_ID_HEADER, invalidRequestIdReason)
+    if (sentRequestId.invalid !== undefined) return next(new InvalidRequestIdError(sentRequestId.invalid))
+    // Not Fastify's req.id: its default (req-1, req-2, ...) restarts at 1 in
+    // every process, while workflows keep their request id forever. The log
+    // binding links this id to the reqId Fastify's log lines carry.
+    const requestId = sentRequestId.value ?? nanoid()
+    request.log = reply.log = request.log.child({ dbosRequestId: requestId })
     reply.header(REQUEST_ID_HEADER, requestId)
-    if (key !== undefined) {
-      const bad = invalidIdReason(key)
-      if (bad !== undefined) return next(new InvalidIdempotencyKeyError(bad))
-    }
+    const key = readIdHeader(request, IDEMPOTENCY_KEY_HEADER, invalidKeyReason)
+    if (key.invalid !== undefined) return next(new InvalidIdempotencyKeyError(key.invalid))
     const scope = idempotencyKeyScope === undefined ? undefined : () => idempotencyKeyScope(request)
-    request.workflows = new RequestWorkflows(engine, requestId, key as string | undefined, scope)
+    request.workflows = new RequestWorkflows(engine, requestId, key.value, scope)
     next()
   })
 

@@ -2,21 +2,23 @@
  * `req.workflows`: starting workflows from a route, with the request's
  * idempotency key and request id applied.
  *
- * Id rule under `dbos-idempotency-key: K` (scoped, see keyScope): the first
- * distinct workflow a request starts gets id K, the n-th (n >= 2) gets `K::n`.
- * Starting the same definition with the same input again in that request
- * returns the workflow it already started. A retried request makes the same
- * calls in the same order, so it lands on the same ids.
+ * Id rule under `dbos-idempotency-key: K` (scoped, see idempotencyKey): the
+ * first distinct workflow a request starts gets id K, the n-th (n >= 2) gets
+ * `K::n`, an id no key can be (see lib/ids.ts). Starting the same definition
+ * with the same input again in that request returns the workflow it already
+ * started. A retried request makes the same calls in the same order, so it
+ * lands on the same ids.
  */
-import type { Engine, StartOptions } from '../lib/engine.js'
+import type { Engine, StartOptions } from '../lib/engine/engine.js'
 import type { WorkflowHandle, GetResultOptions } from '../lib/handle.js'
+import { derivedWorkflowId, scopedKey } from '../lib/core/ids.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
 
 export interface RunOptions extends Omit<StartOptions, 'requestId'>, GetResultOptions {}
 
 export class RequestWorkflows {
   readonly #engine: Engine
-  /** The dbos-request-id of this request (the header, or Fastify's request id). */
+  /** The dbos-request-id of this request: the header, or an id generated for it (unique across processes). */
   readonly requestId: string
   readonly #key: string | undefined
   readonly #scope: (() => string | undefined) | undefined
@@ -38,10 +40,8 @@ export class RequestWorkflows {
    */
   get idempotencyKey (): string | undefined {
     if (this.#key === undefined || this.#scopedKey !== undefined) return this.#scopedKey
-    // With a scope function, every key gets a prefix (empty when it returns
-    // undefined); the scope is encoded, so its first ':' ends it and an
-    // anonymous key like 'alice:k1' can never equal alice's scoped one.
-    this.#scopedKey = this.#scope === undefined ? this.#key : `${encodeURIComponent(this.#scope() ?? '')}:${this.#key}`
+    // With a scope function, every key gets a prefix (empty when it returns undefined).
+    this.#scopedKey = this.#scope === undefined ? this.#key : scopedKey(this.#scope(), this.#key)
     return this.#scopedKey
   }
 
@@ -58,7 +58,7 @@ export class RequestWorkflows {
     const known = this.#byInput.get(prepared.hash)
     if (known !== undefined) return known
     const n = ++this.#distinct
-    const workflowId = n === 1 ? key : `${key}::${n}`
+    const workflowId = derivedWorkflowId(key, n)
     const started = this.#engine.startWorkflow(def, input, { workflowId, requestId }, { prepared, derivedId: true })
     this.#byInput.set(prepared.hash, started)
     return started

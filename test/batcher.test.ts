@@ -1,7 +1,7 @@
 // The group-commit batcher on its own (no database involved: it only groups
 // calls to the flush function it is given).
 import t from 'tap'
-import { Batcher } from '../lib/batcher.js'
+import { Batcher } from '../lib/core/batcher.js'
 
 t.test('items pushed together share one flush; later ones wait for the next', async (t) => {
   const flushes: number[][] = []
@@ -51,4 +51,17 @@ t.test('maxBatch bounds a flush', async (t) => {
   const batcher = new Batcher<number, number>(async (items) => { sizes.push(items.length); return items }, { maxInFlight: 1, maxBatch: 2 })
   await Promise.all([1, 2, 3, 4, 5].map((x) => batcher.push(x)))
   t.same(sizes, [2, 2, 1])
+})
+
+t.test('retried item by item, an item that depends on a failed earlier one is not sent', async (t) => {
+  const calls: string[][] = []
+  const batcher = new Batcher<string, string>(async (items) => {
+    calls.push(items)
+    if (items.includes('a:step')) throw Object.assign(new Error('bad row'), { code: 'BAD' })
+    return items
+  }, { maxInFlight: 1, maxBatch: 100, dependsOn: (later, earlier) => later.endsWith(':done') && later[0] === earlier[0] })
+  const results = await Promise.allSettled(['a:step', 'b:step', 'a:done', 'b:done'].map((x) => batcher.push(x)))
+  t.same(results.map((r) => r.status), ['rejected', 'fulfilled', 'rejected', 'fulfilled'])
+  t.equal((results[2] as PromiseRejectedResult).reason.code, 'BAD', 'rejected with the error of the item it depends on')
+  t.same(calls, [['a:step', 'b:step', 'a:done', 'b:done'], ['a:step'], ['b:step'], ['b:done']], 'a:done was never sent alone')
 })

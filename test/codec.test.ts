@@ -1,5 +1,5 @@
 import t from 'tap'
-import { deserialize, serialize, serializeError } from '../lib/codec.js'
+import { deserialize, serialize, serializeError } from '../lib/core/codec.js'
 
 const roundTrip = (v: unknown): unknown => deserialize(serialize(v))
 

@@ -12,7 +12,7 @@ import Fastify from 'fastify'
 import postgres from 'postgres'
 import t, { type Test } from 'tap'
 import dbosPlugin from '../plugins/index.js'
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../lib/embedded-postgres.js'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../lib/embedded/postgres.js'
 import { Engine } from '../lib/index.js'
 
 // This file is about the zero-config default; test/run.js's DATABASE_URL would bypass it.

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import t from 'tap'
+import { connect } from 'node:net'
+import t, { type Test } from 'tap'
 import { defineWorkflow } from '../plugins/index.js'
 import { adminSql, buildApp, pollUntil, uniqueSchema } from './helpers/db.js'
 import { Counter, errorBody, gate } from './helpers/workflows.js'
@@ -188,3 +189,142 @@ t.test('app.workflows.start with an explicit workflowId twice returns the same w
     { code: 'DBOS_ERR_IDEMPOTENCY_KEY_REUSED', statusCode: 422 }, 'another input under that id is refused')
 })
 
+
+/** Sends a request over a real socket with the given header lines, as a client (or a proxy) would. */
+function rawRequest (port: number, path: string, headerLines: Buffer[]): Promise<{ status: number, body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      const lines = headerLines.flatMap((line) => [line, Buffer.from('\r\n')])
+      socket.write(Buffer.concat([
+        Buffer.from(`POST ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n`), ...lines, Buffer.from('\r\n')]))
+    })
+    let data = ''
+    socket.on('data', (d) => { data += d.toString('latin1') })
+    socket.on('end', () => resolve({ status: Number(data.split(' ')[1]), body: data.slice(data.indexOf('\r\n\r\n') + 4) }))
+    socket.on('error', reject)
+  })
+}
+
+/** An app with /one (workflow a, input 1) and /both (a with 1, then b with 2): the second gets a derived id. */
+async function appWithTwo (t: Test, counter: Counter) {
+  const a = countedWorkflow(counter, 'a')
+  const b = countedWorkflow(counter, 'b')
+  const app = await buildApp(t, { workflows: [a, b] })
+  app.post('/one', async (req) => {
+    const h = await req.workflows.start(b, { amount: 2 })
+    return { workflowId: h.workflowId, result: await h.getResult() }
+  })
+  app.post('/both', async (req) => {
+    const ha = await req.workflows.start(a, { amount: 1 })
+    const hb = await req.workflows.start(b, { amount: 2 })
+    return { ids: [ha.workflowId, hb.workflowId], results: [await ha.getResult(), await hb.getResult()] }
+  })
+  return app
+}
+
+t.test('no client key reaches the id derived for another request\'s second workflow (K::2)', async (t) => {
+  const counter = new Counter()
+  const app = await appWithTwo(t, counter)
+  const first = await app.inject({ method: 'POST', url: '/both', headers: { [KEY]: 'K' } })
+  t.same(first.json().ids, ['K', 'K::2'], 'the derived id keeps its form')
+  const other = await app.inject({ method: 'POST', url: '/one', headers: { [KEY]: 'K::2' } })
+  t.equal(other.statusCode, 400, 'a key containing "::" is refused')
+  t.equal(errorBody(other).code, 'DBOS_ERR_INVALID_IDEMPOTENCY_KEY')
+  t.notMatch(other.body, first.json().results[1].receipt, 'the other client does not get the second workflow\'s result')
+  t.equal(counter.get('b'), 1)
+})
+
+t.test('a key like K6::2 used first does not make a later request with K6 fail after its first workflow ran', async (t) => {
+  const counter = new Counter()
+  const app = await appWithTwo(t, counter)
+  const squatter = await app.inject({ method: 'POST', url: '/one', headers: { [KEY]: 'K6::2' } })
+  t.equal(squatter.statusCode, 400)
+  t.equal(errorBody(squatter).code, 'DBOS_ERR_INVALID_IDEMPOTENCY_KEY')
+  const res = await app.inject({ method: 'POST', url: '/both', headers: { [KEY]: 'K6' } })
+  t.equal(res.statusCode, 200)
+  t.same(res.json().ids, ['K6', 'K6::2'])
+  t.equal(counter.get('a'), 1)
+  t.equal(counter.get('b'), 1)
+})
+
+t.test('derived ids cannot be reached under idempotencyKeyScope either', async (t) => {
+  const counter = new Counter()
+  const a = countedWorkflow(counter, 'a')
+  const b = countedWorkflow(counter, 'b')
+  const app = await buildApp(t, { workflows: [a, b], idempotencyKeyScope: (req) => req.headers['x-user'] as string | undefined })
+  app.post('/both', async (req) => {
+    const ha = await req.workflows.start(a, { amount: 1 })
+    const hb = await req.workflows.start(b, { amount: 2 })
+    return [ha.workflowId, hb.workflowId]
+  })
+  const alice = await app.inject({ method: 'POST', url: '/both', headers: { [KEY]: 'k', 'x-user': 'alice' } })
+  t.same(alice.json(), ['alice:k', 'alice:k::2'])
+  const anonymous = await app.inject({ method: 'POST', url: '/both', headers: { [KEY]: ':k' } })
+  t.same(anonymous.json(), ['::k', '::k::2'], 'a key starting with ":" stays in the anonymous scope')
+  for (const key of ['k::2', 'k:::2', '::2']) {
+    const res = await app.inject({ method: 'POST', url: '/both', headers: { [KEY]: key, 'x-user': 'alice' } })
+    t.equal(errorBody(res).code, 'DBOS_ERR_INVALID_IDEMPOTENCY_KEY', key)
+  }
+  t.equal(counter.get('a'), 2)
+})
+
+for (const [header, code] of [[KEY, 'DBOS_ERR_INVALID_IDEMPOTENCY_KEY'], ['dbos-request-id', 'DBOS_ERR_INVALID_REQUEST_ID']]) {
+  t.test(`a repeated ${header} header is refused with 400 ${code}`, async (t) => {
+    const schema = uniqueSchema()
+    const counter = new Counter()
+    const charge = countedWorkflow(counter)
+    const app = await buildApp(t, { workflows: [charge], schema })
+    app.post('/charge', async (req) => req.workflows.run(charge, { amount: 1 }))
+    const injected = await app.inject({ method: 'POST', url: '/charge', headers: { [header]: ['A', 'B'] } })
+    t.equal(injected.statusCode, 400, 'inject with two values')
+    t.equal(errorBody(injected).code, code)
+    const same = await app.inject({ method: 'POST', url: '/charge', headers: { [header]: ['A', 'A'] } })
+    t.equal(errorBody(same).code, code, 'even twice the same value')
+
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const port = (app.server.address() as { port: number }).port
+    const lines = [Buffer.from(`${header}: A`), Buffer.from(`${header.toUpperCase()}: B`)]
+    const raw = await rawRequest(port, '/charge', lines)
+    t.equal(raw.status, 400, 'two header lines over real HTTP (Node joins them into "A, B")')
+    t.equal(JSON.parse(raw.body).code, code)
+    const sql = adminSql(t)
+    t.same(await sql`SELECT workflow_id FROM ${sql(schema)}.workflows`, [], 'nothing was started')
+    t.equal(counter.get('charge'), 0)
+
+    const single = await rawRequest(port, '/charge', [Buffer.from(`${header}: A, B`)])
+    t.equal(single.status, 200, 'one header line whose value contains ", " is one value')
+  })
+}
+
+t.test('keys are printable ASCII: UTF-8 keys are refused with 400 over real HTTP and inject', async (t) => {
+  const schema = uniqueSchema()
+  const counter = new Counter()
+  const charge = countedWorkflow(counter)
+  const app = await buildApp(t, { workflows: [charge], schema })
+  app.post('/charge', async (req) => (await req.workflows.start(charge, { amount: 1 })).workflowId)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as { port: number }).port
+  for (const key of ['café-1', '€uro-1']) {
+    const raw = await rawRequest(port, '/charge', [Buffer.concat([Buffer.from(`${KEY}: `), Buffer.from(key, 'utf8')])])
+    t.equal(raw.status, 400, `${key} as UTF-8 bytes`)
+    t.equal(JSON.parse(raw.body).code, 'DBOS_ERR_INVALID_IDEMPOTENCY_KEY')
+    const injected = await app.inject({ method: 'POST', url: '/charge', headers: { [KEY]: key } })
+    t.equal(injected.statusCode, 400, `${key} through inject`)
+    t.equal(errorBody(injected).code, 'DBOS_ERR_INVALID_IDEMPOTENCY_KEY')
+    const requestId = await app.inject({ method: 'POST', url: '/charge', headers: { 'dbos-request-id': key } })
+    t.equal(errorBody(requestId).code, 'DBOS_ERR_INVALID_REQUEST_ID', `${key} as a request id`)
+  }
+  const sql = adminSql(t)
+  t.same(await sql`SELECT workflow_id FROM ${sql(schema)}.workflows`, [], 'nothing was stored under a mangled key')
+
+  for (const key of [' lead', 'trail ', 'tab\tinside', 'del\u007f']) {
+    const res = await app.inject({ method: 'POST', url: '/charge', headers: { [KEY]: key } })
+    t.equal(errorBody(res).code, 'DBOS_ERR_INVALID_IDEMPOTENCY_KEY', JSON.stringify(key))
+  }
+  for (const key of ['order 1001', 'a, b', 'x:y', '!~"#$%&\'()*+,-./;<=>?@[\\]^_`{|}']) {
+    const res = await rawRequest(port, '/charge', [Buffer.from(`${KEY}: ${key}`)])
+    t.equal(res.status, 200, `${key} is a valid key`)
+    t.equal(res.body, key, 'stored under exactly the key')
+    t.equal((await app.workflows.getStatus(key)).workflowId, key, 'and found by it')
+  }
+})

@@ -1,14 +1,103 @@
+// Migrations against a real Postgres: what they leave in the schema (read back
+// from the catalogs, not from the runner's answers), and that concurrent
+// runners on a fresh schema apply each migration exactly once.
 import { readdir } from 'node:fs/promises'
 import postgres from 'postgres'
 import t, { type Test } from 'tap'
-import { defineWorkflow } from '../lib/index.js'
+import { defineWorkflow, type Logger } from '../lib/index.js'
 import { tables } from '../lib/store/connect.js'
 import { migrate } from '../lib/store/migrate.js'
-import { adminSql, databaseUrl, dropSchema, uniqueSchema } from './helpers/db.js'
+import { adminSql, databaseUrl, dropSchema, silentLogger, uniqueSchema } from './helpers/db.js'
 import { sharedSchema } from './helpers/workflows.js'
 
-const migrationFiles = (await readdir(new URL('../lib/migrations/', import.meta.url)))
-  .filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort()
+/** The migrations the schema below was written for. A new migration updates both (and docs/Reference/schema.md). */
+const MIGRATIONS = ['0001_init.sql', '0002_wake_at.sql']
+
+/** What 0001 and 0002 leave in an engine's schema. */
+const SCHEMA: SchemaState = {
+  columns: [
+    'migrations.id integer NOT NULL',
+    'migrations.name text NOT NULL',
+    'migrations.applied_at timestamp with time zone NOT NULL DEFAULT now()',
+    'steps.workflow_id text NOT NULL',
+    'steps.step_id integer NOT NULL',
+    'steps.name text NOT NULL',
+    'steps.output text NULL',
+    'steps.error text NULL',
+    'steps.created_at timestamp with time zone NOT NULL DEFAULT now()',
+    'workflows.workflow_id text NOT NULL',
+    'workflows.name text NOT NULL',
+    'workflows.status text NOT NULL',
+    'workflows.input text NOT NULL',
+    'workflows.input_hash text NOT NULL',
+    'workflows.output text NULL',
+    'workflows.error text NULL',
+    'workflows.request_id text NULL',
+    'workflows.executor_id text NOT NULL',
+    'workflows.epoch bigint NOT NULL DEFAULT 1',
+    'workflows.attempts integer NOT NULL DEFAULT 1',
+    'workflows.created_at timestamp with time zone NOT NULL DEFAULT now()',
+    'workflows.updated_at timestamp with time zone NOT NULL DEFAULT now()',
+    'workflows.completed_at timestamp with time zone NULL',
+    'workflows.wake_at timestamp with time zone NULL'
+  ],
+  indexes: [
+    'CREATE UNIQUE INDEX migrations_pkey ON migrations USING btree (id)',
+    'CREATE UNIQUE INDEX steps_pkey ON steps USING btree (workflow_id, step_id)',
+    'CREATE INDEX workflows_created_at ON workflows USING btree (created_at)',
+    'CREATE INDEX workflows_executor_status ON workflows USING btree (executor_id, status)',
+    'CREATE INDEX workflows_executor_wake_at ON workflows USING btree (executor_id, wake_at) WHERE (wake_at IS NOT NULL)',
+    'CREATE INDEX workflows_name_created_at ON workflows USING btree (name, created_at)',
+    'CREATE UNIQUE INDEX workflows_pkey ON workflows USING btree (workflow_id)',
+    'CREATE INDEX workflows_request_id ON workflows USING btree (request_id) WHERE (request_id IS NOT NULL)'
+  ],
+  constraints: [
+    'migrations.migrations_pkey PRIMARY KEY (id)',
+    'steps.steps_pkey PRIMARY KEY (workflow_id, step_id)',
+    'workflows.workflows_pkey PRIMARY KEY (workflow_id)',
+    "workflows.workflows_status_check CHECK ((status = ANY (ARRAY['PENDING'::text, 'SUCCESS'::text, 'ERROR'::text, 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'::text, 'CANCELLED'::text])))"
+  ]
+}
+
+interface SchemaState { columns: string[], indexes: string[], constraints: string[] }
+
+/** Every column, index and (key or check) constraint in `schema`, from the catalogs. */
+async function schemaState (sql: postgres.Sql, schema: string): Promise<SchemaState> {
+  const columns = await sql<{ c: string }[]>`
+    SELECT table_name || '.' || column_name || ' ' || data_type || ' ' ||
+           CASE is_nullable WHEN 'YES' THEN 'NULL' ELSE 'NOT NULL' END ||
+           coalesce(' DEFAULT ' || column_default, '') AS c
+    FROM information_schema.columns WHERE table_schema = ${schema}
+    ORDER BY table_name, ordinal_position`
+  const indexes = await sql<{ c: string }[]>`
+    SELECT replace(indexdef, ${schema + '.'}, '') AS c FROM pg_indexes WHERE schemaname = ${schema} ORDER BY indexname`
+  // Key and check constraints only: Postgres 18 lists NOT NULL ones here too, which the columns show already.
+  const constraints = await sql<{ c: string }[]>`
+    SELECT rel.relname || '.' || con.conname || ' ' || pg_get_constraintdef(con.oid) AS c
+    FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid JOIN pg_namespace ns ON ns.oid = con.connamespace
+    WHERE ns.nspname = ${schema} AND con.contype IN ('p', 'u', 'f', 'c', 'x')
+    ORDER BY con.conname`
+  return { columns: columns.map((r) => r.c), indexes: indexes.map((r) => r.c), constraints: constraints.map((r) => r.c) }
+}
+
+interface Recorded { id: number, name: string, applied_at: Date, xid: string }
+
+/** The migrations table, with the transaction (xmin) that inserted each row. */
+function recorded (sql: postgres.Sql, schema: string): Promise<Recorded[]> {
+  return sql<Recorded[]>`SELECT id, name, applied_at, xmin::text AS xid FROM ${sql(schema)}.migrations ORDER BY id, name`
+}
+
+/**
+ * Whether the engine's tables were created (and last altered) by the
+ * transaction that recorded the migrations: each migration was applied by the
+ * transaction that recorded it, not by another runner racing it.
+ */
+async function tablesMadeBy (sql: postgres.Sql, schema: string, xid: string): Promise<boolean> {
+  const rows = await sql<{ relname: string, xid: string }[]>`
+    SELECT relname, xmin::text AS xid FROM pg_class
+    WHERE relnamespace = ${schema}::regnamespace AND relname IN ('workflows', 'steps')`
+  return rows.length === 2 && rows.every((r) => r.xid === xid)
+}
 
 function freshSchema (t: Test): string {
   const schema = uniqueSchema('m')
@@ -16,20 +105,26 @@ function freshSchema (t: Test): string {
   return schema
 }
 
-t.test('there is at least one migration to test with', async (t) => {
-  t.ok(migrationFiles.length > 0)
+t.test('the schema below is written for every migration file, in order', async (t) => {
+  const files = (await readdir(new URL('../lib/migrations/', import.meta.url))).filter((f) => f.endsWith('.sql')).sort()
+  t.same(files, MIGRATIONS, 'a new migration must update MIGRATIONS and SCHEMA in this file')
 })
 
-t.test('running migrations twice applies nothing the second time', async (t) => {
+t.test('migrate() on a fresh schema creates every table, column, index and constraint; a second run changes nothing', async (t) => {
   const schema = freshSchema(t)
   const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} })
   t.teardown(() => sql.end({ timeout: 5 }))
   const tb = tables(sql, schema)
-  t.same(await migrate(sql, tb), migrationFiles, 'the first run applies every migration, in order')
+  t.same(await migrate(sql, tb), MIGRATIONS, 'the first run applies every migration, in order')
+  t.same(await schemaState(sql, schema), SCHEMA, 'the tables, columns, indexes and constraints of every migration')
+  const first = await recorded(sql, schema)
+  t.same(first.map((r) => [r.id, r.name]), [[1, '0001_init.sql'], [2, '0002_wake_at.sql']], 'one row per migration, numbered by its file name')
+  t.equal(new Set(first.map((r) => r.xid)).size, 1, 'all recorded by one transaction')
+  t.ok(await tablesMadeBy(sql, schema, first[0]!.xid), 'which also created the tables')
+
   t.same(await migrate(sql, tb), [], 'the second run applies nothing')
-  const rows = await sql`SELECT id, name FROM ${sql(schema)}.migrations ORDER BY id`
-  t.same(rows.map((r) => r.name), migrationFiles)
-  t.same(rows.map((r) => r.id), migrationFiles.map((f) => Number(f.slice(0, 4))))
+  t.same(await schemaState(sql, schema), SCHEMA, 'the schema is unchanged')
+  t.same(await recorded(sql, schema), first, 'no row added or rewritten')
 })
 
 t.test('concurrent migrate() calls on one fresh schema apply each migration exactly once', async (t) => {
@@ -37,20 +132,36 @@ t.test('concurrent migrate() calls on one fresh schema apply each migration exac
   const clients = Array.from({ length: 6 }, () => postgres(databaseUrl, { max: 1, onnotice: () => {} }))
   t.teardown(() => Promise.all(clients.map((c) => c.end({ timeout: 5 }))))
   const results = await Promise.all(clients.map((c) => migrate(c, tables(c, schema))))
-  t.same(results.flat().sort(), migrationFiles, 'every migration applied by exactly one caller')
-  t.equal(results.filter((r) => r.length > 0).length, 1, 'one caller did all the work')
+  t.same(results.filter((r) => r.length > 0), [MIGRATIONS], 'one caller applied every migration; the others found them applied')
+  const sql = adminSql(t)
+  t.same(await schemaState(sql, schema), SCHEMA, 'the tables, columns, indexes and constraints of every migration')
+  const rows = await recorded(sql, schema)
+  t.same(rows.map((r) => r.name), MIGRATIONS, 'one row per migration')
+  t.equal(new Set(rows.map((r) => r.xid)).size, 1, 'all recorded by one transaction')
+  t.ok(await tablesMadeBy(sql, schema, rows[0]!.xid), 'the one that created the tables')
 })
 
-t.test('4 engines starting at once on one fresh schema all start, with one row per migration', async (t) => {
+t.test('4 engines starting at once on one fresh schema: one applies the migrations, all of them work on its tables', async (t) => {
   const processes = sharedSchema(t, 'm')
   const crossCheck = defineWorkflow('crossCheck', async (ctx) => ctx.step('id', () => ctx.workflowId))
-  const engines = await Promise.all([1, 2, 3, 4].map((i) =>
-    processes.start({ workflows: [crossCheck], executorId: `engine-${i}`, poolSize: 3 })))
-  t.equal(engines.length, 4)
+  // Each engine logs the migrations it applied (event field `migrations`).
+  const applied: string[][][] = [[], [], [], []]
+  const loggerFor = (i: number): Logger => ({
+    ...silentLogger,
+    info (obj: object) { if ('migrations' in obj) applied[i]!.push(obj.migrations as string[]) }
+  })
+  const engines = await Promise.all([0, 1, 2, 3].map((i) =>
+    processes.start({ workflows: [crossCheck], executorId: `engine-${i}`, poolSize: 4, logger: loggerFor(i) })))
+  t.same(applied.flat(), [MIGRATIONS], 'exactly one engine applied the migrations, each once')
   const sql = adminSql(t)
-  const rows = await sql`SELECT name, count(*)::int AS n FROM ${sql(processes.schema)}.migrations GROUP BY name ORDER BY name`
-  t.same(rows.map((r) => [r.name, r.n]), migrationFiles.map((f) => [f, 1]))
-  const handle = await engines[0]!.startWorkflow(crossCheck, undefined, { workflowId: 'shared' })
-  t.equal(await handle.getResult(), 'shared')
-  t.equal((await engines[3]!.getStatus('shared')).status, 'SUCCESS', 'every engine works on the same tables')
+  t.same(await schemaState(sql, processes.schema), SCHEMA, 'the tables, columns, indexes and constraints of every migration')
+  const rows = await recorded(sql, processes.schema)
+  t.same(rows.map((r) => r.name), MIGRATIONS, 'one row per migration')
+  t.equal(new Set(rows.map((r) => r.xid)).size, 1, 'all recorded by one transaction')
+  t.ok(await tablesMadeBy(sql, processes.schema, rows[0]!.xid), 'the one that created the tables')
+  for (const [i, engine] of engines.entries()) {
+    const handle = await engine.startWorkflow(crossCheck, undefined, { workflowId: `from-${i}` })
+    t.equal(await handle.getResult(), `from-${i}`, `engine ${i} runs workflows`)
+    t.equal((await engines[(i + 1) % 4]!.getStatus(`from-${i}`)).status, 'SUCCESS', `engine ${(i + 1) % 4} sees engine ${i}'s workflow`)
+  }
 })

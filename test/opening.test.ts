@@ -5,8 +5,8 @@
 import net from 'node:net'
 import t from 'tap'
 import { defineWorkflow, type Engine } from '../lib/index.js'
-import { FirstSteps } from '../lib/opening.js'
-import { kLocalRuns } from '../lib/symbols.js'
+import { FirstSteps } from '../lib/writes/opening.js'
+import { kLocalRuns } from '../lib/core/symbols.js'
 import { adminSql, buildEngine, databaseUrl, pollUntil } from './helpers/db.js'
 import { Counter, gate } from './helpers/workflows.js'
 
@@ -51,10 +51,29 @@ t.test('a caller-chosen id is written before anything runs', async (t) => {
 })
 
 t.test('several starts at once share one statement for their starts and first steps', async (t) => {
-  const engine = await buildEngine(t, { workflows: [threeSteps] })
-  const handles = await Promise.all([10, 11, 12, 13, 14].map((n) => engine.startWorkflow(threeSteps, n)))
-  t.same(await Promise.all(handles.map((h) => h.getResult())), [10, 11, 12, 13, 14].map((n) => `done:${(n + 1) * 2}`))
-  for (const h of handles) t.ok(await sameCommit(engine, h.workflowId), `${h.workflowId}: start and step one together`)
+  // Held in step two, so that no completion has rewritten the workflow rows yet:
+  // xmin (the inserting transaction) is then still the start's.
+  const hold = gate()
+  const held = defineWorkflow('opening-shared', async (ctx, n: number) => {
+    const a = await ctx.step('one', () => n + 1)
+    return ctx.step('two', async () => { await hold.wait(); return a * 2 })
+  })
+  const engine = await buildEngine(t, { workflows: [held] })
+  const inputs = [10, 11, 12, 13, 14]
+  const handles = await Promise.all(inputs.map((n) => engine.startWorkflow(held, n)))
+  await pollUntil(() => hold.entered === inputs.length, { what: 'every workflow to reach step two' })
+  const ids = handles.map((h) => h.workflowId)
+  const schema = admin(engine.options.schema)
+  // Each checkpoint statement is one transaction of its own (autocommit): rows
+  // with one xmin were written by one statement.
+  const rows = await admin<{ xid: string }[]>`
+    SELECT xmin::text AS xid FROM ${schema}.workflows WHERE workflow_id = ANY(${ids})
+    UNION ALL
+    SELECT xmin::text FROM ${schema}.steps WHERE workflow_id = ANY(${ids}) AND step_id = 0`
+  t.equal(rows.length, 2 * inputs.length, 'every start and every first step is written')
+  t.equal(new Set(rows.map((r) => r.xid)).size, 1, 'all ten rows by one transaction: one statement carried the five starts and their first steps')
+  hold.open()
+  t.same(await Promise.all(handles.map((h) => h.getResult())), inputs.map((n) => (n + 1) * 2))
 })
 
 t.test('a slow first step does not hold start() back: the start is written alone', async (t) => {
@@ -123,8 +142,10 @@ t.test('anything but a step first writes the start before it', async (t) => {
     })
     const engine = await buildEngine(t, { workflows: [wf], sleepInMemoryMaxMs: 10 })
     const handle = await engine.startWorkflow(wf, undefined)
-    await pollUntil(async () => (await engine.getStatus(handle.workflowId)).wakeAt !== undefined, { what: 'the suspension' })
-    t.same((await engine.listSteps(handle.workflowId)).map((s) => s.name), ['sleep'])
+    const wakeAt = await pollUntil(async () => (await engine.getStatus(handle.workflowId)).wakeAt ?? undefined, { what: 'wake_at to be written' })
+    const steps = await engine.listSteps(handle.workflowId)
+    t.same(steps.map((s) => s.name), ['sleep'])
+    t.equal(wakeAt.getTime(), steps[0]!.output, 'wake_at is the wake-up time the sleep checkpoint recorded')
     t.ok(await sameCommit(engine, handle.workflowId), 'the sleep checkpoint carried the start')
     await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'the run to leave' })
   })
@@ -154,10 +175,12 @@ t.test('a start that cannot be written fails start() and stops the run; nothing 
   t.equal(await fine.getResult(), 'done:42', 'the engine carries on')
 })
 
-t.test('a start whose batch fails is not written, whatever else the batch held', async (t) => {
+t.test('a shared batch that fails is retried write by write: the opening beside a refused step is written alone', async (t) => {
   // W1 waits in its first step while W2 opens; W2's first step lets W1's
-  // finish, so one batch carries W1's step (refused by a trigger) and W2's
-  // opening. The batch commits nothing; W2's start fails and leaves nothing.
+  // finish, so one statement carries W1's step (refused by a trigger), W1's
+  // completion and W2's opening. It fails as a whole, and each write is then
+  // retried alone (Batcher): W2's start and first step commit together,
+  // W1's step is refused again.
   const hold = gate()
   const w1 = defineWorkflow('opening-mixed-w1', async (ctx) => {
     await ctx.step('boom', async () => { await hold.wait(); return 1 })
@@ -169,19 +192,27 @@ t.test('a start whose batch fails is not written, whatever else the batch held',
   })
   const engine = await buildEngine(t, { workflows: [w1, w2] })
   const schema = admin(engine.options.schema)
-  await admin`CREATE FUNCTION ${schema}.boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'boom'; END $$`
+  // Sequences count what a rollback undoes: how often each row was tried.
+  await admin`CREATE SEQUENCE ${schema}.boom_tries`
+  await admin`CREATE SEQUENCE ${schema}.w2_inserts`
+  await admin`CREATE FUNCTION ${schema}.boom() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM nextval(TG_TABLE_SCHEMA || '.boom_tries'); RAISE EXCEPTION 'boom'; END $$`
   await admin`CREATE TRIGGER boom BEFORE INSERT ON ${schema}.steps FOR EACH ROW WHEN (NEW.name = 'boom') EXECUTE FUNCTION ${schema}.boom()`
-  await engine.startWorkflow(w1, undefined)
+  await admin`CREATE FUNCTION ${schema}.count_w2() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM nextval(TG_TABLE_SCHEMA || '.w2_inserts'); RETURN NEW; END $$`
+  await admin`CREATE TRIGGER count_w2 BEFORE INSERT ON ${schema}.workflows FOR EACH ROW WHEN (NEW.name = 'opening-mixed-w2') EXECUTE FUNCTION ${schema}.count_w2()`
+  const first = await engine.startWorkflow(w1, undefined)
   await pollUntil(() => hold.entered > 0, { what: 'w1 in its first step' })
-  const w2Start = await engine.startWorkflow(w2, undefined).then((h) => h.workflowId, (err: Error) => err)
+  const second = await engine.startWorkflow(w2, undefined)
+  t.equal(await second.getResult(), 'y', 'start() of W2 resolved, and W2 finished')
   await pollUntil(() => engine[kLocalRuns]().length === 0, { what: 'both runs to end' })
-  const rows = await admin`SELECT status FROM ${schema}.workflows WHERE name = 'opening-mixed-w2'`
-  if (typeof w2Start === 'string') {
-    // Batched apart after all: then it must have finished normally.
-    t.same(rows.map((r) => r.status), ['SUCCESS'])
-  } else {
-    t.same(rows, [], 'a start() that failed left no workflow')
-  }
+  const [tries] = await admin<{ boom: number, w2: number }[]>`
+    SELECT (SELECT last_value FROM ${schema}.boom_tries)::int AS boom, (SELECT last_value FROM ${schema}.w2_inserts)::int AS w2`
+  t.same(tries, { boom: 2, w2: 2 }, 'W1\'s step and W2\'s start were tried in one statement that failed, then each alone')
+  t.ok(await sameCommit(engine, second.workflowId), 'W2\'s start and first step committed together')
+  t.same((await engine.listSteps(second.workflowId)).map((s) => s.name), ['first', 'second'])
+  t.same(await engine.listSteps(first.workflowId), [], 'W1\'s refused step is not recorded')
+  t.equal((await engine.getStatus(first.workflowId)).status, 'PENDING', 'W1 stays PENDING: its run must not record an outcome past a refused step')
 })
 
 t.test('the first step can look up its own workflow', async (t) => {
@@ -236,7 +267,9 @@ t.test('a start whose answer was lost (503, yet committed) runs once the databas
   await admin`CREATE FUNCTION ${schema}.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$`
   await admin`CREATE TRIGGER slow AFTER INSERT ON ${schema}.steps FOR EACH ROW WHEN (NEW.name = 'slow-commit') EXECUTE FUNCTION ${schema}.slow()`
   const started = engine.startWorkflow(wf, undefined).then(() => undefined, (err: Error) => err)
-  await new Promise((resolve) => setTimeout(resolve, 200))
+  await pollUntil(async () => (await admin`
+    SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE ${'%' + engine.options.schema + '%'}`).length > 0,
+  { what: 'the first checkpoint\'s statement to be in its trigger\'s pg_sleep' })
   await proxy.cut()
   t.match(await started, { code: 'DBOS_ERR_DATABASE_UNAVAILABLE' }, 'start() could not tell')
   const [row] = await pollUntil(async () => {

@@ -3,10 +3,10 @@
 // checkpoints.
 import t from 'tap'
 import { defineWorkflow } from '../lib/index.js'
-import { buildEngine } from './helpers/db.js'
+import { buildEngine, pollUntil } from './helpers/db.js'
 import { gate } from './helpers/workflows.js'
 
-t.test('workflows start and checkpoint while transactions hold every general-purpose connection', async (t) => {
+t.test('workflows start and checkpoint while transactions hold every transaction connection', async (t) => {
   const release = gate()
   let open = 0
   const holder = defineWorkflow('holder', async (ctx) => {
@@ -22,13 +22,13 @@ t.test('workflows start and checkpoint while transactions hold every general-pur
     const b = await ctx.step('two', () => a * 2)
     return ctx.step('three', () => b + 1)
   })
-  // poolSize 3: one connection each for writes, starts, and everything else.
-  const engine = await buildEngine(t, { workflows: [holder, quick], poolSize: 3 })
+  // poolSize 4: one connection each for writes, starts, reads, and transactions.
+  const engine = await buildEngine(t, { workflows: [holder, quick], poolSize: 4 })
   const holders = await Promise.all([1, 2, 3].map(() => engine.startWorkflow(holder, undefined)))
-  while (open < 1) await new Promise((resolve) => setTimeout(resolve, 10))
+  await pollUntil(() => open > 0, { what: 'a transaction to take the general-purpose connection' })
   const handle = await engine.startWorkflow(quick, 1)
   t.equal(await handle.getResult({ timeoutMs: 10_000 }), 5, 'a workflow of steps finishes while the transactions wait')
-  t.equal(open, 1, 'the other transactions are still waiting for the one general-purpose connection')
+  t.equal(open, 1, 'the other transactions are still waiting for the one transaction connection')
   release.open()
   t.same(await Promise.all(holders.map((h) => h.getResult())), [1, 1, 1])
 })

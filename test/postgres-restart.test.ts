@@ -9,10 +9,11 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { startEmbeddedPostgres } from '../lib/embedded-postgres.js'
+import { startEmbeddedPostgres } from '../lib/embedded/postgres.js'
 import dbosPlugin, { defineWorkflow, type FastifyDbosOptions, type Logger } from '../plugins/index.js'
 import { pollUntil, silentLogger, uniqueSchema } from './helpers/db.js'
 import postgres from 'postgres'
+import { Counter, gate } from './helpers/workflows.js'
 
 /**
  * One Postgres cluster that can be stopped and started again on the same port
@@ -213,13 +214,24 @@ t.test('app.close() while Postgres is down returns, and the next app finishes th
 // Transactions in flight when the server goes away: postgres.js would crash
 // the process by writing to the dead socket (porsager/postgres#1154), or run
 // the rest of a transaction on a reconnected socket. Each transaction must
-// still commit exactly once.
+// still commit exactly once. The second transfer of each workflow waits,
+// inside its open transaction and after its INSERT, until the test lets it
+// go: those are in flight when the server stops.
+const transferBodies = new Counter()
+const heldTransfers = new Set<string>()
+const transfersHeld = gate()
 const transfers = defineWorkflow('transfers', async (ctx, input: { schema: string, n: number }) => {
   let total = 0
   for (let i = 0; i < 3; i++) {
     total += await ctx.transaction(`transfer-${i}`, async (sql) => {
+      const key = `${input.n}:${i}`
+      transferBodies.hit(key)
       await sql`SELECT pg_sleep(0.02)`
       const [row] = await sql`INSERT INTO ${sql(input.schema)}.ledger (workflow, step) VALUES (${input.n}, ${i}) RETURNING step`
+      if (i === 1) {
+        heldTransfers.add(key)
+        await transfersHeld.wait()
+      }
       return row!.step as number
     })
   }
@@ -233,17 +245,22 @@ t.test('transactions in flight during a restart commit exactly once and the proc
   t.teardown(() => admin.end({ timeout: 5 }))
   await admin`CREATE TABLE ${admin(schema)}.ledger (workflow int, step int, PRIMARY KEY (workflow, step))`
   const handles = await Promise.all(Array.from({ length: 30 }, (_, n) => app.workflows.start(transfers, { schema, n })))
-  await pollUntil(async () => (await admin`SELECT count(*)::int AS c FROM ${admin(schema)}.ledger`.catch(() => [{ c: 0 }]))[0]!.c >= 10,
-    { what: 'some transactions to commit' })
+  await pollUntil(() => heldTransfers.size >= 4, { what: 'transactions to hold their INSERT uncommitted' })
+  const cut = [...heldTransfers]
+  const [{ uncommitted }] = await admin`SELECT count(*)::int AS uncommitted FROM ${admin(schema)}.ledger WHERE step = 1` as unknown as [{ uncommitted: number }]
+  t.equal(uncommitted, 0, 'the held transactions have inserted, and not committed')
   await admin.end({ timeout: 1 })
   await cluster.stop()
   await cluster.start()
+  transfersHeld.open()
   for (const h of handles) t.equal(await h.getResult({ timeoutMs: 60_000 }), 3, 'each workflow ran its three transactions')
   const check = postgres(cluster.url, { max: 1, onnotice: () => {} })
   t.teardown(() => check.end({ timeout: 5 }))
   const [{ rows, workflows }] = await check`SELECT count(*)::int AS rows, count(DISTINCT workflow)::int AS workflows FROM ${check(schema)}.ledger` as unknown as [{ rows: number, workflows: number }]
   t.equal(rows, 90, 'every transaction committed exactly once')
   t.equal(workflows, 30)
+  t.same(cut.filter((key) => transferBodies.get(key) < 2), [],
+    'every transaction held open at the stop was cut (rolled back) and ran again')
 })
 
 t.test('a process waiting on another process\'s workflow is still woken by NOTIFY after a restart', async (t) => {

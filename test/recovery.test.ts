@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { deserialize } from '../lib/codec.js'
+import { deserialize } from '../lib/core/codec.js'
 import { adminSql, databaseUrl, dropSchema, pollUntil, uniqueSchema } from './helpers/db.js'
 import { childEnv, request, spawnFixture, type ChildApp } from './fixtures/child.js'
 
@@ -164,6 +164,39 @@ t.test('a workflow that keeps crashing its process is abandoned after maxRecover
   t.equal(result.status, 500)
   t.equal(result.body.code, 'DBOS_ERR_MAX_RECOVERY_ATTEMPTS')
   t.equal((await request(port, 'GET', `/status/${id}`)).body.status, 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+})
+
+t.test('a crash loop: the workflow that kills its process is abandoned, the ten running beside it finish', async (t) => {
+  const s = await setup(t)
+  const maxRecoveryAttempts = 3
+  const env = { MAX_RECOVERY_ATTEMPTS: String(maxRecoveryAttempts) }
+  const first = s.launch(env)
+  const port = await first.listening()
+  const innocents = Array.from({ length: 10 }, (_, i) => `innocent-${i}`)
+  for (const id of innocents) await startWorkflow(port, 'slowSteps', id)
+  await startWorkflow(port, 'crasher', 'poison').catch(() => {})
+  t.same(await first.exited, { code: null, signal: 'SIGKILL' }, 'the poison killed the first process')
+
+  const launches: string[] = []
+  for (let i = 0; i < maxRecoveryAttempts + 4; i++) {
+    const child = s.launch(env)
+    const outcome = await pollUntil(async () => {
+      if (child.exit !== undefined) return 'crashed'
+      return (await s.row('poison'))?.status === 'MAX_RECOVERY_ATTEMPTS_EXCEEDED' ? 'abandoned' : undefined
+    }, { what: 'the restarted app to crash or abandon the poison', timeoutMs: 60_000 })
+    launches.push(outcome!)
+    if (outcome === 'abandoned') break
+  }
+  t.equal(launches.at(-1), 'abandoned', `the poison was abandoned (launches: ${launches.join(', ')})`)
+  for (const id of innocents) {
+    const row = await pollUntil(async () => {
+      const r = await s.row(id)
+      return r?.status !== 'PENDING' && r
+    }, { what: `${id} to finish`, timeoutMs: 30_000 })
+    t.equal(row && row.status, 'SUCCESS', `${id} finished`)
+    t.ok(row && row.attempts <= maxRecoveryAttempts + 1, `${id} stayed within its attempts (${row && row.attempts})`)
+  }
+  t.equal((await s.row('poison'))?.attempts, maxRecoveryAttempts + 2, 'the poison used up its attempts')
 })
 
 t.test('a workflow killed while suspended in a sleep wakes after a restart: the sleep is not restarted and no attempt counts', async (t) => {

@@ -1,11 +1,11 @@
 // The test command (`npm test`): runs tap against DATABASE_URL when set, and
 // otherwise against an embedded Postgres started here for the whole run (data
 // in .dbos/test-pgdata, see defaultDataDir). Prints tap's TAP stream, then one summary line
-// `N passed, N failed` counted over every assertion.
+// `N passed, N failed` counted over every assertion (failing todo assertions are reported on a line before it).
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Parser } from 'tap-parser'
-import { defaultDataDir, startEmbeddedPostgres } from '../dist/lib/embedded-postgres.js'
+import { defaultDataDir, startEmbeddedPostgres } from '../dist/lib/embedded/postgres.js'
 
 const quiet = { debug () {}, info () {}, warn: console.warn, error: console.error }
 const env = { ...process.env }
@@ -27,9 +27,10 @@ const child = spawn(process.execPath, [tapBin, '-R', 'tap', ...process.argv.slic
 // Count leaf assertions at every depth: each subtest also reports one summary
 // assertion in its parent, which is taken back out when the subtest completes.
 const parser = new Parser()
-const summary = { pass: 0, fail: 0 }
+// A failing assertion marked todo (a known bug) is counted apart: tap does not fail on it.
+const summary = { pass: 0, fail: 0, todo: 0 }
 function track (p) {
-  p.on('assert', (a) => { if (a.ok) summary.pass++; else summary.fail++ })
+  p.on('assert', (a) => { if (a.ok) summary.pass++; else if (a.todo) summary.todo++; else summary.fail++ })
   p.on('child', (child) => {
     track(child)
     child.on('complete', (r) => { if (r.ok) summary.pass--; else summary.fail-- })
@@ -47,5 +48,6 @@ const code = await new Promise((resolve) => child.on('close', (c, signal) => res
 await parsed
 await stopDatabase()
 const failed = summary.fail + (code !== 0 && summary.fail === 0 ? 1 : 0)
+if (summary.todo > 0) console.log(`# ${summary.todo} failing todo assertions (known bugs, not counted as failures)`)
 console.log(`${summary.pass} passed, ${failed} failed`)
 process.exit(code)

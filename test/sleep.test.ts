@@ -5,7 +5,7 @@
 import type postgres from 'postgres'
 import t, { type Test } from 'tap'
 import { defineWorkflow, Engine, type EngineOptions, type Logger } from '../lib/index.js'
-import { kLocalRuns } from '../lib/symbols.js'
+import { kLocalRuns } from '../lib/core/symbols.js'
 import { adminSql, buildEngine, databaseUrl, pollUntil } from './helpers/db.js'
 import { Counter, gate, sharedSchema } from './helpers/workflows.js'
 
@@ -291,9 +291,14 @@ t.test('a sleeper whose definition this process lacks stays suspended for one th
   await a.startWorkflow(sleeper, 300, { workflowId: 'foreign' })
   const { wake_at: wakeAt, epoch } = await suspended(sql, a, 'foreign')
   await a.stop()
-  const other = defineWorkflow('other', async () => 'other')
+  const other = defineWorkflow('other', async (ctx, ms: number) => { await ctx.sleep(ms); return 'other' })
   const b = await shared.start({ workflows: [other] })
-  await pollUntil(() => Date.now() > wakeAt!.getTime() + 300, { what: 'the wake-up time to pass' })
+  // A sleeper b has the code for, due after 'foreign': once b has woken it,
+  // b's scheduler has claimed what was due by then, and that was not 'foreign'.
+  const own = await b.startWorkflow(other, Math.max(0, wakeAt!.getTime() - Date.now()) + 100, { workflowId: 'own' })
+  const ownWakeAt = (await suspended(sql, b, 'own')).wake_at!
+  t.ok(ownWakeAt > wakeAt!, 'b\'s own sleeper is due after the foreign one')
+  t.equal(await own.getResult(), 'other', 'b woke its own sleeper')
   t.match(await rowOf(sql, b, 'foreign'), { status: 'PENDING', epoch, attempts: 1 }, 'not claimed')
   t.equal((await rowOf(sql, b, 'foreign'))?.wake_at?.getTime(), wakeAt!.getTime(), 'still suspended')
   await b.stop()
@@ -376,10 +381,21 @@ t.test('the longest sleep ctx.sleep accepts suspends like any other', async (t) 
 })
 
 t.test('a start retried while its workflow is being woken does not claim it a second time', async (t) => {
-  const engine = await buildEngine(t, { workflows: [sleeper], sleepInMemoryMaxMs: 0 })
+  // Step two waits for the test: the woken run cannot finish (and so make a
+  // wrong claim match nothing) before the test has looked.
+  const afterWake = gate()
+  const waking = defineWorkflow('waking', async (ctx, ms: number) => {
+    counter.hit(`${ctx.workflowId}:body`)
+    const one = await ctx.step('one', () => 1)
+    await ctx.sleep(ms)
+    return one + await ctx.step('two', async () => { await afterWake.wait(); return 2 })
+  })
+  // poolSize 4: the engine's reads and claims share one connection, which runs
+  // its statements in the order they were issued (see the read below).
+  const engine = await buildEngine(t, { workflows: [waking], sleepInMemoryMaxMs: 0, poolSize: 4 })
   const sql = adminSql(t)
   const steps = engine.options.schema + '.steps'
-  await engine.startWorkflow(sleeper, 800, { workflowId: 'waking' })
+  await engine.startWorkflow(waking, 800, { workflowId: 'waking' })
   await suspended(sql, engine, 'waking')
   // Holds the woken run between its claim and its launch: the scheduler's
   // claim commits, but reading the recorded steps waits for this lock.
@@ -395,10 +411,15 @@ t.test('a start retried while its workflow is being woken does not claim it a se
   await held
   await pollUntil(async () => (await rowOf(sql, engine, 'waking'))?.epoch === '2', { what: 'the scheduler to claim it' })
   t.same(engine[kLocalRuns](), [], 'claimed, not launched yet')
-  await engine.startWorkflow(sleeper, 800, { workflowId: 'waking' })
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  await engine.startWorkflow(waking, 800, { workflowId: 'waking' })
+  // Issued after any claim the retried start made, on the same connection, so
+  // it sees that claim's attempt. It waits behind the woken run's blocked read
+  // of its steps, and answers once the lock is released.
+  const seen = engine.getStatus('waking')
   unlock()
   await lock
+  t.match(await seen, { status: 'PENDING', attempts: 1 }, 'the retried start claimed nothing')
+  afterWake.open()
   t.equal(await engine.getResult('waking'), 3)
   t.match(await rowOf(sql, engine, 'waking'), { status: 'SUCCESS', attempts: 1, epoch: '2' }, 'only the wake-up claimed it')
   t.equal(counter.get('waking:body'), 2, 'the first run and the woken one')
@@ -536,8 +557,8 @@ t.test('a transaction beside a long sleep, with one general-purpose connection: 
     ])
     return one
   })
-  // poolSize 3 leaves one connection for transactions and reads.
-  const engine = await buildEngine(t, { workflows: [besideSleep], poolSize: 3, sleepInMemoryMaxMs: 0 })
+  // poolSize 4 leaves one connection for transactions.
+  const engine = await buildEngine(t, { workflows: [besideSleep], poolSize: 4, sleepInMemoryMaxMs: 0 })
   const handle = await engine.startWorkflow(besideSleep, undefined)
   t.equal(await handle.getResult({ timeoutMs: 15_000 }), 1)
   t.equal(runs, 2, 'the transaction that finished after the suspension rolled back and ran again after the wake-up')

@@ -6,6 +6,7 @@ import { Counter, gate, interruptAndResume, sharedSchema } from './helpers/workf
 const fast = { intervalMs: 1, backoffRate: 1 }
 
 t.test('parallel steps are recorded in call order and replay after a restart without running again', async (t) => {
+  const admin = adminSql(t)
   const counter = new Counter()
   const hold = gate()
   let hang = true
@@ -30,7 +31,7 @@ t.test('parallel steps are recorded in call order and replay after a restart wit
     const last = await ctx.step('last', async () => { counter.hit('last'); if (hang) await hold.wait(); return 'L' })
     return [...parallel, last]
   })
-  const { a, b, workflowId } = await interruptAndResume(t, {
+  const { b, workflowId, schema } = await interruptAndResume(t, {
     def: wf,
     input: undefined,
     hold,
@@ -41,8 +42,9 @@ t.test('parallel steps are recorded in call order and replay after a restart wit
       hang = false
     }
   })
-  t.not(a, b)
   t.same(await b.getResult(workflowId, { timeoutMs: 15_000 }), ['A', 'B', 'C', 'L'])
+  const [row] = await admin`SELECT status, epoch::text AS epoch FROM ${admin(schema)}.workflows WHERE workflow_id = ${workflowId}`
+  t.same(row, { status: 'SUCCESS', epoch: '2' }, 'claimed once, by b\'s recovery (a new epoch), and finished by it')
   t.same(['a', 'b', 'c', 'last', 'body'].map((n) => counter.get(n)), [1, 1, 1, 2, 2],
     'completed steps replayed; only the interrupted step and the body ran again')
   t.same((await b.listSteps(workflowId)).map((s) => s.name), ['a', 'b', 'c', 'last'])

@@ -8,7 +8,7 @@ import { migrate } from '../lib/store/migrate.js'
 import { writeCheckpoints, stepKey } from '../lib/store/checkpoints.js'
 import { insertWorkflows } from '../lib/store/workflows.js'
 import { suspendWorkflows } from '../lib/store/wake-ups.js'
-import { databaseUrl, dropSchema, uniqueSchema } from './helpers/db.js'
+import { databaseUrl, dropSchema, pollUntil, uniqueSchema } from './helpers/db.js'
 
 const sql = connect(databaseUrl, 2)
 const tb = tables(sql, uniqueSchema('store'))
@@ -73,9 +73,13 @@ for (const size of [1, 3]) {
       t.equal(again.completed.size, 0, 'a finished workflow is final')
       const late = await writeCheckpoints(sql, tb, ws.map((w) => step(w, 5)), [])
       t.equal(late.steps.size, 0, 'no steps after the outcome')
-      for (let i = 0; i < 50 && notified.length < size; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+      // Postgres delivers notifications in commit order: once this one arrives,
+      // every announcement of the writes above (duplicates too) has arrived.
+      const sentinel = `after-${ws[0]!.workflowId}`
+      await sql`SELECT pg_notify(${tb.channel}, ${sentinel})`
+      await pollUntil(() => notified.includes(sentinel), { what: 'the notification sent after the writes' })
       await listener.unlisten()
-      t.same(notified.sort(), ws.map((w) => w.workflowId).sort(), 'each completion is announced once')
+      t.same(notified.filter((id) => id !== sentinel).sort(), ws.map((w) => w.workflowId).sort(), 'each completion is announced once')
     })
 
     t.test('suspensions land only under the current epoch, and only while PENDING', async (t) => {

@@ -9,13 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import dbosPlugin, { defineWorkflow } from 'fastify-dbos'
 
-const app = Fastify({
-  logger: true,
-  // Workflows keep the id of the request that started them forever. Fastify's
-  // default ids (req-1, req-2, ...) restart at 1 with every process, so use
-  // ids that stay unique across restarts.
-  genReqId: () => randomUUID()
-})
+// No genReqId needed for workflows: the plugin records a generated request id
+// (unique across restarts) and adds it to req.log as dbosRequestId.
+const app = Fastify({ logger: true })
 
 // ---------------------------------------------------------------- workflows
 

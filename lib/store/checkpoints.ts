@@ -8,16 +8,8 @@
  */
 import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
-import { newWorkflows, type Completion, type NewWorkflowRow } from './workflows.js'
-
-export interface StepWrite {
-  workflowId: string
-  epoch: string
-  stepId: number
-  name: string
-  output: string | null
-  error: string | null
-}
+import { newWorkflows } from './workflows.js'
+import type { Completion, NewWorkflowRow, StartWithStep, StepWrite } from './rows.js'
 
 export interface CheckpointsWritten {
   /** `${stepId}:${workflowId}` of each step row inserted. */
@@ -87,12 +79,6 @@ function withOpenings (sql: Sql, t: Tables, steps: StepWrite[], completions: Com
     selects.push(sql`SELECT * FROM done`)
   }
   return sql`WITH ${parts.reduce((a, b) => sql`${a}, ${b}`)} ${selects.reduce((a, b) => sql`${a} UNION ALL ${b}`)}`
-}
-
-/** A new workflow's start and its first checkpoint, committed together (see lib/opening.ts). */
-export interface StartWithStep {
-  start: NewWorkflowRow
-  step: StepWrite
 }
 
 /**

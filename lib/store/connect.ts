@@ -5,20 +5,39 @@ import postgres from 'postgres'
 export type Sql = postgres.Sql
 export type TransactionSql = postgres.TransactionSql
 
-export function connect (url: string, poolSize: number): Sql {
+/** Seconds a connection attempt may take: an unreachable database answers 503 within this. */
+export const CONNECT_TIMEOUT_S = 5
+/** Longest wait, in seconds, before a closed connection tries again (see reconnectDelay). */
+const MAX_RECONNECT_DELAY_S = 0.5
+
+export function connect (url: string, poolSize: number, name = 'fastify-dbos'): Sql {
   return postgres(url, {
     max: poolSize,
     onnotice: () => {},
     // Connections that die while Postgres restarts are replaced on next use;
     // a short connect timeout makes an outage surface as a fast 503.
-    connect_timeout: 5,
+    connect_timeout: CONNECT_TIMEOUT_S,
+    backoff: reconnectDelay,
     idle_timeout: 60,
-    connection: { application_name: 'fastify-dbos' }
+    connection: { application_name: name }
   })
 }
 
 /**
- * The engine's connections, split three ways out of poolSize:
+ * How long a closed connection waits before it connects again, in seconds,
+ * given the pool's count of failed connections since the last success.
+ * postgres.js's default grows to 20 s, and every failed connect of every
+ * connection in the pool adds to that count: after a 4 s outage under load,
+ * queries waited up to 20 s for a connection that the recovered database
+ * would have accepted at once. Capped at half a second, with jitter, so that
+ * many processes do not reconnect in step.
+ */
+export function reconnectDelay (retries: number): number {
+  return Math.min(0.02 * 2 ** retries, MAX_RECONNECT_DELAY_S) * (0.5 + Math.random() / 2)
+}
+
+/**
+ * The engine's connections, split four ways out of poolSize:
  * - writes: one connection for step checkpoints and outcomes. Their batcher
  *   keeps one statement in flight, so one connection is all it can use, and
  *   always the same one: a backend that served the previous statement a
@@ -26,31 +45,51 @@ export function connect (url: string, poolSize: number): Sql {
  *   workflow at a time, about a tenth of each round trip here).
  * - starts: max(1, floor(poolSize / 6)) connections for batched starts (used
  *   while the writer is busy; see Checkpoints#flushStarts).
- * - sql: the rest (at least one) for user transactions, reads and recovery.
+ * - sql: max(1, floor(poolSize / 5)) connections for reads, claims and
+ *   recovery: single statements, which postgres.js pipelines.
+ * - transactions: the rest (at least one), used only by sql.begin for
+ *   ctx.transaction. Never anything else: postgres.js 3.4 can send a BEGIN
+ *   onto a connection whose pipeline it fills without reserving it
+ *   (porsager/postgres#823, #1189), which fails the transaction with
+ *   UNSAFE_TRANSACTION and runs the pipelined queries inside it. A BEGIN
+ *   only meets that state on a connection carrying pipelined queries; in a
+ *   pool of nothing but transactions, every connection is idle, connecting,
+ *   or reserved by one transaction.
  * Apart from speed, the split means that user transactions holding every
  * connection of their pool can never stall the checkpoints of running
- * workflows or the starts of new ones.
+ * workflows, the starts of new ones, or reads.
  */
 export interface Pools {
   sql: Sql
   starts: Sql
   writes: Sql
+  transactions: Sql
 }
 
-export const MIN_POOL_SIZE = 3
+export const MIN_POOL_SIZE = 4
 
 export function connectPools (url: string, poolSize: number): Pools {
   const starts = Math.max(1, Math.floor(poolSize / 6))
-  return { sql: connect(url, poolSize - 1 - starts), starts: connect(url, starts), writes: connect(url, 1) }
+  const reads = Math.max(1, Math.floor(poolSize / 5))
+  return {
+    sql: connect(url, reads),
+    starts: connect(url, starts),
+    writes: connect(url, 1),
+    transactions: connect(url, poolSize - 1 - starts - reads)
+  }
+}
+
+function allPools (pools: Pools): Sql[] {
+  return [pools.sql, pools.starts, pools.writes, pools.transactions]
 }
 
 /** Opens each pool's first connection (see openPool). */
 export async function openPools (pools: Pools): Promise<void> {
-  await Promise.all([openPool(pools.sql), openPool(pools.starts), openPool(pools.writes)])
+  await Promise.all(allPools(pools).map(openPool))
 }
 
 export async function endPools (pools: Pools): Promise<void> {
-  await Promise.all([pools.sql.end({ timeout: 5 }), pools.starts.end({ timeout: 5 }), pools.writes.end({ timeout: 5 })])
+  await Promise.all(allPools(pools).map((sql) => sql.end({ timeout: 5 })))
 }
 
 /** Channel names are identifiers (at most 63 bytes): hash long schema names down. */

@@ -5,9 +5,9 @@
  * the database is still down at that moment.
  */
 import postgres from 'postgres'
-import type { Logger } from '../logger.js'
-import { backoff, sleep } from '../retry.js'
-import type { Sql } from './connect.js'
+import type { Logger } from '../core/logger.js'
+import { untilReachable } from '../core/retry.js'
+import { CONNECT_TIMEOUT_S, reconnectDelay, type Sql } from './connect.js'
 
 export interface ListenerEvents {
   /** A NOTIFY payload on the channel. */
@@ -34,6 +34,8 @@ export class ChannelListener {
       idle_timeout: 0,
       max_lifetime: 0,
       fetch_types: false,
+      connect_timeout: CONNECT_TIMEOUT_S,
+      backoff: reconnectDelay,
       onnotice: () => {},
       connection: { application_name: 'fastify-dbos listener' },
       onnotify: (ch: string, payload: string) => { if (ch === this.#channel) this.#events.notify(payload) },
@@ -50,16 +52,18 @@ export class ChannelListener {
     if (this.#resubscribing || this.#closing.signal.aborted) return
     this.#resubscribing = true
     try {
-      for (let attempt = 1; !this.#closing.signal.aborted; attempt++) {
-        try {
-          await this.listen()
-          this.#events.resubscribed()
-          return
-        } catch (err) {
-          if (attempt === 1) this.#logger.warn({ err }, 'lost the LISTEN connection for workflow results; subscribing again')
-          await sleep(backoff(attempt, 100, 2000), this.#closing.signal)
+      const closing = this.#closing.signal
+      const closed = Symbol('closed')
+      const subscribed = await untilReachable(() => this.listen(), {
+        signal: closing,
+        stopped: () => closed,
+        // Subscribing is harmless to repeat: whatever the failure, try again until closed.
+        unreachable: () => true,
+        onRetry: (err, attempt) => {
+          if (attempt === 1) this.#logger.warn({ event: 'listener.lost', err }, 'lost the LISTEN connection for workflow results; subscribing again')
         }
-      }
+      }).then(() => true, () => false)
+      if (subscribed) this.#events.resubscribed()
     } finally {
       this.#resubscribing = false
     }

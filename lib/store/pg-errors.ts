@@ -40,6 +40,18 @@ export function isDatabaseConnectionError (err: unknown): boolean {
   return (code.startsWith('08') && code.length === 5) || TRANSIENT_SQLSTATES.has(code) || DRIVER_CODES.has(code)
 }
 
+/**
+ * Errors postgres.js raises about its own state, not about the query: the
+ * same statement succeeds when tried again. They must never be recorded as a
+ * step's outcome.
+ */
+const DRIVER_INTERNAL_CODES = new Set(['UNSAFE_TRANSACTION'])
+
+export function isDriverInternalError (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && DRIVER_INTERNAL_CODES.has(code)
+}
+
 export function sqlState (err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code
   return typeof code === 'string' ? code : undefined

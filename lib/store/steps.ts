@@ -1,14 +1,6 @@
 /** SQL for the steps table: checkpoints of completed steps, keyed by call order. */
-import type { StepWrite } from './checkpoints.js'
 import type { Sql, Tables, TransactionSql } from './connect.js'
-
-export interface StepRow {
-  step_id: number
-  name: string
-  output: string | null
-  error: string | null
-  created_at: Date
-}
+import type { StepRow, StepWrite } from './rows.js'
 
 /**
  * The checkpoint written inside a user's transaction. If it cannot be written

@@ -4,13 +4,7 @@
  * database is the only list of sleeping workflows; nothing is kept in memory.
  */
 import type { Sql, Tables } from './connect.js'
-import type { ClaimedRow } from './workflows.js'
-
-export interface Suspension {
-  workflowId: string
-  epoch: string
-  wakeAt: Date
-}
+import type { ClaimedRow, Suspension } from './rows.js'
 
 /**
  * Marks running workflows suspended until their `wakeAt`; returns the ids

@@ -6,28 +6,8 @@
  */
 import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
-
-export interface NewWorkflowRow {
-  workflowId: string
-  name: string
-  input: string
-  inputHash: string
-  requestId: string | null
-  executorId: string
-}
-
-export interface ExistingWorkflow {
-  workflow_id: string
-  name: string
-  input_hash: string
-  status: string
-  executor_id: string
-}
-
-export interface InsertedWorkflow {
-  workflow_id: string
-  epoch: string
-}
+import { DEFAULT_LIST_LIMIT, type ListFilter } from '../list-filter.js'
+import type { ClaimedRow, Completion, ExistingWorkflow, InsertedWorkflow, NewWorkflowRow, PendingRow, WorkflowRow } from './rows.js'
 
 /**
  * A new workflow's epoch, written by every start (newWorkflows). A run
@@ -74,31 +54,6 @@ export async function findExisting (sql: Sql, t: Tables, ids: string[]): Promise
     SELECT workflow_id, name, input_hash, status, executor_id FROM ${t.workflows} WHERE workflow_id = ANY(${ids}::text[])`
 }
 
-export interface Completion {
-  workflowId: string
-  epoch: string
-  status: 'SUCCESS' | 'ERROR' | 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
-  output: string | null
-  error: string | null
-}
-
-export interface WorkflowRow {
-  workflow_id: string
-  name: string
-  status: string
-  input: string
-  output: string | null
-  error: string | null
-  request_id: string | null
-  executor_id: string
-  epoch: string
-  attempts: number
-  created_at: Date
-  updated_at: Date
-  completed_at: Date | null
-  wake_at: Date | null
-}
-
 const COLUMNS = ['workflow_id', 'name', 'status', 'input', 'output', 'error', 'request_id',
   'executor_id', 'attempts', 'created_at', 'updated_at', 'completed_at', 'wake_at']
 
@@ -113,19 +68,6 @@ export async function getOutcome (sql: Sql, t: Tables, workflowId: string): Prom
   const [row] = await sql<Pick<WorkflowRow, 'status' | 'output' | 'error'>[]>`
     SELECT status, output, error FROM ${t.workflows} WHERE workflow_id = ${workflowId}`
   return row
-}
-
-export interface ListFilter {
-  name?: string
-  status?: string
-  requestId?: string
-  executorId?: string
-  createdAfter?: Date
-  createdBefore?: Date
-  limit?: number
-  offset?: number
-  /** Newest first by default. */
-  order?: 'asc' | 'desc'
 }
 
 export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promise<WorkflowRow[]> {
@@ -143,10 +85,8 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promis
     SELECT ${sql(COLUMNS)}, epoch::text AS epoch FROM ${t.workflows}
     WHERE ${where}
     ORDER BY created_at ${order}, workflow_id ${order}
-    LIMIT ${f.limit ?? 100} OFFSET ${f.offset ?? 0}`
+    LIMIT ${f.limit ?? DEFAULT_LIST_LIMIT} OFFSET ${f.offset ?? 0}`
 }
-
-export interface PendingRow { workflow_id: string, name: string }
 
 /**
  * PENDING workflows owned by an executor: the ones its recovery resumes.
@@ -155,18 +95,9 @@ export interface PendingRow { workflow_id: string, name: string }
  */
 export async function listPending (sql: Sql, t: Tables, executorId: string): Promise<PendingRow[]> {
   return sql<PendingRow[]>`
-    SELECT workflow_id, name FROM ${t.workflows}
+    SELECT workflow_id, name, attempts FROM ${t.workflows}
     WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
     ORDER BY created_at`
-}
-
-export interface ClaimedRow {
-  workflow_id: string
-  name: string
-  input: string
-  request_id: string | null
-  epoch: string
-  attempts: number
 }
 
 /**

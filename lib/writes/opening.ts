@@ -27,9 +27,8 @@
  * only now and then: see FirstSteps.
  */
 import type { Checkpoints } from './checkpoints.js'
-import { GeneratedIdTakenError } from './errors.js'
-import type { StepWrite } from './store/checkpoints.js'
-import type { NewWorkflowRow } from './store/workflows.js'
+import { GeneratedIdTakenError } from '../errors.js'
+import type { NewWorkflowRow, StepWrite } from '../store/rows.js'
 
 const MAX_WAIT_MS = 20
 /** Starts of a definition written alone after its first step outlasted the wait (then it gets another chance). */

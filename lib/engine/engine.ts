@@ -6,27 +6,33 @@
 import { hash as digest } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import { nanoid } from 'nanoid'
-import { deserialize, serialize } from './codec.js'
-import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from './embedded-postgres.js'
+import { deserialize, serialize } from '../core/codec.js'
+import { startEmbeddedPostgres, defaultDataDir, type EmbeddedPostgres } from '../embedded/postgres.js'
 import {
   DatabaseUnavailableError, DuplicateWorkflowNameError, IdempotencyConflictError,
-  InvalidWorkflowIdError, NotReadyError, ShuttingDownError,
-  UnknownWorkflowError, WorkflowFencedError, WorkflowNotFoundError, WorkflowSuspendedError
-} from './errors.js'
-import { WorkflowHandle, type GetResultOptions, type HandleSource } from './handle.js'
-import { resolveOptions, type EngineOptions, type ResolvedOptions } from './options.js'
-import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from './recovery.js'
-import { awaitStored, beforeDeadline, deadlineAfter } from './results.js'
-import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
+  InvalidRequestIdError, InvalidWorkflowIdError, NotReadyError, ShuttingDownError,
+  UnknownWorkflowError, WorkflowNotFoundError
+} from '../errors.js'
+import { WorkflowHandle, type GetResultOptions, type HandleSource } from '../handle.js'
+import { resolveOptions, type EngineOptions, type ResolvedOptions } from '../options.js'
+import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from '../background/recovery.js'
+import { unstorableTextReason } from '../core/text.js'
+import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
 import { closeDatabase, openDatabase, type Connected } from './database.js'
 import { LocalRuns } from './local-runs.js'
-import { FirstSteps, Opening } from './opening.js'
-import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from './status.js'
-import { isConnectionError } from './store/pg-errors.js'
-import { listSteps } from './store/steps.js'
-import { kLocalRuns } from './symbols.js'
-import { FIRST_EPOCH, getWorkflow, listWorkflows, type ListFilter, type NewWorkflowRow } from './store/workflows.js'
-import type { WorkflowDefinition } from './workflow.js'
+import { FirstSteps, Opening } from '../writes/opening.js'
+import { toStatus, toStepInfo, type StepInfo, type WorkflowStatus } from '../status.js'
+import { CONNECT_TIMEOUT_S } from '../store/connect.js'
+import { isConnectionError } from '../store/pg-errors.js'
+import { listSteps } from '../store/steps.js'
+import { kLocalRuns, kResultStats } from '../core/symbols.js'
+import { FIRST_EPOCH, getOutcome, getWorkflow, listWorkflows } from '../store/workflows.js'
+import type { NewWorkflowRow } from '../store/rows.js'
+import { checkListFilter, type ListFilter } from '../list-filter.js'
+import type { WorkflowDefinition } from '../workflow.js'
+
+/** How long a read (getStatus, list, listSteps) waits for an answer before it is 503. */
+const READ_TIMEOUT_MS = CONNECT_TIMEOUT_S * 1000
 
 export interface StartOptions {
   /** Use this id instead of a generated one. Starting again with the same id returns the same workflow. */
@@ -81,6 +87,11 @@ export class Engine implements HandleSource {
   /** For tests: which workflows hold a run (and so memory) in this process. */
   [kLocalRuns] (): string[] { return this.#runs.ids() }
 
+  /** For tests: what getResult's waiting holds (see results.ts). */
+  [kResultStats] (): { watches: number, looks: number, localListeners: number } {
+    return { watches: this.#db?.results.watching ?? 0, looks: this.#db?.results.looks ?? 0, localListeners: this.#runs.listeners }
+  }
+
   /** Makes definitions startable and recoverable. Safe to repeat with the same definition. */
   register (...defs: WorkflowDefinition<any, any>[]): void {
     for (const def of defs) {
@@ -129,6 +140,12 @@ export class Engine implements HandleSource {
     }
     this.#state = 'running'
     const db = this.#db
+    db.results.connect({
+      read: (id) => getOutcome(db.sql, db.tables, id),
+      subscribeLocal: (id, listener) => this.#runs.subscribe(id, listener),
+      pollMs: this.options.resultPollIntervalMs,
+      signal: this.#abort.signal
+    })
     this.#recoveryDeps = {
       ...db,
       logger,
@@ -138,7 +155,9 @@ export class Engine implements HandleSource {
       definition: (name) => this.#defs.get(name),
       isRunning: (id) => this.#runs.has(id) || this.#inserting.has(id),
       claiming: new Set(),
-      resume: (def, row, input, steps) => this.#runs.launch(db, def, row.workflow_id, row.epoch, input, row.request_id, steps)
+      resume: (def, row, input, steps) => this.#runs.launch(db, def, row.workflow_id, row.epoch, input, row.request_id, steps),
+      settled: (workflowId, ms) => this.#runs.settled(workflowId, ms, this.#abort.signal),
+      probing: { active: false }
     }
     this.#recovery = recoverUntilDone(this.#recoveryDeps)
     // A start that answered 503 may have committed all the same (its answer
@@ -201,10 +220,12 @@ export class Engine implements HandleSource {
     const db = this.#accepting()
     if (this.#defs.get(def.name) !== def) throw new UnknownWorkflowError(def.name)
     const workflowId = options.workflowId ?? nanoid()
-    const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH)
+    const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH) ?? unstorableTextReason(workflowId)
     if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
-    const { text, hash } = internal.prepared ?? this.prepareInput(def, input)
     const requestId = options.requestId ?? null
+    const badRequestId = requestId === null ? undefined : invalidIdReason(requestId) ?? unstorableTextReason(requestId)
+    if (badRequestId !== undefined) throw new InvalidRequestIdError(badRequestId)
+    const { text, hash } = internal.prepared ?? this.prepareInput(def, input)
     const row: NewWorkflowRow = { workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: this.executorId }
     if (options.workflowId === undefined && db.checkpoints.quiet && this.#firstSteps.worthWaiting(def.name)) {
       // A generated id, and nothing else being written: run at once, and let
@@ -264,6 +285,7 @@ export class Engine implements HandleSource {
   }
 
   async getStatus (workflowId: string): Promise<WorkflowStatus> {
+    checkReadId(workflowId)
     const db = this.#connected()
     // A run here whose start is not written yet (opening.ts): write it first, so this process sees its own workflow.
     await this.#runs.ensureStarted(workflowId)
@@ -272,12 +294,15 @@ export class Engine implements HandleSource {
     return toStatus(row)
   }
 
+  /** Throws DBOS_ERR_INVALID_LIST_FILTER (400) for a bad filter, before any query. */
   async list (filter: ListFilter = {}): Promise<WorkflowStatus[]> {
+    const checked = checkListFilter(filter)
     const db = this.#connected()
-    return (await this.#read(() => listWorkflows(db.sql, db.tables, filter))).map(toStatus)
+    return (await this.#read(() => listWorkflows(db.sql, db.tables, checked))).map(toStatus)
   }
 
   async listSteps (workflowId: string): Promise<StepInfo[]> {
+    checkReadId(workflowId)
     const db = this.#connected()
     await this.#runs.ensureStarted(workflowId)
     const rows = await this.#read(() => listSteps(db.sql, db.tables, workflowId))
@@ -285,29 +310,46 @@ export class Engine implements HandleSource {
     return rows.map(toStepInfo)
   }
 
+  /** Waits for the workflow's outcome (see results.ts); 504 after `timeoutMs`, 404 for an unknown id. */
   async getResult (workflowId: string, options: GetResultOptions = {}): Promise<unknown> {
-    const deadline = deadlineAfter(options.timeoutMs)
-    const local = this.#runs.get(workflowId)
-    if (local !== undefined) {
-      const outcome = await beforeDeadline(local, deadline, workflowId)
-      if (outcome.ok) return outcome.value
-      // A run that stopped without an outcome: whoever took over (or the run
-      // woken after a sleep) writes it to the database.
-      if (!(outcome.error instanceof WorkflowFencedError || outcome.error instanceof WorkflowSuspendedError)) throw outcome.error
-    }
-    const db = this.#connected()
-    return awaitStored({
-      ...db, local: (id) => this.#runs.get(id), pollMs: this.options.resultPollIntervalMs, signal: this.#abort.signal
-    }, workflowId, deadline)
+    checkReadId(workflowId)
+    return this.#connected().results.wait(workflowId, options.timeoutMs)
   }
 
-  /** Reads answer 503 while the database is unreachable. */
+  /**
+   * Reads answer 503 while the database is unreachable, and also when it does
+   * not answer within the connect timeout: a query sent on a connection whose
+   * server vanished (a cut network) would otherwise wait for TCP to notice.
+   * A read abandoned that way changes nothing; its late answer is dropped.
+   * A read that failed on a dead connection (the server restarted since it
+   * was last used) is tried once more, on a fresh one, before it is a 503.
+   */
   async #read<T> (query: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new DatabaseUnavailableError()), READ_TIMEOUT_MS)
+    })
+    const once = (): Promise<T> => Promise.race([query(), timeout])
     try {
-      return await query()
+      return await once().catch((err: unknown) => {
+        if (isConnectionError(err)) return once()
+        throw err
+      })
     } catch (err) {
       if (isConnectionError(err)) throw new DatabaseUnavailableError({ cause: err })
       throw err
+    } finally {
+      clearTimeout(timer)
     }
   }
+}
+
+/**
+ * A looked-up id that no workflow can have, because Postgres could not store
+ * it: 400 rather than the driver's 500 (a NUL) or a miss (a lone surrogate).
+ */
+function checkReadId (workflowId: unknown): void {
+  if (typeof workflowId !== 'string') throw new InvalidWorkflowIdError('must be a string')
+  const bad = unstorableTextReason(workflowId)
+  if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
 }

@@ -6,7 +6,7 @@
  * statement and one commit instead of each paying for its own.
  */
 
-export interface BatcherOptions {
+export interface BatcherOptions<T = unknown> {
   /** Flushes allowed in flight at once; more queue up and batch. */
   maxInFlight: number
   /** Upper bound on items per flush. */
@@ -16,6 +16,13 @@ export interface BatcherOptions {
    * errors that would fail every item anyway (the database being down).
    */
   isolateOnError?: (err: unknown) => boolean
+  /**
+   * While a failed flush is retried item by item: whether `later` depends on
+   * `earlier`, pushed before it. If `earlier` fails alone, `later` is not sent
+   * and rejects with the same error (a workflow's completion after its own
+   * step checkpoint, say: alone, it would commit without the step).
+   */
+  dependsOn?: (later: T, earlier: T) => boolean
 }
 
 interface Pending<T, R> {
@@ -31,13 +38,13 @@ interface Pending<T, R> {
  */
 export class Batcher<T, R> {
   readonly #flush: (items: T[]) => Promise<R[]>
-  readonly #options: BatcherOptions
+  readonly #options: BatcherOptions<T>
   #queue: Pending<T, R>[] = []
   #inFlight = 0
   #scheduled = false
   #idle: (() => void)[] = []
 
-  constructor (flush: (items: T[]) => Promise<R[]>, options: BatcherOptions) {
+  constructor (flush: (items: T[]) => Promise<R[]>, options: BatcherOptions<T>) {
     this.#flush = flush
     this.#options = options
   }
@@ -91,7 +98,29 @@ export class Batcher<T, R> {
         return
       }
       // One at a time, in order: the caller relies on batches committing in push order.
-      for (const p of batch) await this.#send([p])
+      const failed: { item: T, err: unknown }[] = []
+      for (const p of batch) {
+        const blocker = this.#options.dependsOn === undefined ? undefined : failed.find((f) => this.#options.dependsOn!(p.item, f.item))
+        if (blocker !== undefined) {
+          p.reject(blocker.err)
+          failed.push({ item: p.item, err: blocker.err })
+          continue
+        }
+        const err = await this.#sendAlone(p)
+        if (err !== undefined) failed.push({ item: p.item, err: err.error })
+      }
+    }
+  }
+
+  /** Sends one item; returns its error, if it failed. */
+  async #sendAlone (p: Pending<T, R>): Promise<{ error: unknown } | undefined> {
+    try {
+      const [result] = await this.#flush([p.item])
+      p.resolve(result!)
+      return undefined
+    } catch (error) {
+      p.reject(error)
+      return { error }
     }
   }
 }

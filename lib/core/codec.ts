@@ -5,7 +5,7 @@
  * (functions, symbols, cycles, class instances without toJSON) are refused up
  * front, so nothing is written that could not be replayed identically.
  */
-import { UnserializableResultError, UnserializableValueError } from './errors.js'
+import { UnserializableResultError, UnserializableValueError } from '../errors.js'
 
 const TAG = '$dbos'
 

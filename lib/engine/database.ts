@@ -3,12 +3,12 @@
  * together at stop: the pools, the table names, the write paths, the result
  * waiters and the wake-up scheduler.
  */
-import { Checkpoints } from './checkpoints.js'
-import type { Logger } from './logger.js'
+import { Checkpoints } from '../writes/checkpoints.js'
+import type { Logger } from '../core/logger.js'
 import { ResultWaiters } from './results.js'
-import { connectPools, endPools, openPools, tables, type Pools, type Sql, type Tables } from './store/connect.js'
-import { migrate } from './store/migrate.js'
-import { WakeUps, type WakeUpDeps } from './wake-ups.js'
+import { connectPools, endPools, openPools, tables, type Pools, type Sql, type Tables } from '../store/connect.js'
+import { migrate } from '../store/migrate.js'
+import { WakeUps, type WakeUpDeps } from '../background/wake-ups.js'
 
 export interface Connected {
   /** For transactions and reads; the write paths have pools of their own. */

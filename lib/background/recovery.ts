@@ -3,17 +3,30 @@
  * executor id from its last checkpoint. Runs in the background so the server
  * is ready at once, and keeps retrying while the database is unreachable, so
  * a Postgres restart during recovery cannot leave workflows stuck PENDING.
+ *
+ * Crash loops. A workflow that kills its process (a native crash, an
+ * out-of-memory, process.exit) takes every workflow running beside it down
+ * too, and each restart counts an attempt for all of them: innocent ones
+ * would reach maxRecoveryAttempts with the poison one. So a workflow is a
+ * suspect once it has been resumed before and was running again when the
+ * process died (attempts >= 2). Those resumed for the first time go all at
+ * once, as before; suspects one at a time, fewest attempts first: the next
+ * starts when the previous finished, suspended, or ran for SUSPECT_PROBE_MS
+ * without the process dying. A crash during a probe then counts against the
+ * one suspect running (and whatever new work had started meanwhile), so the
+ * poison one reaches the limit while the others finish.
  */
-import { deserialize, serialize } from './codec.js'
-import { MaxRecoveryAttemptsError } from './errors.js'
-import type { Logger } from './logger.js'
-import { backoff, sleep } from './retry.js'
-import type { Sql, Tables } from './store/connect.js'
-import { listSteps, type StepRow } from './store/steps.js'
-import { claimWorkflows, listPending, type ClaimedRow } from './store/workflows.js'
-import type { WorkflowDefinition } from './workflow.js'
-import type { Checkpoints } from './checkpoints.js'
-import { isConnectionError } from './store/pg-errors.js'
+import { deserialize, serialize } from '../core/codec.js'
+import { MaxRecoveryAttemptsError } from '../errors.js'
+import type { Logger } from '../core/logger.js'
+import { untilReachable } from '../core/retry.js'
+import type { Sql, Tables } from '../store/connect.js'
+import { listSteps } from '../store/steps.js'
+import type { ClaimedRow, PendingRow, StepRow } from '../store/rows.js'
+import { claimWorkflows, listPending } from '../store/workflows.js'
+import type { WorkflowDefinition } from '../workflow.js'
+import type { Checkpoints } from '../writes/checkpoints.js'
+import { isConnectionError } from '../store/pg-errors.js'
 
 export interface RecoveryDeps {
   sql: Sql
@@ -28,47 +41,73 @@ export interface RecoveryDeps {
   /** Ids being claimed right now, by recovery or by a retried start, or claimed by a wake-up and not yet launched. */
   claiming: Set<string>
   resume (def: WorkflowDefinition<any, any>, row: ClaimedRow, input: unknown, steps: StepRow[]): void
+  /** Resolves once the workflow's run here has ended, or after `ms`, or on stop. */
+  settled (workflowId: string, ms: number): Promise<void>
+  /** Set while a pass resumes suspects one at a time: a concurrent pass leaves them to it. */
+  probing: { active: boolean }
 }
+
+/** How long a suspect runs alone before the next one is resumed beside it. */
+export const SUSPECT_PROBE_MS = 3000
 
 /** Retries the whole pass until it succeeds or the engine stops. */
 export async function recoverUntilDone (deps: RecoveryDeps): Promise<void> {
-  for (let attempt = 1; !deps.signal.aborted; attempt++) {
-    try {
-      await recoverOnce(deps)
-      return
-    } catch (err) {
-      if (deps.signal.aborted) return
-      deps.logger.warn({ err, attempt, executorId: deps.executorId }, 'workflow recovery pass failed; retrying')
-      await sleep(backoff(attempt, 100, 5000), deps.signal)
-    }
-  }
+  await untilReachable(() => recoverOnce(deps), {
+    signal: deps.signal,
+    stopped: () => undefined,
+    // Any failure of a whole pass (one bad workflow is handled within it) is
+    // retried: a pass only reads, and claims one workflow at a time.
+    unreachable: () => !deps.signal.aborted,
+    onRetry: (err, attempt) => deps.logger.warn({ event: 'recovery.retry', err, attempt, executorId: deps.executorId }, 'workflow recovery pass failed; retrying')
+  }).catch(() => {})
 }
 
 async function recoverOnce (deps: RecoveryDeps): Promise<void> {
   const pending = await listPending(deps.sql, deps.tables, deps.executorId)
-  const ids: string[] = []
+  const fresh: string[] = []
+  const suspects: PendingRow[] = []
   for (const row of pending) {
     if (deps.isRunning(row.workflow_id)) continue
     if (deps.definition(row.name) === undefined) {
-      deps.logger.warn({ workflowId: row.workflow_id, workflowName: row.name },
+      deps.logger.warn({ event: 'recovery.unknown_definition', workflowId: row.workflow_id, workflowName: row.name },
         'cannot recover workflow: no definition with this name is registered; it stays PENDING')
       continue
     }
-    ids.push(row.workflow_id)
+    if (row.attempts <= 1) fresh.push(row.workflow_id)
+    else if (!deps.probing.active) suspects.push(row)
   }
-  if (ids.length === 0) return
-  deps.logger.info({ count: ids.length, executorId: deps.executorId }, 'recovering pending workflows')
-  for (const workflowId of ids) {
-    if (deps.signal.aborted) return
-    if (deps.isRunning(workflowId)) continue
-    try {
-      await claimAndResume(deps, workflowId)
-    } catch (err) {
-      // An outage ends this pass (recoverUntilDone retries it); one bad workflow
-      // (say, an input that no longer decodes) must not stop the others.
-      if (isConnectionError(err)) throw err
-      deps.logger.error({ err, workflowId }, 'could not resume workflow; it stays PENDING')
+  if (fresh.length + suspects.length === 0) return
+  deps.logger.info({ event: 'recovery.started', count: fresh.length + suspects.length, suspects: suspects.length, executorId: deps.executorId },
+    'recovering pending workflows')
+  for (const workflowId of fresh) await resumeUnlessRunning(deps, workflowId)
+  if (suspects.length === 0) return
+  // Fewest attempts first; the sort is stable, so oldest first among equals.
+  suspects.sort((a, b) => a.attempts - b.attempts)
+  deps.probing.active = true
+  try {
+    for (const row of suspects) {
+      if (deps.signal.aborted) return
+      deps.logger.info({ event: 'recovery.suspect', workflowId: row.workflow_id, attempts: row.attempts },
+        'resuming a workflow that was running during more than one crash, alone for a while')
+      if (await resumeUnlessRunning(deps, row.workflow_id)) await deps.settled(row.workflow_id, SUSPECT_PROBE_MS)
     }
+  } finally {
+    deps.probing.active = false
+  }
+}
+
+/** Claims and resumes one workflow unless it runs here already; true if it was resumed. */
+async function resumeUnlessRunning (deps: RecoveryDeps, workflowId: string): Promise<boolean> {
+  if (deps.signal.aborted || deps.isRunning(workflowId)) return false
+  try {
+    await claimAndResume(deps, workflowId)
+    return deps.isRunning(workflowId)
+  } catch (err) {
+    // An outage ends this pass (recoverUntilDone retries it); one bad workflow
+    // (say, an input that no longer decodes) must not stop the others.
+    if (isConnectionError(err)) throw err
+    deps.logger.error({ event: 'recovery.failed', err, workflowId }, 'could not resume workflow; it stays PENDING')
+    return false
   }
 }
 

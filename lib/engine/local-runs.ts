@@ -3,23 +3,31 @@
  * holds, and what happens when it ends (outcome recorded, waiters woken, or
  * abandoned because the engine stopped or another run took over).
  */
-import { deserialize, serializeError, serializeResult } from './codec.js'
+import { deserialize, serializeError, serializeResult } from '../core/codec.js'
 import type { Connected } from './database.js'
-import { EngineStoppedError, WorkflowFencedError } from './errors.js'
-import type { Logger } from './logger.js'
-import type { Opening } from './opening.js'
-import { WorkflowRun } from './runner.js'
-import type { StepRow } from './store/steps.js'
-import { releaseWorkflows } from './store/workflows.js'
-import type { WorkflowDefinition } from './workflow.js'
+import { EngineStoppedError, WorkflowFencedError } from '../errors.js'
+import type { LocalOutcome } from './results.js'
+import type { Logger } from '../core/logger.js'
+import type { Opening } from '../writes/opening.js'
+import { WorkflowRun } from '../run/workflow-run.js'
+import type { StepRow } from '../store/rows.js'
+import { releaseWorkflows } from '../store/workflows.js'
+import type { WorkflowDefinition } from '../workflow.js'
 
-export type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: unknown }
+export type { LocalOutcome }
+
+interface Entry {
+  run: WorkflowRun
+  outcome: Promise<LocalOutcome>
+  /** Told the outcome when the run ends (getResult's watches; see results.ts). */
+  listeners: Set<(outcome: LocalOutcome) => void>
+}
 
 export class LocalRuns {
   readonly #logger: Logger
   readonly #signal: AbortSignal
   /** The run of each workflow running here, with its outcome (the run holds its epoch). */
-  readonly #running = new Map<string, { run: WorkflowRun, outcome: Promise<LocalOutcome> }>()
+  readonly #running = new Map<string, Entry>()
 
   constructor (logger: Logger, signal: AbortSignal) {
     this.#logger = logger
@@ -28,13 +36,45 @@ export class LocalRuns {
 
   get size (): number { return this.#running.size }
   has (workflowId: string): boolean { return this.#running.has(workflowId) }
-  /** The run's outcome, if the workflow is running here. Never rejects. */
-  get (workflowId: string): Promise<LocalOutcome> | undefined { return this.#running.get(workflowId)?.outcome }
+  /**
+   * If the workflow runs here: calls `listener` once with its run's outcome
+   * and returns how to stop listening. A listener, not a reaction on the
+   * outcome's promise: callers that stop waiting (timeouts) take theirs
+   * away, so a long run does not collect one per caller.
+   */
+  subscribe (workflowId: string, listener: (outcome: LocalOutcome) => void): (() => void) | undefined {
+    const entry = this.#running.get(workflowId)
+    if (entry === undefined) return undefined
+    entry.listeners.add(listener)
+    return () => entry.listeners.delete(listener)
+  }
   ids (): string[] { return [...this.#running.keys()] }
+  /** Outcome listeners held (see subscribe). */
+  get listeners (): number {
+    let n = 0
+    for (const entry of this.#running.values()) n += entry.listeners.size
+    return n
+  }
   outcomes (): Promise<LocalOutcome>[] { return [...this.#running.values()].map((r) => r.outcome) }
   /** Resolves once the workflow's start is durable, if it runs here (see WorkflowRun.ensureStarted); never rejects. */
   ensureStarted (workflowId: string): Promise<void> | undefined {
     return this.#running.get(workflowId)?.run.ensureStarted().catch(() => {})
+  }
+
+  /** Resolves once the workflow's run here ends (at once if it has none), after `ms`, or when `signal` aborts. */
+  settled (workflowId: string, ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        unsubscribe?.()
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const unsubscribe = this.subscribe(workflowId, done)
+      const timer = setTimeout(done, ms)
+      if (unsubscribe === undefined || signal.aborted) return done()
+      signal.addEventListener('abort', done, { once: true })
+    })
   }
 
   /** Runs a graceful stop hands back. Not suspended ones still unwinding: their workflow waits for its wake-up, not for a recovery. */
@@ -72,14 +112,15 @@ export class LocalRuns {
 
   /** Runs a workflow here. With an `opening`, its start is not written yet: the run writes it (see opening.ts). */
   launch (db: Connected, def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[], opening?: Opening): void {
-    const run = new WorkflowRun({ sql: db.sql, tables: db.tables, checkpoints: db.checkpoints, signal: this.#signal, wakeUps: db.wakeUps },
+    const run = new WorkflowRun({ sql: db.sql, transactions: db.pools.transactions, tables: db.tables, checkpoints: db.checkpoints, signal: this.#signal, wakeUps: db.wakeUps },
       workflowId, epoch, requestId, steps, opening)
-    const entry = { run, outcome: this.#execute(db, def, run, input) }
+    const entry: Entry = { run, outcome: this.#execute(db, def, run, input), listeners: new Set() }
     this.#running.set(workflowId, entry)
-    void entry.outcome.finally(() => {
+    void entry.outcome.then((outcome) => {
       // A newer run of this workflow (woken or claimed while this one was
       // still unwinding) may have taken the slot: it is not ours to clear.
       if (this.#running.get(workflowId) === entry) this.#running.delete(workflowId)
+      for (const listener of entry.listeners) listener(outcome)
       db.results.wake(workflowId)
     })
   }

@@ -10,14 +10,14 @@
  * soon as it starts. Due-ness is judged by this process's clock, the one that
  * computed the wake-up times.
  */
-import type { Checkpoints } from './checkpoints.js'
-import { WorkflowFencedError } from './errors.js'
-import type { Logger } from './logger.js'
-import { backoff, sleep } from './retry.js'
-import type { Sql, Tables } from './store/connect.js'
-import { isConnectionError } from './store/pg-errors.js'
-import { claimDue, nextWakeAt } from './store/wake-ups.js'
-import type { ClaimedRow } from './store/workflows.js'
+import type { Checkpoints } from '../writes/checkpoints.js'
+import { WorkflowFencedError } from '../errors.js'
+import type { Logger } from '../core/logger.js'
+import { untilReachable } from '../core/retry.js'
+import type { Sql, Tables } from '../store/connect.js'
+import { isConnectionError } from '../store/pg-errors.js'
+import { claimDue, nextWakeAt } from '../store/wake-ups.js'
+import type { ClaimedRow } from '../store/rows.js'
 
 export interface WakeUpDeps {
   /** For the scheduler's reads and claims. */
@@ -44,6 +44,9 @@ export interface WakeUpDeps {
   /** A recovery pass over this executor's PENDING workflows (see #wakeDue). */
   recover (): Promise<void>
 }
+
+/** Thrown by #reachable's loop when the scheduler stops; never escapes. */
+const STOPPED = Symbol('stopped')
 
 /** Workflows claimed per statement: bounds what one statement locks and one pass launches at once. */
 const BATCH = 100
@@ -182,16 +185,16 @@ export class WakeUps {
 
   /** `fn`, retried with backoff while the database is unreachable; undefined once `signal` aborts. */
   async #reachable<T> (fn: () => Promise<T>, signal: AbortSignal, workflowId?: string): Promise<T | undefined> {
-    for (let attempt = 1; !signal.aborted; attempt++) {
-      try {
-        return await fn()
-      } catch (err) {
-        if (signal.aborted) return undefined
-        if (!isConnectionError(err)) throw err
-        if (attempt === 1) this.#deps.logger.warn({ err, workflowId }, 'workflow database unreachable; sleeping workflows wait and retry')
-        await sleep(backoff(attempt, 100, 5000), signal)
+    return untilReachable<T | undefined>(fn, {
+      signal,
+      stopped: () => STOPPED,
+      unreachable: (err) => isConnectionError(err) && !signal.aborted,
+      onRetry: (err, attempt) => {
+        if (attempt === 1) this.#deps.logger.warn({ event: 'database.unreachable', err, workflowId }, 'workflow database unreachable; sleeping workflows wait and retry')
       }
-    }
-    return undefined
+    }).catch((err) => {
+      if (err === STOPPED || signal.aborted) return undefined
+      throw err
+    })
   }
 }

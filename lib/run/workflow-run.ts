@@ -2,21 +2,25 @@
  * One execution of a workflow function: the WorkflowContext it receives, with
  * replay of recorded steps and checkpointing of new ones.
  */
-import type { Checkpoints } from './checkpoints.js'
-import type { Opening } from './opening.js'
-import { deserialize, serialize, serializeError, serializeResult } from './codec.js'
-import type { StepOptions, TransactionOptions, WorkflowContext } from './context.js'
-import { EngineStoppedError, InvalidSleepDurationError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError } from './errors.js'
-import { backoff, retryDelay, sleep } from './retry.js'
-import { ping, type Sql, type Tables, type TransactionSql } from './store/connect.js'
-import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, SERIALIZATION_FAILURE, sqlState } from './store/pg-errors.js'
-import type { StepWrite } from './store/checkpoints.js'
-import { findStep, insertStepInTransaction, type StepRow } from './store/steps.js'
-import { inTransaction } from './store/transaction.js'
-import type { WakeUps } from './wake-ups.js'
+import type { Checkpoints } from '../writes/checkpoints.js'
+import type { Opening } from '../writes/opening.js'
+import { deserialize, serialize, serializeError, serializeResult } from '../core/codec.js'
+import type { StepOptions, TransactionOptions, WorkflowContext } from '../context.js'
+import { unstorableTextReason } from '../core/text.js'
+import { EngineStoppedError, InvalidSleepDurationError, InvalidStepNameError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError } from '../errors.js'
+import { retryDelay, retryWait, sleep } from '../core/retry.js'
+import { ping, type Sql, type Tables, type TransactionSql } from '../store/connect.js'
+import { DEADLOCK_DETECTED, isConnectionError, isDatabaseConnectionError, isDriverInternalError, SERIALIZATION_FAILURE, sqlState } from '../store/pg-errors.js'
+import type { StepRow, StepWrite } from '../store/rows.js'
+import { findStep, insertStepInTransaction } from '../store/steps.js'
+import { inTransaction } from '../store/transaction.js'
+import type { WakeUps } from '../background/wake-ups.js'
 
 export interface RunDeps {
+  /** For reads (a transaction's checkpoint, after a lost connection). */
   sql: Sql
+  /** Only for ctx.transaction's sql.begin (see Pools in store/connect.ts). */
+  transactions: Sql
   tables: Tables
   checkpoints: Checkpoints
   /** Aborted when the engine stops: retry sleeps end and no more writes happen. */
@@ -35,6 +39,18 @@ const SLEEP_STEP = 'sleep'
  * refuses that text, so a later wake-up time could never be recorded.
  */
 const MAX_SLEEP_MS = 1e14
+
+/**
+ * Refused before the call takes a step id, so that a bad name leaves no trace
+ * in the numbering and fails the same way on every run: a name that Postgres
+ * cannot store as it is would fail every replay (NONDETERMINISM) or every
+ * write, leaving a workflow that never finishes.
+ */
+function checkStepName (name: unknown): void {
+  if (typeof name !== 'string') throw new InvalidStepNameError(`must be a string, got ${typeof name}`)
+  const bad = unstorableTextReason(name)
+  if (bad !== undefined) throw new InvalidStepNameError(`${JSON.stringify(name)} ${bad}`)
+}
 
 /** Thrown inside a transaction to roll it back when its checkpoint already exists or is fenced. */
 class CheckpointNotWritten extends Error {}
@@ -96,6 +112,7 @@ export class WorkflowRun implements WorkflowContext {
   }
 
   async step<T> (name: string, fn: () => T | Promise<T>, options: StepOptions = {}): Promise<T> {
+    checkStepName(name)
     // Taken synchronously, so steps started together (Promise.all) get ids in call order.
     const stepId = this.#nextStepId++
     if (this.#suspension !== undefined) throw this.#suspension
@@ -169,6 +186,7 @@ export class WorkflowRun implements WorkflowContext {
   }
 
   async transaction<T> (name: string, fn: (sql: TransactionSql) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    checkStepName(name)
     const stepId = this.#nextStepId++
     if (this.#suspension !== undefined) throw this.#suspension
     const replayed = this.#replay(stepId, name)
@@ -184,10 +202,16 @@ export class WorkflowRun implements WorkflowContext {
           const committed = await findStep(this.#deps.sql, this.#deps.tables, this.workflowId, stepId)
           if (committed !== undefined) return this.#restore(committed) as T
         }
-        return await inTransaction(this.#deps.sql, options.isolationLevel, (tx) => this.#transactionBody(tx, stepId, name, fn))
+        return await inTransaction(this.#deps.transactions, options.isolationLevel, (tx) => this.#transactionBody(tx, stepId, name, fn))
       } catch (err) {
         if (this.#suspension !== undefined) throw this.#suspension
         if (err instanceof CheckpointNotWritten) return this.#recordedElsewhere(stepId) as T
+        if (isDriverInternalError(err) && attempt >= MAX_TRANSACTION_RETRIES) {
+          // Not the transaction's outcome: the run stops without recording
+          // one, and the workflow stays PENDING for a recovery to run it again.
+          this.#checkpointFailure ??= err
+          throw err
+        }
         if (!await this.#retryableInTransaction(err, attempt)) {
           // The transaction rolled back: its error is the step's outcome.
           this.#issueWrite({ workflowId: this.workflowId, epoch: this.epoch, stepId, name, output: null, error: serializeError(err) })
@@ -195,7 +219,7 @@ export class WorkflowRun implements WorkflowContext {
         }
         // After a lost connection the commit may or may not have happened: the
         // next attempt looks for the checkpoint before running anything.
-        await sleep(backoff(attempt, 20, 2000), this.#deps.signal)
+        await sleep(retryWait(attempt), this.#deps.signal)
       }
     }
   }
@@ -207,13 +231,14 @@ export class WorkflowRun implements WorkflowContext {
    */
   async #retryableInTransaction (err: unknown, attempt: number): Promise<boolean> {
     if ([SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(sqlState(err) ?? '')) return attempt < MAX_TRANSACTION_RETRIES
+    if (isDriverInternalError(err)) return true
     if (isDatabaseConnectionError(err)) return true
     if (!isConnectionError(err)) return false
     // postgres.js marks the errors of its queries with the query text; a
     // refused connect names its address. Otherwise: ours if ours is down.
     if (Object.hasOwn(err as object, 'query')) return true
     const port = (err as { port?: unknown }).port
-    if (typeof port === 'number') return this.#deps.sql.options.port.includes(port)
+    if (typeof port === 'number') return this.#deps.transactions.options.port.includes(port)
     return !await ping(this.#deps.sql)
   }
 

@@ -11,16 +11,17 @@
  * because every write is idempotent (ON CONFLICT DO NOTHING, epoch-checked
  * UPDATE) even when an earlier attempt did commit before its answer was lost.
  */
-import { Batcher } from './batcher.js'
-import { DatabaseUnavailableError, EngineStoppedError, ShuttingDownError, WorkflowFencedError } from './errors.js'
-import type { Logger } from './logger.js'
-import { backoff, sleep } from './retry.js'
-import type { Pools, Tables } from './store/connect.js'
-import { isConnectionError } from './store/pg-errors.js'
-import { stepKey, writeCheckpoints, type StartWithStep, type StepWrite } from './store/checkpoints.js'
-import { findStep, type StepRow } from './store/steps.js'
-import { suspendWorkflows, type Suspension } from './store/wake-ups.js'
-import { findExisting, insertWorkflows, type Completion, type NewWorkflowRow } from './store/workflows.js'
+import { Batcher } from '../core/batcher.js'
+import { DatabaseUnavailableError, EngineStoppedError, ShuttingDownError, WorkflowFencedError } from '../errors.js'
+import type { Logger } from '../core/logger.js'
+import { untilReachable } from '../core/retry.js'
+import type { Pools, Tables } from '../store/connect.js'
+import { isConnectionError } from '../store/pg-errors.js'
+import { stepKey, writeCheckpoints } from '../store/checkpoints.js'
+import type { Completion, NewWorkflowRow, StartWithStep, StepRow, StepWrite, Suspension } from '../store/rows.js'
+import { findStep } from '../store/steps.js'
+import { suspendWorkflows } from '../store/wake-ups.js'
+import { findExisting, insertWorkflows } from '../store/workflows.js'
 
 export type StartResult =
   | { inserted: true, epoch: string }
@@ -33,6 +34,13 @@ export type StepResult = { written: true } | { written: false, recorded: StepRow
 type Write = { kind: 'step', row: StepWrite } | { kind: 'completion', row: Completion } | { kind: 'opening', row: StartWithStep }
 
 const BATCH = { maxBatch: 1000, isolateOnError: (err: unknown) => !isConnectionError(err) }
+
+/** A workflow's completion depends on its own step (or opening) written before it: it must not commit without it. */
+function completionAfterItsStep (later: Write, earlier: Write): boolean {
+  if (later.kind !== 'completion' || earlier.kind === 'completion') return false
+  const workflowId = earlier.kind === 'step' ? earlier.row.workflowId : earlier.row.start.workflowId
+  return workflowId === later.row.workflowId
+}
 
 export class Checkpoints {
   readonly #pools: Pools
@@ -64,7 +72,7 @@ export class Checkpoints {
     // One write batch at a time: batches then commit in push order, so a
     // workflow's completion can never commit before its last step's row.
     // Under load a batch simply grows; one statement carries them all.
-    this.#writes = new Batcher((rows) => this.#flushWrites(rows), { ...BATCH, maxInFlight: 1 })
+    this.#writes = new Batcher((rows) => this.#flushWrites(rows), { ...BATCH, maxInFlight: 1, dependsOn: completionAfterItsStep })
     this.#suspends = new Batcher(async (rows) => {
       const written = await suspendWorkflows(pools.writes, t, rows)
       return rows.map((r) => written.has(r.workflowId))
@@ -140,26 +148,23 @@ export class Checkpoints {
    * engine stops (then the workflow stays PENDING for the next start).
    */
   async #persist<R> (workflowId: string, write: () => Promise<R>): Promise<R> {
-    for (let attempt = 1; ; attempt++) {
-      if (this.#signal.aborted) throw new EngineStoppedError(workflowId)
-      try {
-        const result = await write()
-        this.#reached()
-        if (this.#outageLogged) {
-          this.#outageLogged = false
-          this.#logger.info({ workflowId }, 'workflow database reachable again; checkpoint writes resumed')
-        }
-        return result
-      } catch (err) {
-        if (!isConnectionError(err)) throw err
+    const result = await untilReachable(write, {
+      signal: this.#signal,
+      stopped: () => new EngineStoppedError(workflowId),
+      unreachable: isConnectionError,
+      onRetry: (err) => {
         this.#unreachable = true
-        if (!this.#outageLogged) {
-          this.#outageLogged = true
-          this.#logger.warn({ err, workflowId }, 'workflow database unreachable; running workflows wait and retry their checkpoints')
-        }
-        await sleep(backoff(attempt, 50, 2000), this.#signal)
+        if (this.#outageLogged) return
+        this.#outageLogged = true
+        this.#logger.warn({ event: 'database.unreachable', err, workflowId }, 'workflow database unreachable; running workflows wait and retry their checkpoints')
       }
+    })
+    this.#reached()
+    if (this.#outageLogged) {
+      this.#outageLogged = false
+      this.#logger.info({ event: 'database.reachable', workflowId }, 'workflow database reachable again; checkpoint writes resumed')
     }
+    return result
   }
 
   #reached (): void {

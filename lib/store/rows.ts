@@ -1,0 +1,93 @@
+/**
+ * The shapes of rows the store reads and writes: what its functions return
+ * (snake_case, as Postgres names the columns) and what they take to write
+ * (camelCase). One file, so that a column added in a migration is added here
+ * once.
+ */
+
+export interface NewWorkflowRow {
+  workflowId: string
+  name: string
+  input: string
+  inputHash: string
+  requestId: string | null
+  executorId: string
+}
+
+export interface ExistingWorkflow {
+  workflow_id: string
+  name: string
+  input_hash: string
+  status: string
+  executor_id: string
+}
+
+export interface InsertedWorkflow {
+  workflow_id: string
+  epoch: string
+}
+
+export interface WorkflowRow {
+  workflow_id: string
+  name: string
+  status: string
+  input: string
+  output: string | null
+  error: string | null
+  request_id: string | null
+  executor_id: string
+  epoch: string
+  attempts: number
+  created_at: Date
+  updated_at: Date
+  completed_at: Date | null
+  wake_at: Date | null
+}
+
+export interface PendingRow { workflow_id: string, name: string, attempts: number }
+
+export interface ClaimedRow {
+  workflow_id: string
+  name: string
+  input: string
+  request_id: string | null
+  epoch: string
+  attempts: number
+}
+
+export interface Completion {
+  workflowId: string
+  epoch: string
+  status: 'SUCCESS' | 'ERROR' | 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
+  output: string | null
+  error: string | null
+}
+
+export interface StepRow {
+  step_id: number
+  name: string
+  output: string | null
+  error: string | null
+  created_at: Date
+}
+
+export interface StepWrite {
+  workflowId: string
+  epoch: string
+  stepId: number
+  name: string
+  output: string | null
+  error: string | null
+}
+
+/** A new workflow's start and its first checkpoint, committed together (see lib/opening.ts). */
+export interface StartWithStep {
+  start: NewWorkflowRow
+  step: StepWrite
+}
+
+export interface Suspension {
+  workflowId: string
+  epoch: string
+  wakeAt: Date
+}
