@@ -134,5 +134,28 @@ export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
 export const MigrationError = define('DBOS_ERR_MIGRATION_FAILED', 500,
   (name: string) => `Migration ${name} failed`)
 
-export const EmbeddedPostgresError = define('DBOS_ERR_EMBEDDED_POSTGRES', 500,
-  (why: string) => `Embedded Postgres could not start: ${why}`)
+/**
+ * Which part of starting the embedded Postgres failed (see docs/Reference/errors.md):
+ * `binaries` (missing, not executable, or could not be copied where the postgres user can run them),
+ * `postgres-user` (running as root, no `postgres` user and none could be created),
+ * `data-dir` (the data directory cannot be created or reached), `in-use` (another live
+ * process owns the data directory), `port` (no free port could be bound), `disk-full`,
+ * `initdb` (initdb refused), `start` (the server exited or did not become ready).
+ */
+export type EmbeddedPostgresReason =
+  'binaries' | 'postgres-user' | 'data-dir' | 'in-use' | 'port' | 'disk-full' | 'initdb' | 'start'
+
+const EmbeddedPostgresFailure = define('DBOS_ERR_EMBEDDED_POSTGRES', 500,
+  (reason: EmbeddedPostgresReason, why: string) =>
+    `Embedded Postgres could not start (${reason}): ${why}. Or set DATABASE_URL to use your own Postgres instead.`)
+
+/** The embedded Postgres could not start; `reason` tells the failures apart, the message says what to do. */
+export class EmbeddedPostgresError extends EmbeddedPostgresFailure {
+  readonly reason: EmbeddedPostgresReason
+
+  constructor (reason: EmbeddedPostgresReason, why: string, options?: { cause?: unknown }) {
+    super(reason, why, options)
+    this.reason = reason
+  }
+}
+Object.defineProperty(EmbeddedPostgresError, 'name', { value: EmbeddedPostgresError.code })

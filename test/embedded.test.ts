@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { pollUntil } from './helpers/db.js'
-import { childEnv, request, spawnFixture } from './fixtures/child.js'
+import { childEnv, request, spawnFixture, type Line } from './fixtures/child.js'
 
 /** Stops a Postgres left running in `dataDir` by a failed run, so it never outlives the test. */
 async function stopLeftover (dataDir: string): Promise<void> {
@@ -37,6 +37,7 @@ function tempDataDir (t: Test): string {
     await stopLeftover(dataDir)
     await rm(dataDir, { recursive: true, force: true })
     await rm(`${dataDir}.log`, { force: true })
+    await rm(`${dataDir}.lock`, { force: true })
   })
   return dataDir
 }
@@ -86,4 +87,29 @@ t.test('a SIGKILLed app leaves its embedded Postgres running; the restarted app 
   await second.waitForLine((l) => l.fixture === 'closed', 'the app to close')
   t.same(await second.exited, { code: 0, signal: null })
   t.notOk(existsSync(path.join(dataDir, 'postmaster.pid')), 'closing the second app stopped Postgres')
+})
+
+t.test('two apps started at once on one data directory: one serves, the other is refused (in-use) and leaves it running', async (t) => {
+  const dataDir = tempDataDir(t)
+  const env = childEnv({ DATABASE_URL: undefined, EMBEDDED_DATA_DIR: dataDir, MODE: 'serve' })
+  const apps = [spawnFixture(t, './embedded-app.js', env), spawnFixture(t, './embedded-app.js', env)]
+
+  const outcome = (app: typeof apps[number]): Promise<Line> =>
+    app.waitForLine((l) => l.fixture === 'listening' || l.fixture === 'error', 'the app to listen or fail', 90_000)
+  const [first, second] = await Promise.all(apps.map(outcome))
+  const lines = [first!, second!]
+  t.same(lines.map((l) => l.fixture).sort(), ['error', 'listening'], 'exactly one of them started')
+  const refused = lines.find((l) => l.fixture === 'error')!
+  t.match(refused, { code: 'DBOS_ERR_EMBEDDED_POSTGRES', reason: 'in-use' })
+  t.match(refused.message, /DATABASE_URL/, 'the message names the way out')
+  const loser = apps[lines.indexOf(refused)]!
+  t.same(await loser.exited, { code: 1, signal: null }, 'the refused app exited on its own, with code 1')
+
+  const winner = apps[1 - lines.indexOf(refused)]!
+  const port = lines.find((l) => l.fixture === 'listening')!.port as number
+  t.same(await request(port, 'POST', '/greet', { name: 'first' }), { status: 200, body: { greeting: 'hello first' } },
+    'the app that started still has its Postgres')
+  winner.process.kill('SIGTERM')
+  t.same(await winner.exited, { code: 0, signal: null })
+  t.notOk(existsSync(`${dataDir}.lock`), 'closing released the data directory')
 })

@@ -11,7 +11,11 @@ const quiet = { debug () {}, info () {}, warn: console.warn, error: console.erro
 const env = { ...process.env }
 let embedded
 if (!env.DATABASE_URL) {
-  embedded = await startEmbeddedPostgres(await defaultDataDir(process.cwd(), 'test-pgdata'), quiet)
+  embedded = await startEmbeddedPostgres(await defaultDataDir(process.cwd(), 'test-pgdata'), quiet).catch((err) => {
+    // The message says what failed and what to do; a stack would only bury it.
+    console.error(`npm test: ${err.message} [${err.code}]`)
+    process.exit(1)
+  })
   env.DATABASE_URL = embedded.url
   console.log(`# tests use an embedded Postgres at ${embedded.url}`)
 } else {

@@ -197,4 +197,11 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   })
 }
 
-await app.listen({ port: Number(process.env.PORT ?? 3000), host: process.env.HOST ?? '127.0.0.1' })
+try {
+  await app.listen({ port: Number(process.env.PORT ?? 3000), host: process.env.HOST ?? '127.0.0.1' })
+} catch (err) {
+  // A start-up failure (the embedded Postgres could not start, the port is
+  // taken): its message says what failed and what to do, a stack would bury it.
+  console.error(`Could not start the example: ${err.message}${err.code ? ` [${err.code}]` : ''}`)
+  process.exit(1)
+}

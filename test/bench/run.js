@@ -27,7 +27,11 @@ const PLAN = {
 const DATABASES = { ours: 'bench_ours', dbos: 'bench_dbos', ceiling: 'bench_ceiling' }
 const RESULTS_FILE = '.dbos/bench-last.json'
 
-const server = await openServer()
+const server = await openServer().catch((err) => {
+  // Say what failed (say, the embedded Postgres could not start) and what to do, without a stack.
+  console.error(`npm run bench: ${err.message}${err.code ? ` [${err.code}]` : ''}`)
+  process.exit(1)
+})
 const log = (msg) => console.error(`# ${msg}`)
 log(`Postgres ${server.settings.server_version} (${server.embedded ? `embedded, ${server.dataDir}` : 'DATABASE_URL'}); ` +
   `statements counted ${server.pgss ? 'with pg_stat_statements' : 'at the driver'}`)

@@ -1,11 +1,12 @@
 // The Postgres server every contender shares: DATABASE_URL when set, else an
-// embedded one with its own data directory (not the tests' .dbos/test-pgdata).
+// embedded one with its own data directory, .dbos/bench-pgdata (not the tests'
+// .dbos/test-pgdata; both move under /var/tmp/fastify-dbos when run as root
+// from a directory the postgres user cannot enter, see defaultDataDir).
 // Each contender gets a fresh database on it; statements are counted
 // server-side with pg_stat_statements when the server has it loaded.
 import postgres from 'postgres'
-import { startEmbeddedPostgres } from '../../dist/lib/embedded/postgres.js'
+import { defaultDataDir, startEmbeddedPostgres } from '../../dist/lib/embedded/postgres.js'
 
-const DATA_DIR = '.dbos/bench-pgdata'
 const quiet = { debug () {}, info () {}, warn: console.warn, error: console.error }
 const SETTINGS = ['server_version', 'shared_buffers', 'synchronous_commit', 'fsync', 'wal_sync_method',
   'full_page_writes', 'commit_delay', 'max_connections', 'shared_preload_libraries']
@@ -14,13 +15,14 @@ export async function openServer () {
   let embedded
   let url = process.env.DATABASE_URL || undefined
   if (url === undefined) {
-    embedded = await startEmbeddedPostgres(DATA_DIR, quiet)
+    const dataDir = await defaultDataDir(process.cwd(), 'bench-pgdata')
+    embedded = await startEmbeddedPostgres(dataDir, quiet)
     if (!await hasPgss(embedded.url)) {
       // startEmbeddedPostgres takes no extra flags; ALTER SYSTEM persists in the
       // data directory, so only the first run pays for this restart.
       await withSql(embedded.url, (sql) => sql`ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'`)
       await embedded.stop()
-      embedded = await startEmbeddedPostgres(DATA_DIR, quiet)
+      embedded = await startEmbeddedPostgres(dataDir, quiet)
     }
     url = embedded.url
   }

