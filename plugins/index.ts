@@ -67,7 +67,7 @@ const plugin: FastifyPluginCallback<FastifyDbosOptions> = (fastify: FastifyInsta
   // hold the close open past shutdownTimeoutMs. From here new starts get 503,
   // and waiting requests get 503 once the timeout abandons their workflow.
   fastify.addHook('preClose', (done) => {
-    engine.stop().catch((err) => fastify.log.error({ err }, 'fastify-dbos: stopping the workflow engine failed'))
+    engine.stop().catch((err) => fastify.log.error({ event: 'engine.stop_failed', err }, 'fastify-dbos: stopping the workflow engine failed'))
     done()
   })
   fastify.addHook('onClose', () => engine.stop())

@@ -50,7 +50,7 @@ t.test('without a database URL the plugin runs on an embedded Postgres it stops 
   t.same(result, { fixture: 'result', status: 200, body: { greeting: 'hello embedded' } })
   await child.waitForLine((l) => l.fixture === 'closed', 'app.close() to return', 30_000)
 
-  const announced = child.lines.filter((l) => l.level >= 30 && typeof l.msg === 'string' && /embedded postgres/i.test(l.msg))
+  const announced = child.lines.filter((l) => l.level >= 30 && l.event === 'embedded.started')
   t.equal(announced.length, 1, 'one log line says an embedded Postgres was started')
   t.equal(announced[0]?.dataDir, dataDir)
   t.notMatch(announced[0]?.url ?? '', /fastify-dbos@/, 'the logged URL hides the password')

@@ -148,7 +148,7 @@ t.test('4 engines starting at once on one fresh schema: one applies the migratio
   const applied: string[][][] = [[], [], [], []]
   const loggerFor = (i: number): Logger => ({
     ...silentLogger,
-    info (obj: object) { if ('migrations' in obj) applied[i]!.push(obj.migrations as string[]) }
+    info (obj: object) { if ((obj as { event?: string }).event === 'migrations.applied') applied[i]!.push((obj as { migrations: string[] }).migrations) }
   })
   const engines = await Promise.all([0, 1, 2, 3].map((i) =>
     processes.start({ workflows: [crossCheck], executorId: `engine-${i}`, poolSize: 4, logger: loggerFor(i) })))

@@ -2,76 +2,15 @@
 // finish, starts answer 503 meanwhile, and nothing is left PENDING. Runs its
 // own embedded Postgres (never the shared test database, even with
 // DATABASE_URL set), stopped and started again on the same data directory.
-import { randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
-import { rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import path from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
-import { startEmbeddedPostgres } from '../lib/embedded/postgres.js'
 import dbosPlugin, { defineWorkflow, type FastifyDbosOptions, type Logger } from '../plugins/index.js'
 import { pollUntil, silentLogger, uniqueSchema } from './helpers/db.js'
 import postgres from 'postgres'
 import { Counter, gate } from './helpers/workflows.js'
+import { startCluster } from './helpers/cluster.js'
 
-/**
- * One Postgres cluster that can be stopped and started again on the same port
- * (the app's connection string must stay valid).
- */
-class Cluster {
-  readonly dataDir: string
-  readonly url: string
-  #stop: (() => Promise<void>) | undefined
-
-  private constructor (dataDir: string, url: string, stop: () => Promise<void>) {
-    this.dataDir = dataDir
-    this.url = url
-    this.#stop = stop
-  }
-
-  static async create (dataDir: string): Promise<Cluster> {
-    const pg = await startEmbeddedPostgres(dataDir, silentLogger)
-    return new Cluster(pg.dataDir, pg.url, () => pg.stop())
-  }
-
-  get running (): boolean { return this.#stop !== undefined }
-
-  /** Fast shutdown. The signal is sent before this returns; the promise resolves once the server exited. */
-  stop (): Promise<void> {
-    const stop = this.#stop
-    this.#stop = undefined
-    return stop === undefined ? Promise.resolve() : stop()
-  }
-
-  /**
-   * Blocks the event loop until the server is gone (it removes postmaster.pid
-   * last). Lets a test take the database away at an exact point in the
-   * engine's work, before any other callback runs.
-   */
-  waitUntilDownSync (): void {
-    const pidFile = path.join(this.dataDir, 'postmaster.pid')
-    const deadline = Date.now() + 30_000
-    const pause = new Int32Array(new SharedArrayBuffer(4))
-    while (existsSync(pidFile)) {
-      if (Date.now() > deadline) throw new Error('Postgres did not stop within 30 s')
-      Atomics.wait(pause, 0, 0, 10)
-    }
-  }
-
-  async start (): Promise<void> {
-    const pg = await startEmbeddedPostgres(this.dataDir, silentLogger, { port: Number(new URL(this.url).port) })
-    this.#stop = () => pg.stop()
-  }
-}
-
-const dataDir = path.join(tmpdir(), `fastify-dbos-restart-${randomBytes(6).toString('hex')}`)
-const cluster = await Cluster.create(dataDir)
-t.teardown(async () => {
-  await cluster.stop()
-  await rm(dataDir, { recursive: true, force: true })
-  await rm(`${dataDir}.log`, { force: true })
-})
+const cluster = await startCluster(t)
 
 // Workflows wait in their second step until the test opens their gate.
 const gates = new Map<string, { opened: Promise<void>, open (): void }>()
@@ -166,7 +105,7 @@ t.test('Postgres restarted while recovery is running: every workflow still finis
     debug () {},
     info (obj) {
       records.push({ level: 'info', obj })
-      if (stopped === undefined && 'recordedSteps' in obj) {
+      if (stopped === undefined && (obj as { event?: string }).event === 'workflow.resumed') {
         stopped = cluster.stop()
         cluster.waitUntilDownSync()
       }
@@ -177,7 +116,7 @@ t.test('Postgres restarted while recovery is running: every workflow still finis
   const second = await appOnCluster(t, { schema, executorId, logger })
   await pollUntil(() => stopped !== undefined, { what: 'recovery to begin' })
   await stopped
-  await pollUntil(() => records.some((r) => r.level === 'warn' && r.obj.attempt !== undefined),
+  await pollUntil(() => records.some((r) => r.level === 'warn' && r.obj.event === 'recovery.retry'),
     { what: 'the recovery pass to fail and retry' })
   t.equal((await second.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'the app serves during the outage')
 
@@ -295,8 +234,8 @@ const napper = defineWorkflow('napper', async (ctx, ms: number) => {
 
 t.test('workflows suspended in a sleep wake once Postgres is back from an outage over their wake-up time', async (t) => {
   const schema = uniqueSchema('nap')
-  const records: { msg?: string }[] = []
-  const logger: Logger = { ...silentLogger, warn (_obj, msg) { records.push({ msg }) } }
+  const records: { event?: string }[] = []
+  const logger: Logger = { ...silentLogger, warn (obj) { records.push(obj as { event?: string }) } }
   const app = await appOnCluster(t, { schema, workflows: [napper], sleepInMemoryMaxMs: 0, logger })
   const handles = await Promise.all([0, 1, 2].map(() => app.workflows.start(napper, 800)))
   const admin = postgres(cluster.url, { max: 1, onnotice: () => {} })
@@ -309,7 +248,7 @@ t.test('workflows suspended in a sleep wake once Postgres is back from an outage
 
   await cluster.stop()
   await pollUntil(() => Date.now() > asleep.getTime(), { what: 'the wake-up times to pass' })
-  await pollUntil(() => records.some((r) => /sleeping workflows wait and retry/.test(r.msg ?? '')),
+  await pollUntil(() => records.some((r) => r.event === 'database.unreachable'),
     { what: 'the scheduler to meet the outage' })
   await cluster.start()
   t.same(await Promise.all(results), [3, 3, 3], 'woken and finished after the outage')

@@ -113,7 +113,7 @@ t.test('a workflow whose definition is missing on restart stays PENDING; the app
 
   const second = s.launch({ OMIT_WORKFLOWS: 'orphan' })
   const port = await second.listening()
-  await second.waitForLine((l) => l.level === 40 && l.workflowId === id, 'a warning about the unrecoverable workflow')
+  await second.waitForLine((l) => l.level === 40 && l.event === 'recovery.unknown_definition' && l.workflowId === id, 'a warning about the unrecoverable workflow')
   t.equal((await request(port, 'GET', '/health')).status, 200)
   await s.openGate('other')
   await startWorkflow(port, 'threeSteps', 'wf-other', { tag: 'o', gate: 'other' })

@@ -68,7 +68,7 @@ t.test('close waits for a workflow that finishes within shutdownTimeoutMs, and r
 
   let closed = false
   const closing = app.close().then(() => { closed = true })
-  await pollUntil(() => logger.records.some((r) => r.level === 'info' && r.obj.count === 1 && /waiting/.test(r.msg ?? '')),
+  await pollUntil(() => logger.records.some((r) => r.level === 'info' && r.obj.event === 'shutdown.waiting' && r.obj.count === 1),
     { what: 'the engine to wait for its running workflow' })
 
   await t.rejects(app.workflows.start(quick, 2), { code: 'DBOS_ERR_SHUTTING_DOWN', statusCode: 503 },
@@ -100,7 +100,7 @@ t.test('a workflow still running at shutdownTimeoutMs stays PENDING and a new ap
   const { workflowId } = await first.workflows.start(gated, key)
   await pollUntil(() => entered.get(key) === 1, { what: 'the workflow to reach its waiting step' })
   await first.close()
-  t.ok(logger.records.some((r) => r.level === 'warn' && r.obj.workflowIds?.includes(workflowId)),
+  t.ok(logger.records.some((r) => r.level === 'warn' && r.obj.event === 'shutdown.timeout' && r.obj.workflowIds?.includes(workflowId)),
     'the timeout is logged with the workflow id')
   const [row] = await sql`SELECT status FROM ${sql(schema + '.workflows')} WHERE workflow_id = ${workflowId}`
   t.same(row, { status: 'PENDING' }, 'left PENDING')

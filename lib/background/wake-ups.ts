@@ -143,7 +143,7 @@ export class WakeUps {
           await this.#deps.recover()
         }
       } catch (err) {
-        this.#deps.logger.error({ err, executorId: this.#deps.executorId }, 'could not wake sleeping workflows; trying again shortly')
+        this.#deps.logger.error({ event: 'wakeup.failed', err, executorId: this.#deps.executorId }, 'could not wake sleeping workflows; trying again shortly')
         this.#learn(Date.now() + FAILED_RETRY_MS)
       }
     } while (this.#again && !this.#stopped.signal.aborted)
@@ -179,7 +179,7 @@ export class WakeUps {
     try {
       await this.#reachable(() => this.#deps.resume(row), this.#stopped.signal, row.workflow_id)
     } catch (err) {
-      this.#deps.logger.error({ err, workflowId: row.workflow_id }, 'could not resume a woken workflow; it stays PENDING and resumes on the next start')
+      this.#deps.logger.error({ event: 'wakeup.resume_failed', err, workflowId: row.workflow_id }, 'could not resume a woken workflow; it stays PENDING and resumes on the next start')
     }
   }
 

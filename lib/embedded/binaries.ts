@@ -87,7 +87,7 @@ async function sharedCopy (native: string, logger: Logger): Promise<string> {
   if (!await isComplete(target)) {
     throw new EmbeddedPostgresError('binaries', `${target} is not a complete copy of the Postgres binaries: delete it`)
   }
-  if (copied) logger.info({ from: native, to: target }, 'copied the Postgres binaries where the postgres user can run them')
+  if (copied) logger.info({ event: 'embedded.binaries_copied', from: native, to: target }, 'copied the Postgres binaries where the postgres user can run them')
   return target
 }
 

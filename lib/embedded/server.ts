@@ -121,7 +121,7 @@ export async function stopLeftoverServer (dataDir: string, logger: Logger): Prom
   // A stale file's pid may since belong to an unrelated process: only signal a postgres.
   const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined)
   if (command !== undefined && !command.split('\0')[0]!.endsWith('postgres')) return
-  logger.info({ pid, dataDir }, 'stopping a Postgres left running by an earlier process')
+  logger.info({ event: 'embedded.leftover_stopped', pid, dataDir }, 'stopping a Postgres left running by an earlier process')
   process.kill(pid, 'SIGINT')
   const deadline = Date.now() + 30_000
   while (isAlive(pid)) {

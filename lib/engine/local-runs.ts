@@ -96,13 +96,13 @@ export class LocalRuns {
   async settle (timeoutMs: number): Promise<void> {
     const running = this.outcomes()
     if (running.length === 0) return
-    this.#logger.info({ count: running.length }, 'waiting for running workflows to finish')
+    this.#logger.info({ event: 'shutdown.waiting', count: running.length }, 'waiting for running workflows to finish')
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })
     await Promise.race([Promise.allSettled(running), timeout])
     clearTimeout(timer)
     if (this.#running.size > 0) {
-      this.#logger.warn({ workflowIds: this.ids() },
+      this.#logger.warn({ event: 'shutdown.timeout', workflowIds: this.ids() },
         'shutdown timeout: leaving unfinished workflows PENDING; they resume on the next start')
     }
   }
