@@ -11,10 +11,21 @@ const quiet = { debug () {}, info () {}, warn: console.warn, error: console.erro
 const env = { ...process.env }
 let embedded
 if (!env.DATABASE_URL) {
-  embedded = await startEmbeddedPostgres(await defaultDataDir(process.cwd(), 'test-pgdata'), quiet).catch((err) => {
+  const fail = (err) => {
     // The message says what failed and what to do; a stack would only bury it.
     console.error(`npm test: ${err.message} [${err.code}]`)
     process.exit(1)
+  }
+  const usual = await defaultDataDir(process.cwd(), 'test-pgdata')
+  embedded = await startEmbeddedPostgres(usual, quiet).catch(async (err) => {
+    // Another `npm test` in this clone holds the usual directory: test data
+    // need not last, so this run gets a throwaway one of its own.
+    if (err.reason !== 'in-use') return fail(err)
+    const dataDir = await defaultDataDir(process.cwd(), `test-pgdata-${process.pid}`)
+    console.log(`# ${usual} is in use by another run; this run uses ${dataDir}, removed at the end`)
+    const own = await startEmbeddedPostgres(dataDir, quiet).catch(fail)
+    const { rm } = await import('node:fs/promises')
+    return { ...own, stop: async () => { await own.stop(); await rm(dataDir, { recursive: true, force: true }); await rm(`${dataDir}.log`, { force: true }) } }
   })
   env.DATABASE_URL = embedded.url
   console.log(`# tests use an embedded Postgres at ${embedded.url}`)
