@@ -224,7 +224,7 @@ t.test('a workflow killed while suspended in a sleep wakes after a restart: the 
 
 t.test('generated ids, killed mid-burst: every acknowledged start finishes after a restart, nothing is left PENDING', async (t) => {
   // With a generated id the start may be written by the first step's
-  // checkpoint (lib/opening.ts), or alone when that step takes longer than
+  // checkpoint (writes/opening.ts), or alone when that step takes longer than
   // the engine waits for it (this one writes its side effect first): either
   // way an acknowledged start is durable.
   const s = await setup(t)

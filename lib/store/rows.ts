@@ -80,7 +80,7 @@ export interface StepWrite {
   error: string | null
 }
 
-/** A new workflow's start and its first checkpoint, committed together (see lib/opening.ts). */
+/** A new workflow's start and its first checkpoint, committed together (see writes/opening.ts). */
 export interface StartWithStep {
   start: NewWorkflowRow
   step: StepWrite

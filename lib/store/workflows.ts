@@ -11,7 +11,7 @@ import type { ClaimedRow, Completion, ExistingWorkflow, InsertedWorkflow, NewWor
 
 /**
  * A new workflow's epoch, written by every start (newWorkflows). A run
- * launched before its start row is written (lib/opening.ts) holds it.
+ * launched before its start row is written (writes/opening.ts) holds it.
  */
 export const FIRST_EPOCH = '1'
 

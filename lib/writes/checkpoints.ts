@@ -58,7 +58,7 @@ export class Checkpoints {
   /** The last write (or start) found the database unreachable, and none has reached it since. */
   #unreachable = false
   #onReachableAgain: (() => void) | undefined
-  /** Recent commit latency (ms, moving average): how long an opening waits for its first step (lib/opening.ts). */
+  /** Recent commit latency (ms, moving average): how long an opening waits for its first step (writes/opening.ts). */
   #commitMs = 2
 
   constructor (pools: Pools, t: Tables, logger: Logger, signal: AbortSignal) {
@@ -84,7 +84,7 @@ export class Checkpoints {
 
   /**
    * Inserts a new workflow together with its first step checkpoint (see
-   * lib/opening.ts); false if the id was taken. One attempt, like start().
+   * writes/opening.ts); false if the id was taken. One attempt, like start().
    */
   startWithStep (row: StartWithStep): Promise<boolean> {
     return this.#once(() => this.#writes.push({ kind: 'opening', row }))
