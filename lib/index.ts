@@ -1,5 +1,6 @@
 /** The engine's public API, usable from a plain script without Fastify. */
-export { Engine, type StartOptions, type PreparedInput } from './engine/engine.js'
+export { Engine, type PreparedInput } from './engine/engine.js'
+export type { StartOptions } from './start-options.js'
 export { defineWorkflow, type WorkflowDefinition, type WorkflowFunction, type WorkflowOptions, type InputOf, type OutputOf } from './workflow.js'
 export type { WorkflowContext, StepOptions, TransactionOptions } from './context.js'
 export { WorkflowHandle, type GetResultOptions } from './handle.js'

@@ -1,5 +1,6 @@
 /** `app.workflows`: the engine's API for code outside a request (scripts, jobs, tests). */
-import type { Engine, StartOptions } from '../lib/engine/engine.js'
+import type { Engine } from '../lib/engine/engine.js'
+import type { StartOptions } from '../lib/start-options.js'
 import type { WorkflowHandle } from '../lib/handle.js'
 import type { StepInfo, WorkflowStatus } from '../lib/status.js'
 import type { ListFilter } from '../lib/list-filter.js'

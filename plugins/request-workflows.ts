@@ -9,7 +9,8 @@
  * started. A retried request makes the same calls in the same order, so it
  * lands on the same ids.
  */
-import type { Engine, StartOptions } from '../lib/engine/engine.js'
+import type { Engine } from '../lib/engine/engine.js'
+import type { StartOptions } from '../lib/start-options.js'
 import type { WorkflowHandle, GetResultOptions } from '../lib/handle.js'
 import { derivedWorkflowId, scopedKey } from '../lib/core/ids.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'

@@ -25,7 +25,8 @@ import { LocalRuns } from './local-runs.js'
 import { Ownership } from './ownership.js'
 import { checkReadId, Queries } from './queries.js'
 import { ResultWaiters } from './results.js'
-import { prepareInput, Starts, type InternalStart, type PreparedInput, type StartOptions } from './starts.js'
+import type { StartOptions } from '../start-options.js'
+import { prepareInput, Starts, type InternalStart, type PreparedInput } from './starts.js'
 
 export type { InternalStart, PreparedInput, StartOptions }
 

@@ -10,18 +10,12 @@ import { unstorableTextReason } from '../core/text.js'
 import { IdempotencyConflictError, InvalidRequestIdError, InvalidWorkflowIdError } from '../errors.js'
 import type { NewWorkflowRow, StepRow } from '../store/rows.js'
 import { FIRST_EPOCH } from '../store/workflows.js'
+import type { StartOptions } from '../start-options.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import type { Checkpoints } from '../writes/checkpoints.js'
 import { FirstSteps, Opening } from '../writes/opening.js'
 import type { RunWrites } from '../writes/run-writes.js'
 import type { Ownership } from './ownership.js'
-
-export interface StartOptions {
-  /** Use this id instead of a generated one. Starting again with the same id returns the same workflow. */
-  workflowId?: string
-  /** Stored with the workflow and filterable in list(). Set from dbos-request-id by the Fastify plugin. */
-  requestId?: string | null
-}
 
 /** A workflow input, serialised once and fingerprinted for idempotency checks. */
 export interface PreparedInput {
