@@ -128,6 +128,14 @@ export const InvalidStepNameError = define('DBOS_ERR_INVALID_STEP_NAME', 500,
 export const InvalidListFilterError = define('DBOS_ERR_INVALID_LIST_FILTER', 400,
   (why: string) => `Invalid workflow list filter: ${why}`)
 
+/** engine.start() / app.ready(): the executor id you chose is held by a live process. */
+export const ExecutorIdInUseError = define('DBOS_ERR_EXECUTOR_ID_IN_USE', 500,
+  (executorId: string) => `Executor id ${JSON.stringify(executorId)} is held by another live process (its heartbeat is fresh): give each instance its own executorId (or DBOS_EXECUTOR_ID), or leave it unset to get a fresh one`)
+
+/** setAppVersion: there is no PENDING workflow with this id. */
+export const WorkflowNotPendingError = define('DBOS_ERR_WORKFLOW_NOT_PENDING', 409,
+  (workflowId: string) => `Workflow ${JSON.stringify(workflowId)} is not PENDING (it finished, or there is no such workflow)`)
+
 export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
   (why: string) => `Invalid fastify-dbos option: ${why}`)
 

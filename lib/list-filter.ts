@@ -8,6 +8,8 @@ export interface ListFilter {
   status?: WorkflowStatusName
   requestId?: string
   executorId?: string
+  /** Workflows of this app version (null: those started without appVersion). */
+  appVersion?: string | null
   /** Created at or after this time. */
   createdAfter?: Date
   /** Created before this time. */
@@ -25,7 +27,7 @@ export const MAX_LIST_LIMIT = 10_000
 
 const TEXT_FIELDS = ['name', 'requestId', 'executorId'] as const
 const DATE_FIELDS = ['createdAfter', 'createdBefore'] as const
-const KNOWN = new Set<string>([...TEXT_FIELDS, ...DATE_FIELDS, 'status', 'limit', 'offset', 'order'])
+const KNOWN = new Set<string>([...TEXT_FIELDS, ...DATE_FIELDS, 'appVersion', 'status', 'limit', 'offset', 'order'])
 
 /**
  * Refuses a filter that would reach Postgres as something it rejects (a 500
@@ -46,6 +48,11 @@ export function checkListFilter (filter: unknown): ListFilter {
     if (typeof v !== 'string') throw new InvalidListFilterError(`${key} must be a string`)
     const bad = unstorableTextReason(v)
     if (bad !== undefined) throw new InvalidListFilterError(`${key} ${bad}`)
+  }
+  if (f.appVersion !== undefined && f.appVersion !== null) {
+    if (typeof f.appVersion !== 'string') throw new InvalidListFilterError('appVersion must be a string or null')
+    const bad = unstorableTextReason(f.appVersion)
+    if (bad !== undefined) throw new InvalidListFilterError(`appVersion ${bad}`)
   }
   if (f.status !== undefined && !STATUS_NAMES.includes(f.status as WorkflowStatusName)) {
     throw new InvalidListFilterError(`status must be one of ${STATUS_NAMES.join(', ')}`)

@@ -26,6 +26,25 @@ export interface EngineOptions {
    * instance its own id when several run on one host in one directory.
    */
   executorId?: string
+  /**
+   * How often this process renews its claim on its executor id (on a
+   * connection of its own). Default 1000 ms.
+   */
+  heartbeatMs?: number
+  /**
+   * How long after its last heartbeat a process counts as dead, by the
+   * database's clock: then the living adopt its PENDING workflows. At least
+   * twice heartbeatMs. Default 3000 ms.
+   */
+  leaseMs?: number
+  /**
+   * Pins workflows to an app version: with it, this process starts
+   * workflows tagged with it and runs (recovers, adopts, wakes) only
+   * workflows of this version; without it, only untagged ones. See
+   * docs/Guides/scale-out.md. Default: none (any instance runs any workflow
+   * whose definition it has).
+   */
+  appVersion?: string
   /** Times a crashed workflow is resumed before it is marked MAX_RECOVERY_ATTEMPTS_EXCEEDED. Default 10. */
   maxRecoveryAttempts?: number
   /** How long stop() lets running workflows finish before leaving them PENDING. Default 10 000 ms. */
@@ -56,6 +75,11 @@ export interface ResolvedOptions {
   embeddedDataDir: string | undefined
   schema: string
   executorId: string
+  /** Whether the executor id was chosen (option or DBOS_EXECUTOR_ID) rather than derived. */
+  executorIdChosen: boolean
+  heartbeatMs: number
+  leaseMs: number
+  appVersion: string | null
   maxRecoveryAttempts: number
   shutdownTimeoutMs: number
   poolSize: number
@@ -78,6 +102,10 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
     embeddedDataDir: o.embeddedDataDir,
     schema: o.schema ?? 'dbos',
     executorId: o.executorId ?? (process.env.DBOS_EXECUTOR_ID || defaultExecutorId()),
+    executorIdChosen: o.executorId !== undefined || Boolean(process.env.DBOS_EXECUTOR_ID),
+    heartbeatMs: o.heartbeatMs ?? 1000,
+    leaseMs: o.leaseMs ?? 3000,
+    appVersion: o.appVersion ?? null,
     maxRecoveryAttempts: o.maxRecoveryAttempts ?? 10,
     shutdownTimeoutMs: o.shutdownTimeoutMs ?? 10_000,
     poolSize: o.poolSize ?? 10,
@@ -89,12 +117,17 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(resolved.schema)) {
     throw new InvalidOptionError('schema must be a lower-case SQL identifier (letters, digits, underscores)')
   }
-  for (const key of ['maxRecoveryAttempts', 'shutdownTimeoutMs', 'resultPollIntervalMs', 'sleepInMemoryMaxMs'] as const) {
+  for (const key of ['maxRecoveryAttempts', 'shutdownTimeoutMs', 'resultPollIntervalMs', 'sleepInMemoryMaxMs', 'heartbeatMs', 'leaseMs'] as const) {
     if (!Number.isInteger(resolved[key]) || resolved[key] < 0) throw new InvalidOptionError(`${key} must be a non-negative integer`)
   }
   // A longer timer would overflow setTimeout, which then fires at once: the sleep would end early.
   if (resolved.sleepInMemoryMaxMs > MAX_TIMER_MS) throw new InvalidOptionError(`sleepInMemoryMaxMs must be at most ${MAX_TIMER_MS}`)
   if (!Number.isInteger(resolved.poolSize) || resolved.poolSize < MIN_POOL_SIZE) throw new InvalidOptionError(`poolSize must be an integer of at least ${MIN_POOL_SIZE}`)
+  if (resolved.heartbeatMs < 10 || resolved.heartbeatMs > MAX_TIMER_MS) throw new InvalidOptionError(`heartbeatMs must be from 10 to ${MAX_TIMER_MS}`)
+  if (resolved.leaseMs < 2 * resolved.heartbeatMs || resolved.leaseMs > MAX_TIMER_MS) throw new InvalidOptionError('leaseMs must be at least twice heartbeatMs')
+  if (resolved.appVersion !== null && (typeof resolved.appVersion !== 'string' || resolved.appVersion.length === 0 || resolved.appVersion.includes('\u0000'))) {
+    throw new InvalidOptionError('appVersion must be a non-empty string')
+  }
   if (typeof resolved.startWithFirstStep !== 'boolean') throw new InvalidOptionError('startWithFirstStep must be a boolean')
   if (typeof resolved.executorId !== 'string' || resolved.executorId.length === 0) throw new InvalidOptionError('executorId must be a non-empty string')
   return resolved

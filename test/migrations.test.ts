@@ -11,11 +11,18 @@ import { adminSql, databaseUrl, dropSchema, silentLogger, uniqueSchema } from '.
 import { sharedSchema } from './helpers/workflows.js'
 
 /** The migrations the schema below was written for. A new migration updates both (and docs/Reference/schema.md). */
-const MIGRATIONS = ['0001_init.sql', '0002_wake_at.sql']
+const MIGRATIONS = ['0001_init.sql', '0002_wake_at.sql', '0003_executors.sql']
 
-/** What 0001 and 0002 leave in an engine's schema. */
+/** What the migrations leave in an engine's schema. */
 const SCHEMA: SchemaState = {
   columns: [
+    'executors.executor_id text NOT NULL',
+    'executors.instance text NOT NULL',
+    'executors.app_version text NULL',
+    'executors.lease_ms integer NOT NULL',
+    'executors.started_at timestamp with time zone NOT NULL DEFAULT now()',
+    'executors.heartbeat_at timestamp with time zone NOT NULL DEFAULT now()',
+    'executors.stopped_at timestamp with time zone NULL',
     'migrations.id integer NOT NULL',
     'migrations.name text NOT NULL',
     'migrations.applied_at timestamp with time zone NOT NULL DEFAULT now()',
@@ -39,9 +46,11 @@ const SCHEMA: SchemaState = {
     'workflows.created_at timestamp with time zone NOT NULL DEFAULT now()',
     'workflows.updated_at timestamp with time zone NOT NULL DEFAULT now()',
     'workflows.completed_at timestamp with time zone NULL',
-    'workflows.wake_at timestamp with time zone NULL'
+    'workflows.wake_at timestamp with time zone NULL',
+    'workflows.app_version text NULL'
   ],
   indexes: [
+    'CREATE UNIQUE INDEX executors_pkey ON executors USING btree (executor_id)',
     'CREATE UNIQUE INDEX migrations_pkey ON migrations USING btree (id)',
     'CREATE UNIQUE INDEX steps_pkey ON steps USING btree (workflow_id, step_id)',
     'CREATE INDEX workflows_created_at ON workflows USING btree (created_at)',
@@ -52,6 +61,8 @@ const SCHEMA: SchemaState = {
     'CREATE INDEX workflows_request_id ON workflows USING btree (request_id) WHERE (request_id IS NOT NULL)'
   ],
   constraints: [
+    'executors.executors_lease_ms_check CHECK ((lease_ms > 0))',
+    'executors.executors_pkey PRIMARY KEY (executor_id)',
     'migrations.migrations_pkey PRIMARY KEY (id)',
     'steps.steps_pkey PRIMARY KEY (workflow_id, step_id)',
     'workflows.workflows_pkey PRIMARY KEY (workflow_id)',
@@ -118,7 +129,7 @@ t.test('migrate() on a fresh schema creates every table, column, index and const
   t.same(await migrate(sql, tb), MIGRATIONS, 'the first run applies every migration, in order')
   t.same(await schemaState(sql, schema), SCHEMA, 'the tables, columns, indexes and constraints of every migration')
   const first = await recorded(sql, schema)
-  t.same(first.map((r) => [r.id, r.name]), [[1, '0001_init.sql'], [2, '0002_wake_at.sql']], 'one row per migration, numbered by its file name')
+  t.same(first.map((r) => [r.id, r.name]), MIGRATIONS.map((name) => [Number(name.slice(0, 4)), name]), 'one row per migration, numbered by its file name')
   t.equal(new Set(first.map((r) => r.xid)).size, 1, 'all recorded by one transaction')
   t.ok(await tablesMadeBy(sql, schema, first[0]!.xid), 'which also created the tables')
 

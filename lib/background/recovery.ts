@@ -42,7 +42,10 @@ export interface RecoveryDeps {
   /** Records the outcome of a workflow given up on (MAX_RECOVERY_ATTEMPTS_EXCEEDED). */
   complete (row: Completion): Promise<boolean>
   logger: Logger
-  executorId: string
+  /** The executor id this process holds now (it changes only if another process took it over). */
+  executorId (): string
+  /** This process's appVersion: it resumes only workflows of that version (null: unpinned ones). */
+  appVersion: string | null
   signal: AbortSignal
   maxRecoveryAttempts: number
   definition (name: string): WorkflowDefinition<any, any> | undefined
@@ -65,12 +68,12 @@ export async function recoverUntilDone (deps: RecoveryDeps): Promise<void> {
     // Any failure of a whole pass (one bad workflow is handled within it) is
     // retried: a pass only reads, and claims one workflow at a time.
     unreachable: () => !deps.signal.aborted,
-    onRetry: (err, attempt) => deps.logger.warn({ event: 'recovery.retry', err, attempt, executorId: deps.executorId }, 'workflow recovery pass failed; retrying')
+    onRetry: (err, attempt) => deps.logger.warn({ event: 'recovery.retry', err, attempt, executorId: deps.executorId() }, 'workflow recovery pass failed; retrying')
   }).catch(() => {})
 }
 
 async function recoverOnce (deps: RecoveryDeps): Promise<void> {
-  const pending = await listPending(deps.sql, deps.tables, deps.executorId)
+  const pending = await listPending(deps.sql, deps.tables, deps.executorId(), deps.appVersion)
   const fresh: string[] = []
   const suspects: PendingRow[] = []
   for (const row of pending) {
@@ -84,7 +87,7 @@ async function recoverOnce (deps: RecoveryDeps): Promise<void> {
     else if (!deps.probing.active) suspects.push(row)
   }
   if (fresh.length + suspects.length === 0) return
-  deps.logger.info({ event: 'recovery.started', count: fresh.length + suspects.length, suspects: suspects.length, executorId: deps.executorId },
+  deps.logger.info({ event: 'recovery.started', count: fresh.length + suspects.length, suspects: suspects.length, executorId: deps.executorId() },
     'recovering pending workflows')
   for (const workflowId of fresh) await resumeUnlessRunning(deps, workflowId)
   if (suspects.length === 0) return
@@ -128,7 +131,7 @@ export async function claimAndResume (deps: RecoveryDeps, workflowId: string): P
   const release = deps.claims.claim(workflowId)
   if (release === undefined) return // recovery and a retried start may race for it
   try {
-    const [row] = await claimWorkflows(deps.sql, deps.tables, deps.executorId, [workflowId])
+    const [row] = await claimWorkflows(deps.sql, deps.tables, deps.executorId(), deps.appVersion, [workflowId])
     if (row !== undefined) await resumeOne(deps, row)
   } finally {
     release()

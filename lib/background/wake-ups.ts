@@ -12,6 +12,7 @@
  */
 import type { Checkpoints } from '../writes/checkpoints.js'
 import { WorkflowFencedError } from '../errors.js'
+import type { Clock } from '../core/clock.js'
 import type { Logger } from '../core/logger.js'
 import { untilReachable } from '../core/retry.js'
 import type { Sql, Tables } from '../store/connect.js'
@@ -30,7 +31,12 @@ export interface WakeUpDeps {
   checkpoints: Pick<Checkpoints, 'suspend'>
   tables: Tables
   logger: Logger
-  executorId: string
+  /** The executor id this process holds now. */
+  executorId (): string
+  /** Only workflows of this app version are woken (null: unpinned ones). */
+  appVersion: string | null
+  /** The database's clock (see core/clock.ts): wake-up times are judged by it. */
+  clock: Clock
   /** Sleeps with at most this long left wait in memory; longer ones suspend the workflow. */
   inMemoryMaxMs: number
   /** Resumes a claimed workflow from its checkpoints, as recovery does. */
@@ -82,9 +88,8 @@ export class WakeUps {
    * a pass in the background retries it.
    */
   async start (): Promise<void> {
-    const { sql, tables, executorId } = this.#deps
     try {
-      const next = await nextWakeAt(sql, tables, executorId, this.#deps.names())
+      const next = await this.#next()
       if (next !== null) this.#learn(next)
     } catch {
       this.#fire()
@@ -111,12 +116,31 @@ export class WakeUps {
     this.#learn(wakeAt)
   }
 
+  /**
+   * Looks for the earliest wake-up again (work adopted from another executor
+   * may sleep until earlier than anything known here). Never throws.
+   */
+  async refresh (): Promise<void> {
+    try {
+      const next = await this.#next()
+      if (next !== null) this.#learn(next)
+    } catch {
+      this.#fire()
+    }
+  }
+
+  /** The earliest wake-up time of this executor's sleepers that this process can run, or null. */
+  #next (): Promise<number | null> {
+    const { sql, tables, appVersion } = this.#deps
+    return nextWakeAt(sql, tables, this.#deps.executorId(), appVersion, this.#deps.names())
+  }
+
   /** Arms the timer for `at` unless it is already armed for earlier. */
   #learn (at: number): void {
     if (this.#stopped.signal.aborted || at >= this.#armedAt) return
     clearTimeout(this.#timer)
     this.#armedAt = at
-    this.#timer = setTimeout(() => this.#fire(), Math.min(Math.max(0, at - Date.now()), MAX_DELAY_MS))
+    this.#timer = setTimeout(() => this.#fire(), Math.min(Math.max(0, at - this.#deps.clock.now()), MAX_DELAY_MS))
   }
 
   #fire (): void {
@@ -143,31 +167,31 @@ export class WakeUps {
           await this.#deps.recover()
         }
       } catch (err) {
-        this.#deps.logger.error({ event: 'wakeup.failed', err, executorId: this.#deps.executorId }, 'could not wake sleeping workflows; trying again shortly')
-        this.#learn(Date.now() + FAILED_RETRY_MS)
+        this.#deps.logger.error({ event: 'wakeup.failed', err, executorId: this.#deps.executorId() }, 'could not wake sleeping workflows; trying again shortly')
+        this.#learn(this.#deps.clock.now() + FAILED_RETRY_MS)
       }
     } while (this.#again && !this.#stopped.signal.aborted)
   }
 
   /** Claims and resumes due workflows, batch by batch; returns the next wake-up time, or null when nothing sleeps. */
   async #wakeDue (): Promise<number | null> {
-    const { sql, tables, executorId } = this.#deps
+    const { sql, tables, clock, appVersion } = this.#deps
     for (;;) {
       const names = this.#deps.names()
-      const claimedAt = Date.now()
-      const claimed = await claimDue(sql, tables, executorId, names, new Date(claimedAt), BATCH).catch((err) => {
+      const claimedAt = clock.now()
+      const claimed = await claimDue(sql, tables, this.#deps.executorId(), appVersion, names, BATCH).catch((err) => {
         if (isConnectionError(err)) this.#claimLost = true
         throw err
       })
       await Promise.all(claimed.map((row) => this.#resume(row)))
       if (this.#stopped.signal.aborted) return null
       if (claimed.length === BATCH) continue
-      const next = await nextWakeAt(sql, tables, executorId, names)
-      if (next === null || next > Date.now()) return next
+      const next = await this.#next()
+      if (next === null || next > clock.now()) return next
       // Due now. Not yet due at the claim (a timer may fire a little early, or
       // it fell due since): claim again at once. Due then, yet not claimed:
       // skipped as locked by another write for a moment, so look again soon.
-      return claimed.length === 0 && next <= claimedAt ? Date.now() + SKIPPED_RETRY_MS : next
+      return claimed.length === 0 && next <= claimedAt ? clock.now() + SKIPPED_RETRY_MS : next
     }
   }
 

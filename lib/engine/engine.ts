@@ -6,41 +6,24 @@
  * start().
  */
 import { setMaxListeners } from 'node:events'
-import type { RecoveryDeps } from '../background/recovery.js'
-import { claimAndResume, recoverUntilDone, resumeWoken } from '../background/recovery.js'
-import { WakeUps } from '../background/wake-ups.js'
 import { kLocalRuns, kResultStats } from '../core/symbols.js'
 import { defaultDataDir, startEmbeddedPostgres, type EmbeddedPostgres } from '../embedded/postgres.js'
 import { DatabaseUnavailableError, DuplicateWorkflowNameError, NotReadyError, ShuttingDownError, UnknownWorkflowError } from '../errors.js'
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from '../handle.js'
 import type { ListFilter } from '../list-filter.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from '../options.js'
-import type { StepInfo, WorkflowStatus } from '../status.js'
-import { isConnectionError } from '../store/pg-errors.js'
-import { getOutcome, releaseWorkflows } from '../store/workflows.js'
-import type { WorkflowDefinition } from '../workflow.js'
-import { Checkpoints } from '../writes/checkpoints.js'
-import { openDatabase, type Database } from './database.js'
-import { LocalRuns } from './local-runs.js'
-import { Ownership } from './ownership.js'
-import { checkReadId, Queries } from './queries.js'
-import { ResultWaiters } from './results.js'
 import type { StartOptions } from '../start-options.js'
-import { prepareInput, Starts, type InternalStart, type PreparedInput } from './starts.js'
+import type { StepInfo, WorkflowStatus } from '../status.js'
+import { handOffOtherVersions } from '../store/adoption.js'
+import { announceAdoptable } from '../store/executors.js'
+import { isConnectionError } from '../store/pg-errors.js'
+import type { WorkflowDefinition } from '../workflow.js'
+import { openDatabase } from './database.js'
+import { checkReadId } from './queries.js'
+import { prepareInput, type InternalStart, type PreparedInput } from './starts.js'
+import { wire, type Live } from './wiring.js'
 
 export type { InternalStart, PreparedInput, StartOptions }
-
-/** What start() builds; gone again after stop(). */
-interface Live {
-  db: Database
-  checkpoints: Checkpoints
-  results: ResultWaiters
-  wakeUps: WakeUps
-  runs: LocalRuns
-  starts: Starts
-  queries: Queries
-  recovery: RecoveryDeps
-}
 
 export class Engine implements HandleSource {
   readonly options: ResolvedOptions
@@ -52,7 +35,6 @@ export class Engine implements HandleSource {
   #live: Live | undefined
   #embedded: EmbeddedPostgres | undefined
   #databaseUrl: string | undefined
-  #recovery: Promise<void> | undefined
 
   constructor (options: EngineOptions = {}) {
     this.options = resolveOptions(options)
@@ -61,7 +43,8 @@ export class Engine implements HandleSource {
     this.register(...this.options.workflows)
   }
 
-  get executorId (): string { return this.options.executorId }
+  /** The executor id this process holds (once started; the one asked for before). */
+  get executorId (): string { return this.#live?.heartbeat.executorId ?? this.options.executorId }
 
   /** The connection string in use, once started (the embedded server's, if any). */
   get databaseUrl (): string | undefined { return this.#databaseUrl }
@@ -91,26 +74,46 @@ export class Engine implements HandleSource {
 
   async #start (): Promise<void> {
     this.#state = 'starting'
-    let db: Database | undefined
+    let live: Live | undefined
     try {
       const url = await this.#url()
-      db = await openDatabase({ url, poolSize: this.options.poolSize, schema: this.options.schema, logger: this.options.logger })
+      const db = await openDatabase({ url, poolSize: this.options.poolSize, schema: this.options.schema, logger: this.options.logger })
+      live = wire(db, { options: this.options, url, definitions: this.#defs, signal: this.#abort.signal })
+      await live.heartbeat.register()
+      await this.#handOffOtherVersions(live)
     } catch (err) {
+      await live?.notifications.close()
+      await live?.db.close()
       await this.#embedded?.stop()
       this.#state = 'stopped'
       throw isConnectionError(err) ? new DatabaseUnavailableError({ cause: err }) : err
     }
-    const live = this.#wire(db)
     this.#live = live
     this.#state = 'running'
-    this.#recovery = recoverUntilDone(live.recovery)
+    live.recover()
     // A start that answered 503 may have committed all the same (its answer
     // was lost): once the database answers again, a recovery pass runs such
     // workflows now rather than at the next restart.
-    live.checkpoints.onReachableAgain(() => {
-      this.#recovery = Promise.all([this.#recovery, recoverUntilDone(live.recovery)]).then(() => {})
-    })
+    live.checkpoints.onReachableAgain(() => live.recover())
+    live.heartbeat.start()
+    // An executor that stops, or work handed off: adopt at once, not at the next beat.
+    void live.notifications.listen(live.db.tables.executorsChannel, { notify: () => live.heartbeat.nudge(), resubscribed: () => live.heartbeat.nudge() })
     await live.wakeUps.start()
+  }
+
+  /**
+   * This executor's PENDING workflows of another app version (it restarted
+   * with a new appVersion, or without one) are for instances of that
+   * version: handed off at once, not left waiting for this process.
+   */
+  async #handOffOtherVersions (live: Live): Promise<void> {
+    const sql = live.db.pools.sql
+    const { tables } = live.db
+    const moved = await handOffOtherVersions(sql, tables, live.heartbeat.executorId, this.options.appVersion)
+    if (moved === 0) return
+    this.options.logger.info({ event: 'executor.handed_off', count: moved, appVersion: this.options.appVersion },
+      'handed this executor\'s workflows of other app versions to instances of those versions')
+    await announceAdoptable(sql, tables)
   }
 
   /** The connection string: the option, or an embedded Postgres started now. */
@@ -123,79 +126,6 @@ export class Engine implements HandleSource {
     logger.info({ event: 'embedded.started', dataDir: this.#embedded.dataDir, url: url.replace(/:[^:@/]*@/, ':***@') },
       'no databaseUrl or DATABASE_URL given: started an embedded Postgres')
     return (this.#databaseUrl = url)
-  }
-
-  /** Builds the parts over an open database. */
-  #wire (db: Database): Live {
-    const { options } = this
-    const { logger, executorId } = options
-    const signal = this.#abort.signal
-    const { pools, tables } = db
-    const sql = pools.sql
-    const checkpoints = new Checkpoints(pools, tables, logger, signal)
-    const results = new ResultWaiters(this.#databaseUrl!, tables.channel, logger)
-    // Assigned below: the parts refer to each other through these closures.
-    let runs!: LocalRuns
-    let recovery!: RecoveryDeps
-    const ownership = new Ownership((id) => runs.has(id))
-    const wakeUps = new WakeUps({
-      sql, tables, checkpoints, logger, executorId,
-      inMemoryMaxMs: options.sleepInMemoryMaxMs,
-      resume: (row) => resumeWoken(recovery, row),
-      names: () => [...this.#defs.keys()],
-      recover: () => recoverUntilDone(recovery)
-    })
-    runs = new LocalRuns({
-      logger,
-      signal,
-      checkpoints,
-      run: {
-        sql,
-        transactions: pools.transactions,
-        tables,
-        signal,
-        sleepInMemoryMaxMs: options.sleepInMemoryMaxMs,
-        suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt)
-      },
-      complete: (row) => checkpoints.complete(row),
-      release: (rows) => releaseWorkflows(sql, tables, rows),
-      finished: (workflowId) => results.wake(workflowId)
-    })
-    recovery = {
-      sql,
-      tables,
-      complete: (row) => checkpoints.complete(row),
-      logger,
-      executorId,
-      signal,
-      maxRecoveryAttempts: options.maxRecoveryAttempts,
-      definition: (name) => this.#defs.get(name),
-      claims: ownership,
-      resume: (def, row, input, steps) => runs.launch(def, row.workflow_id, row.epoch, input, row.request_id, steps),
-      settled: (workflowId, ms) => runs.settled(workflowId, ms, signal),
-      probing: { active: false }
-    }
-    results.connect({
-      read: (id) => getOutcome(sql, tables, id),
-      subscribeLocal: (id, listener) => runs.subscribe(id, listener),
-      pollMs: options.resultPollIntervalMs,
-      signal
-    })
-    const starts = new Starts({
-      executorId,
-      checkpoints,
-      ownership,
-      launch: (...args) => runs.launch(...args),
-      running: (id) => runs.has(id),
-      resumeOrphan: (workflowId) => {
-        claimAndResume(recovery, workflowId).catch((err) => {
-          logger.error({ event: 'recovery.failed', err, workflowId }, 'could not resume a pending workflow; it resumes on the next start')
-        })
-      },
-      startWithFirstStep: options.startWithFirstStep
-    })
-    const queries = new Queries({ sql, tables, ensureStarted: (id) => runs.ensureStarted(id) })
-    return { db, checkpoints, results, wakeUps, runs, starts, queries, recovery }
   }
 
   /**
@@ -214,7 +144,8 @@ export class Engine implements HandleSource {
     const live = this.#live
     if (live !== undefined) {
       // First, so that no workflow wakes into a draining engine. Suspended
-      // workflows need nothing more: the next start wakes them.
+      // workflows need nothing more: this executor's next start, or the
+      // instance that adopts them, wakes them.
       await live.wakeUps.stop()
       await live.runs.settle(this.options.shutdownTimeoutMs)
     }
@@ -222,14 +153,19 @@ export class Engine implements HandleSource {
     // Taken before abort(): aborted runs drop out of the registry as they notice.
     const unfinished = live?.runs.held() ?? []
     this.#abort.abort()
-    await this.#recovery
-    if (live !== undefined) {
-      await live.checkpoints.drained()
-      await live.runs.release(unfinished)
-      this.#live = undefined
-      await live.results.close()
-      await live.db.close()
-    }
+    if (live === undefined) return await this.#embedded?.stop()
+    await live.recovered()
+    await live.checkpoints.drained()
+    await live.runs.release(unfinished)
+    // Hands what is left to the living at once (they adopt a stopped
+    // executor's work without waiting for its lease), and tells them.
+    await live.heartbeat.stop(true).catch((err) => this.options.logger.warn({ event: 'executor.stop_failed', err },
+      'could not mark this executor stopped; the living adopt its work after its lease'))
+    await announceAdoptable(live.db.pools.sql, live.db.tables).catch(() => {})
+    this.#live = undefined
+    live.results.close()
+    await live.notifications.close()
+    await live.db.close()
     await this.#embedded?.stop()
   }
 

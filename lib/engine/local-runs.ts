@@ -86,6 +86,26 @@ export class LocalRuns {
     })
   }
 
+  /** Every run here, with the epoch it holds. */
+  owned (): { workflowId: string, epoch: string }[] {
+    return [...this.#running.values()].map(({ run }) => ({ workflowId: run.workflowId, epoch: run.epoch }))
+  }
+
+  /**
+   * Stops the runs of workflows this process no longer owns (all of them
+   * when `keep` is undefined): each ends at its next ctx call without
+   * writing anything. Returns their ids.
+   */
+  fence (keep?: Set<string>): string[] {
+    const fenced: string[] = []
+    for (const { run } of this.#running.values()) {
+      if (keep?.has(run.workflowId) === true) continue
+      run.fence()
+      fenced.push(run.workflowId)
+    }
+    return fenced
+  }
+
   /** Runs a graceful stop hands back. Not suspended ones still unwinding: their workflow waits for its wake-up, not for a recovery. */
   held (): { workflowId: string, epoch: string }[] {
     return [...this.#running.values()].filter(({ run }) => run.suspension === undefined)

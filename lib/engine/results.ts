@@ -14,8 +14,7 @@ import {
   InvalidTimeoutError, MaxRecoveryAttemptsError, ResultTimeoutError, ShuttingDownError,
   WorkflowCancelledError, WorkflowFencedError, WorkflowNotFoundError, WorkflowSuspendedError
 } from '../errors.js'
-import type { Logger } from '../core/logger.js'
-import { ChannelListener } from '../store/listener.js'
+import type { ChannelHandler } from '../store/listener.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import type { WorkflowRow } from '../store/rows.js'
 import { LongTimer } from '../core/timers.js'
@@ -35,6 +34,8 @@ export interface ResultSources {
   pollMs: number
   /** Aborted when the engine stops: waiting ends with DBOS_ERR_SHUTTING_DOWN. */
   signal: AbortSignal
+  /** Subscribes to the completions channel (store/listener.ts); never rejects. */
+  listen (handler: ChannelHandler): Promise<void>
 }
 
 interface Waiter {
@@ -67,19 +68,9 @@ class Watch {
 }
 
 export class ResultWaiters {
-  readonly #url: string
-  readonly #channel: string
-  readonly #logger: Logger
   readonly #watches = new Map<string, Watch>()
   #sources: ResultSources | undefined
-  #listener: ChannelListener | undefined
   #listening: Promise<void> | undefined
-
-  constructor (url: string, channel: string, logger: Logger) {
-    this.#url = url
-    this.#channel = channel
-    this.#logger = logger
-  }
 
   /** Where outcomes come from; set once the engine's runs exist. */
   connect (sources: ResultSources): void {
@@ -193,26 +184,23 @@ export class ResultWaiters {
     }
   }
 
-  /** Starts listening for completions from other processes; never throws (the poll is the fallback). */
+  /**
+   * Starts listening for completions from other processes, once somebody
+   * waits on a workflow not running here; never throws (the poll is the
+   * fallback).
+   */
   #listen (): Promise<void> {
-    this.#listener ??= new ChannelListener(this.#url, this.#channel, {
+    this.#listening ??= this.#sources!.listen({
       notify: (workflowId) => this.wake(workflowId),
       // Completions announced while we were not subscribed: every watch looks again.
       resubscribed: () => { for (const id of [...this.#watches.keys()]) this.wake(id) }
-    }, this.#logger)
-    this.#listening ??= this.#listener.listen().catch((err) => {
-      this.#logger.warn({ event: 'listener.failed', err }, 'could not LISTEN for workflow completions; polling until it can')
-      this.#listening = undefined
     })
     return this.#listening
   }
 
-  async close (): Promise<void> {
+  /** Every watch looks once more and ends its waiters (the engine is stopping). */
+  close (): void {
     for (const watch of this.#watches.values()) watch.nudge()
-    const listener = this.#listener
-    this.#listener = undefined
-    this.#listening = undefined
-    await listener?.close().catch(() => {})
   }
 }
 

@@ -31,7 +31,9 @@ export interface InternalStart {
 }
 
 export interface StartDeps {
-  executorId: string
+  /** The executor id this process holds now. */
+  executorId (): string
+  appVersion: string | null
   checkpoints: Checkpoints
   ownership: Ownership
   /** Runs a workflow in this process (LocalRuns.launch). */
@@ -73,7 +75,7 @@ export class Starts {
     const badRequestId = requestId === null ? undefined : invalidIdReason(requestId) ?? unstorableTextReason(requestId)
     if (badRequestId !== undefined) throw new InvalidRequestIdError(badRequestId)
     const { text, hash } = internal.prepared ?? prepareInput(def, input)
-    const row: NewWorkflowRow = { workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: deps.executorId }
+    const row: NewWorkflowRow = { workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: deps.executorId(), appVersion: deps.appVersion }
     if (options.workflowId === undefined && deps.startWithFirstStep && deps.checkpoints.quiet && this.#firstSteps.worthWaiting(def.name)) {
       // A generated id, and nothing else being written: run at once, and let
       // the first step's checkpoint carry the start (see opening.ts).
@@ -90,7 +92,7 @@ export class Starts {
         deps.launch(def, workflowId, started.epoch, deserialize(text), requestId)
       } else if (started.name !== def.name || started.inputHash !== hash) {
         throw new IdempotencyConflictError()
-      } else if (started.pendingOwner === deps.executorId && !deps.running(workflowId) && deps.ownership.starts(workflowId) === 1) {
+      } else if (started.pendingOwner === deps.executorId() && !deps.running(workflowId) && deps.ownership.starts(workflowId) === 1) {
         // Ours, PENDING, and running nowhere in this process: an earlier start
         // whose answer was lost (it committed, but the caller saw a 503), or a
         // run left by a failure. The caller retried with the same id, so run

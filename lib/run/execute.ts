@@ -24,6 +24,14 @@ export interface ExecuteDeps {
 
 /** Runs the body and records its outcome; never rejects. */
 export async function execute (deps: ExecuteDeps, def: WorkflowDefinition<any, any>, run: RunCore, input: unknown): Promise<LocalOutcome> {
+  try {
+    return await executeBody(deps, def, run, input)
+  } finally {
+    run.dispose()
+  }
+}
+
+async function executeBody (deps: ExecuteDeps, def: WorkflowDefinition<any, any>, run: RunCore, input: unknown): Promise<LocalOutcome> {
   const { logger } = deps
   const workflowId = run.workflowId
   let local: LocalOutcome

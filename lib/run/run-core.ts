@@ -8,7 +8,7 @@
  */
 import { deserialize, serializeError, serializeResult } from '../core/codec.js'
 import { unstorableTextReason } from '../core/text.js'
-import { EngineStoppedError, InvalidStepNameError, NondeterminismError, WorkflowSuspendedError } from '../errors.js'
+import { EngineStoppedError, InvalidStepNameError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError } from '../errors.js'
 import type { Sql, Tables } from '../store/connect.js'
 import type { StepRow, StepWrite } from '../store/rows.js'
 import type { RunWrites } from '../writes/run-writes.js'
@@ -23,6 +23,8 @@ export interface RunDeps {
   signal: AbortSignal
   /** Sleeps with at most this long left wait in memory; longer ones suspend the workflow. */
   sleepInMemoryMaxMs: number
+  /** Milliseconds since the epoch by the database's clock (core/clock.ts): wake-up times are judged by it. */
+  now (): number
   /**
    * Records that a run suspends until `wakeAt` (its sleep's checkpoint is
    * durable already). Throws DBOS_ERR_WORKFLOW_FENCED if the run no longer
@@ -55,6 +57,11 @@ export class RunCore {
   #suspension: InstanceType<typeof WorkflowSuspendedError> | undefined
   /** Settles once a sleep has recorded its suspension (or failed to): steps that finish meanwhile wait for it. */
   #suspending: Promise<void> | undefined
+  /** Set once the run learnt it no longer owns the workflow (see fence). */
+  #fenced = false
+  /** Aborts this run's waits: on engine stop (deps.signal) and on fence(). Made on first use. */
+  #abort: AbortController | undefined
+  #unlinkStop: (() => void) | undefined
 
   constructor (deps: RunDeps, writes: RunWrites, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = []) {
     this.deps = deps
@@ -109,10 +116,46 @@ export class RunCore {
     if (this.#suspension !== undefined) throw this.#suspension
   }
 
-  /** Throws once the run must not go on: it suspended, or the engine is stopping. */
+  /** Throws once the run must not go on: it suspended, it was fenced off, or the engine is stopping. */
   assertRunning (): void {
     if (this.#suspension !== undefined) throw this.#suspension
+    if (this.#fenced) throw new WorkflowFencedError(this.workflowId)
     if (this.deps.signal.aborted) throw new EngineStoppedError(this.workflowId)
+  }
+
+  /**
+   * Aborted when the engine stops or the run is fenced off: what its retry
+   * waits and in-memory sleeps listen to.
+   */
+  get signal (): AbortSignal {
+    if (this.#abort === undefined) {
+      const abort = this.#abort = new AbortController()
+      if (this.#fenced || this.deps.signal.aborted) abort.abort()
+      else {
+        const stop = (): void => abort.abort()
+        this.deps.signal.addEventListener('abort', stop, { once: true })
+        this.#unlinkStop = () => this.deps.signal.removeEventListener('abort', stop)
+      }
+    }
+    return this.#abort.signal
+  }
+
+  /**
+   * The workflow is no longer this run's (another process adopted it): every
+   * ctx call from now on throws DBOS_ERR_WORKFLOW_FENCED, waits end, and the
+   * run records nothing (its writes would be refused by the epoch anyway).
+   */
+  fence (): void {
+    if (this.#fenced) return
+    this.#fenced = true
+    this.fail(new WorkflowFencedError(this.workflowId))
+    this.#abort?.abort()
+  }
+
+  /** The run ended: it stops listening for the engine's stop. */
+  dispose (): void {
+    this.#unlinkStop?.()
+    this.#unlinkStop = undefined
   }
 
   /** Issues a step's checkpoint write; confirmCheckpoints waits for it before the next side effect. */

@@ -20,10 +20,10 @@ export async function sleep (run: RunCore, ms: number): Promise<void> {
   const stepId = run.takeStepId()
   run.assertRunning()
   const wakeAt = wakeUpTime(run, stepId, ms)
-  const remaining = wakeAt - Date.now()
+  const remaining = wakeAt - run.deps.now()
   if (remaining <= 0) return
   if (remaining > run.deps.sleepInMemoryMaxMs) return run.suspend(wakeAt)
-  await wait(remaining, run.deps.signal)
+  await wait(remaining, run.signal)
   run.assertRunning()
 }
 
@@ -35,7 +35,7 @@ function wakeUpTime (run: RunCore, stepId: number, ms: number): number {
     if (typeof replayed.value !== 'number') throw new NondeterminismError(run.workflowId, stepId, 'a step named sleep', SLEEP_STEP)
     return replayed.value
   }
-  const wakeAt = Date.now() + Math.ceil(ms)
+  const wakeAt = run.deps.now() + Math.ceil(ms)
   run.issueWrite(stepId, SLEEP_STEP, { output: serialize(wakeAt), error: null })
   return wakeAt
 }

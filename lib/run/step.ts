@@ -38,7 +38,7 @@ async function attempts<T> (run: RunCore, fn: () => T | Promise<T>, options: Ste
       return { ok: true, value: await fn() }
     } catch (error) {
       if (attempt >= maxAttempts || error instanceof EngineStoppedError) return { ok: false, error }
-      await sleep(retryDelay(options.retries!, attempt), run.deps.signal)
+      await sleep(retryDelay(options.retries!, attempt), run.signal)
     }
   }
 }

@@ -52,7 +52,7 @@ export async function transaction<T> (run: RunCore, name: string, fn: (sql: Tran
       }
       // After a lost connection the commit may or may not have happened: the
       // next attempt looks for the checkpoint before running anything.
-      await sleep(retryWait(attempt), deps.signal)
+      await sleep(retryWait(attempt), run.signal)
     }
   }
 }

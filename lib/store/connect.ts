@@ -64,6 +64,8 @@ export interface Pools {
   starts: Sql
   writes: Sql
   transactions: Sql
+  /** One connection, outside poolSize, for the heartbeat alone: a beat never waits behind other work. */
+  heartbeat: Sql
 }
 
 export function connectPools (url: string, poolSize: number): Pools {
@@ -73,12 +75,13 @@ export function connectPools (url: string, poolSize: number): Pools {
     sql: connect(url, reads),
     starts: connect(url, starts),
     writes: connect(url, 1),
-    transactions: connect(url, poolSize - 1 - starts - reads)
+    transactions: connect(url, poolSize - 1 - starts - reads),
+    heartbeat: connect(url, 1, 'fastify-dbos heartbeat')
   }
 }
 
 function allPools (pools: Pools): Sql[] {
-  return [pools.sql, pools.starts, pools.writes, pools.transactions]
+  return [pools.sql, pools.starts, pools.writes, pools.transactions, pools.heartbeat]
 }
 
 /** Opens each pool's first connection (see openPool). */
@@ -90,10 +93,10 @@ export async function endPools (pools: Pools): Promise<void> {
   await Promise.all(allPools(pools).map((sql) => sql.end({ timeout: 5 })))
 }
 
-/** Channel names are identifiers (at most 63 bytes): hash long schema names down. */
-function notifyChannel (schema: string): string {
-  const channel = `fastify_dbos_done:${schema}`
-  return channel.length <= 63 ? channel : `fastify_dbos_done:${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`
+/** Channel names are identifiers (at most 63 bytes): long schema names are hashed down. */
+function notifyChannel (kind: string, schema: string): string {
+  const channel = `fastify_dbos_${kind}:${schema}`
+  return channel.length <= 63 ? channel : `fastify_dbos_${kind}:${createHash('sha256').update(schema).digest('hex').slice(0, 32)}`
 }
 
 /**
@@ -114,8 +117,11 @@ export interface Tables {
   workflows: postgres.Helper<string>
   steps: postgres.Helper<string>
   migrations: postgres.Helper<string>
+  executors: postgres.Helper<string>
   /** NOTIFY channel on which completions are announced to other processes. */
   channel: string
+  /** NOTIFY channel on which an executor announces it stopped: the living adopt its work at once. */
+  executorsChannel: string
 }
 
 export function tables (sql: Sql, schema: string): Tables {
@@ -124,7 +130,9 @@ export function tables (sql: Sql, schema: string): Tables {
     workflows: sql(`${schema}.workflows`),
     steps: sql(`${schema}.steps`),
     migrations: sql(`${schema}.migrations`),
-    channel: notifyChannel(schema)
+    executors: sql(`${schema}.executors`),
+    channel: notifyChannel('done', schema),
+    executorsChannel: notifyChannel('executors', schema)
   }
 }
 

@@ -12,6 +12,7 @@ export interface NewWorkflowRow {
   inputHash: string
   requestId: string | null
   executorId: string
+  appVersion: string | null
 }
 
 export interface ExistingWorkflow {
@@ -36,6 +37,7 @@ export interface WorkflowRow {
   error: string | null
   request_id: string | null
   executor_id: string
+  app_version: string | null
   epoch: string
   attempts: number
   created_at: Date
@@ -90,4 +92,16 @@ export interface Suspension {
   workflowId: string
   epoch: string
   wakeAt: Date
+}
+
+export interface ExecutorRow {
+  executor_id: string
+  app_version: string | null
+  lease_ms: number
+  started_at: Date
+  heartbeat_at: Date
+  stopped_at: Date | null
+  heartbeat_age_ms: number
+  /** PENDING workflows it owns. */
+  pending: number
 }

@@ -31,8 +31,8 @@ export async function suspendWorkflows (sql: Sql, t: Tables, rows: Suspension[])
 
 /**
  * Claims up to `limit` of an executor's suspended workflows whose wake-up time
- * is at or before `now` (the app's clock) and whose definition the caller has
- * (`names`), earliest first: a new epoch (which
+ * has come by the database's clock, of the caller's app version and whose
+ * definition the caller has (`names`), earliest first: a new epoch (which
  * fences off anything still holding the old one) and wake_at cleared, so the
  * woken run owns a plain PENDING workflow. `attempts` is left alone: it counts
  * recoveries after crashes, and a wake-up is not one.
@@ -41,13 +41,14 @@ export async function suspendWorkflows (sql: Sql, t: Tables, rows: Suspension[])
  * transaction holds, so two claimers never take one workflow and never wait on
  * each other; a skipped row is claimed by a later pass.
  */
-export async function claimDue (sql: Sql, t: Tables, executorId: string, names: string[], now: Date, limit: number): Promise<ClaimedRow[]> {
+export async function claimDue (sql: Sql, t: Tables, executorId: string, appVersion: string | null, names: string[], limit: number): Promise<ClaimedRow[]> {
   return sql<ClaimedRow[]>`
     UPDATE ${t.workflows}
     SET epoch = epoch + 1, wake_at = NULL, updated_at = now()
     WHERE workflow_id IN (
       SELECT workflow_id FROM ${t.workflows}
-      WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at <= ${now} AND name = ANY(${names}::text[])
+      WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at <= clock_timestamp() AND name = ANY(${names}::text[])
+        AND app_version IS NOT DISTINCT FROM ${appVersion}::text
       ORDER BY wake_at
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED)
@@ -55,9 +56,10 @@ export async function claimDue (sql: Sql, t: Tables, executorId: string, names: 
 }
 
 /** The earliest wake-up time (ms since the epoch) among an executor's suspended workflows of the given names, or null. */
-export async function nextWakeAt (sql: Sql, t: Tables, executorId: string, names: string[]): Promise<number | null> {
+export async function nextWakeAt (sql: Sql, t: Tables, executorId: string, appVersion: string | null, names: string[]): Promise<number | null> {
   const [row] = await sql<{ at: Date | null }[]>`
     SELECT min(wake_at) AS at FROM ${t.workflows}
-    WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NOT NULL AND name = ANY(${names}::text[])`
+    WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NOT NULL AND name = ANY(${names}::text[])
+      AND app_version IS NOT DISTINCT FROM ${appVersion}::text`
   return row?.at == null ? null : row.at.getTime()
 }

@@ -32,18 +32,19 @@ export function newWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow[]): post
   if (rows.length === 1) {
     const r = rows[0]!
     return sql`
-    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, epoch)
-    VALUES (${r.workflowId}, ${r.name}, 'PENDING', ${r.input}, ${r.inputHash}, ${r.requestId}, ${r.executorId}, ${FIRST_EPOCH}::bigint)
+    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch)
+    VALUES (${r.workflowId}, ${r.name}, 'PENDING', ${r.input}, ${r.inputHash}, ${r.requestId}, ${r.executorId}, ${r.appVersion}::text, ${FIRST_EPOCH}::bigint)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id, epoch::text AS epoch`
   }
   return sql`
-    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, epoch)
-    SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id, ${FIRST_EPOCH}::bigint
+    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch)
+    SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id, v.app_version, ${FIRST_EPOCH}::bigint
     FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.name)}::text[],
                 ${rows.map((r) => r.input)}::text[], ${rows.map((r) => r.inputHash)}::text[],
-                ${rows.map((r) => r.requestId)}::text[], ${rows.map((r) => r.executorId)}::text[])
-         AS v(workflow_id, name, input, input_hash, request_id, executor_id)
+                ${rows.map((r) => r.requestId)}::text[], ${rows.map((r) => r.executorId)}::text[],
+                ${rows.map((r) => r.appVersion)}::text[])
+         AS v(workflow_id, name, input, input_hash, request_id, executor_id, app_version)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id, epoch::text AS epoch`
 }
@@ -55,7 +56,7 @@ export async function findExisting (sql: Sql, t: Tables, ids: string[]): Promise
 }
 
 const COLUMNS = ['workflow_id', 'name', 'status', 'input', 'output', 'error', 'request_id',
-  'executor_id', 'attempts', 'created_at', 'updated_at', 'completed_at', 'wake_at']
+  'executor_id', 'app_version', 'attempts', 'created_at', 'updated_at', 'completed_at', 'wake_at']
 
 export async function getWorkflow (sql: Sql, t: Tables, workflowId: string): Promise<WorkflowRow | undefined> {
   const [row] = await sql<WorkflowRow[]>`
@@ -76,6 +77,7 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promis
     f.status !== undefined && sql`status = ${f.status}`,
     f.requestId !== undefined && sql`request_id = ${f.requestId}`,
     f.executorId !== undefined && sql`executor_id = ${f.executorId}`,
+    f.appVersion !== undefined && sql`app_version IS NOT DISTINCT FROM ${f.appVersion}::text`,
     f.createdAfter !== undefined && sql`created_at >= ${f.createdAfter}`,
     f.createdBefore !== undefined && sql`created_at < ${f.createdBefore}`
   ].filter((c) => c !== false)
@@ -93,10 +95,11 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promis
  * Suspended ones (wake_at set) are left to the wake-up scheduler: they did not
  * crash, and replaying them early would only suspend them again.
  */
-export async function listPending (sql: Sql, t: Tables, executorId: string): Promise<PendingRow[]> {
+export async function listPending (sql: Sql, t: Tables, executorId: string, appVersion: string | null): Promise<PendingRow[]> {
   return sql<PendingRow[]>`
     SELECT workflow_id, name, attempts FROM ${t.workflows}
     WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
+      AND app_version IS NOT DISTINCT FROM ${appVersion}::text
     ORDER BY created_at`
 }
 
@@ -109,11 +112,12 @@ export async function listPending (sql: Sql, t: Tables, executorId: string): Pro
  * The condition is re-checked on the locked row, so a claim racing the
  * scheduler's takes the workflow at most once.
  */
-export async function claimWorkflows (sql: Sql, t: Tables, executorId: string, ids: string[]): Promise<ClaimedRow[]> {
+export async function claimWorkflows (sql: Sql, t: Tables, executorId: string, appVersion: string | null, ids: string[]): Promise<ClaimedRow[]> {
   return sql<ClaimedRow[]>`
     UPDATE ${t.workflows}
     SET epoch = epoch + 1, attempts = attempts + 1, updated_at = now()
     WHERE workflow_id = ANY(${ids}::text[]) AND executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
+      AND app_version IS NOT DISTINCT FROM ${appVersion}::text
     RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
 }
 
