@@ -49,4 +49,14 @@ export interface WorkflowContext {
    * unwind the run (DBOS_ERR_WORKFLOW_SUSPENDED) propagate.
    */
   sleep (ms: number): Promise<void>
+  /**
+   * For changing workflow code while runs started on the old code are in
+   * flight: put the new part behind `if (await ctx.patched('my-change'))`.
+   * True for runs that reach this point on the new code (the choice is
+   * checkpointed like a step, so replays agree); false for runs that had
+   * already gone past this point on the old code, which then replay their
+   * recorded old path. Names are unique per change; keep the call (and the
+   * old branch) until no run started before the change is left.
+   */
+  patched (name: string): Promise<boolean>
 }

@@ -16,6 +16,8 @@ export interface WorkflowStatus {
   requestId: string | null
   /** The process that owns it. */
   executorId: string
+  /** The appVersion of the instance that started it (null: started without one). See docs/Guides/scale-out.md. */
+  appVersion: string | null
   /**
    * Runs counted toward maxRecoveryAttempts: the first run plus one per
    * recovery. A run cut short by a graceful shutdown is not counted.
@@ -34,4 +36,24 @@ export interface StepInfo {
   output?: unknown
   error?: Error
   createdAt: Date
+}
+
+/** An instance known to the database (app.workflows.executors()). */
+export interface ExecutorInfo {
+  executorId: string
+  /** Its appVersion option; null when it does not pin workflows to a version. */
+  appVersion: string | null
+  leaseMs: number
+  startedAt: Date
+  heartbeatAt: Date
+  /** How long ago its last heartbeat was, by the database's clock. */
+  heartbeatAgeMs: number
+  /** Beating within its lease and not stopped: the living do not adopt its work. */
+  alive: boolean
+  /** Set when it stopped gracefully. */
+  stoppedAt: Date | null
+  /** PENDING workflows it owns (running, sleeping, or waiting to be resumed or adopted). */
+  pendingWorkflows: number
+  /** This process. */
+  self: boolean
 }

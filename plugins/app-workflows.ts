@@ -2,7 +2,7 @@
 import type { Engine } from '../lib/engine/engine.js'
 import type { StartOptions } from '../lib/start-options.js'
 import type { WorkflowHandle } from '../lib/handle.js'
-import type { StepInfo, WorkflowStatus } from '../lib/status.js'
+import type { ExecutorInfo, StepInfo, WorkflowStatus } from '../lib/status.js'
 import type { ListFilter } from '../lib/list-filter.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
 import type { RunOptions } from './request-workflows.js'
@@ -38,6 +38,16 @@ export class AppWorkflows {
   /** Newest first; filter by name, status, requestId, executorId, creation time; limit (default 100) and offset. */
   list (filter?: ListFilter): Promise<WorkflowStatus[]> {
     return this.#engine.list(filter)
+  }
+
+  /** The instances known to the database: heartbeat age, version, PENDING workflows each owns. */
+  executors (): Promise<ExecutorInfo[]> {
+    return this.#engine.executors()
+  }
+
+  /** Moves a PENDING workflow to another app version, for an instance of that version to adopt (see docs/Guides/scale-out.md). */
+  setAppVersion (workflowId: string, appVersion: string | null): Promise<void> {
+    return this.#engine.setAppVersion(workflowId, appVersion)
   }
 
   /** Recorded steps in call order; 404 for an unknown workflow. */

@@ -8,14 +8,14 @@
 import { setMaxListeners } from 'node:events'
 import { kLocalRuns, kResultStats } from '../core/symbols.js'
 import { defaultDataDir, startEmbeddedPostgres, type EmbeddedPostgres } from '../embedded/postgres.js'
-import { DatabaseUnavailableError, DuplicateWorkflowNameError, NotReadyError, ShuttingDownError, UnknownWorkflowError } from '../errors.js'
+import { DatabaseUnavailableError, DuplicateWorkflowNameError, InvalidOptionError, NotReadyError, ShuttingDownError, UnknownWorkflowError, WorkflowNotPendingError } from '../errors.js'
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from '../handle.js'
 import type { ListFilter } from '../list-filter.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from '../options.js'
 import type { StartOptions } from '../start-options.js'
-import type { StepInfo, WorkflowStatus } from '../status.js'
-import { handOffOtherVersions } from '../store/adoption.js'
-import { announceAdoptable } from '../store/executors.js'
+import type { ExecutorInfo, StepInfo, WorkflowStatus } from '../status.js'
+import { handOffOtherVersions, setAppVersion } from '../store/adoption.js'
+import { announceAdoptable, listExecutors } from '../store/executors.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import { openDatabase } from './database.js'
@@ -212,6 +212,40 @@ export class Engine implements HandleSource {
 
   async listSteps (workflowId: string): Promise<StepInfo[]> {
     return this.#connected().queries.listSteps(workflowId)
+  }
+
+  /** The instances known to the database, with their heartbeat's age and the PENDING workflows each owns. */
+  async executors (): Promise<ExecutorInfo[]> {
+    const live = this.#connected()
+    const self = live.heartbeat.executorId
+    return (await listExecutors(live.db.pools.sql, live.db.tables)).map((r) => ({
+      executorId: r.executor_id,
+      appVersion: r.app_version,
+      leaseMs: r.lease_ms,
+      startedAt: r.started_at,
+      heartbeatAt: r.heartbeat_at,
+      heartbeatAgeMs: r.heartbeat_age_ms,
+      alive: r.stopped_at === null && r.heartbeat_age_ms <= r.lease_ms,
+      stoppedAt: r.stopped_at,
+      pendingWorkflows: r.pending,
+      self: r.executor_id === self
+    }))
+  }
+
+  /**
+   * Moves a PENDING workflow to another app version on purpose (say, after a
+   * deploy left it on a version no live instance runs): a live instance of
+   * `appVersion` (null: one without appVersion) adopts it and resumes it
+   * from its last checkpoint. Its current run, if any, is fenced off.
+   * DBOS_ERR_WORKFLOW_NOT_PENDING (409) if it is not PENDING.
+   */
+  async setAppVersion (workflowId: string, appVersion: string | null): Promise<void> {
+    checkReadId(workflowId)
+    if (appVersion !== null && (typeof appVersion !== 'string' || appVersion.length === 0)) throw new InvalidOptionError('appVersion must be a non-empty string or null')
+    const live = this.#connected()
+    const sql = live.db.pools.sql
+    if (!await setAppVersion(sql, live.db.tables, workflowId, appVersion)) throw new WorkflowNotPendingError(workflowId)
+    await announceAdoptable(sql, live.db.tables)
   }
 
   /** Waits for the workflow's outcome (see results.ts); 504 after `timeoutMs`, 404 for an unknown id. */

@@ -103,6 +103,7 @@ export function toStatus (row: WorkflowRow): WorkflowStatus {
     input: deserialize(row.input),
     requestId: row.request_id,
     executorId: row.executor_id,
+    appVersion: row.app_version,
     attempts: row.attempts,
     createdAt: row.created_at,
     updatedAt: row.updated_at,

@@ -97,6 +97,11 @@ export class RunCore {
     return this.#nextStepId++
   }
 
+  /** The position the next ctx call would take (ctx.patched decides whether it takes one). */
+  peekStepId (): number {
+    return this.#nextStepId
+  }
+
   /** The recorded outcome of step `stepId` (throws a recorded error), or undefined when it has not run yet. */
   replay (stepId: number, name: string): { value: unknown } | undefined {
     const row = this.#recorded.get(stepId)

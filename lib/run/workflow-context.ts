@@ -5,6 +5,7 @@
  */
 import type { StepOptions, TransactionOptions, TransactionSql, WorkflowContext } from '../context.js'
 import type { RunCore } from './run-core.js'
+import { patched } from './patched.js'
 import { sleep } from './sleep.js'
 import { step } from './step.js'
 import { transaction } from './transaction.js'
@@ -29,5 +30,9 @@ export class RunContext implements WorkflowContext {
 
   sleep (ms: number): Promise<void> {
     return sleep(this.#run, ms)
+  }
+
+  patched (name: string): Promise<boolean> {
+    return patched(this.#run, name)
   }
 }

@@ -6,6 +6,13 @@ import type { StepRow, StepWrite } from './rows.js'
  * The checkpoint written inside a user's transaction. If it cannot be written
  * (already recorded, or fenced) the caller rolls the whole transaction back, so
  * the transaction's own writes commit exactly once, together with this row.
+ *
+ * Concurrency: FOR SHARE locks the workflow row until the transaction ends,
+ * so an adoption (or any claim) that bumps the epoch waits for it, and a
+ * transaction that reaches this point after a claim committed finds the new
+ * epoch (read committed re-checks the locked row) and rolls back. A zombie's
+ * transaction therefore either commits before its workflow was taken from
+ * it, or not at all.
  */
 export async function insertStepInTransaction (tx: TransactionSql, t: Tables, row: StepWrite): Promise<boolean> {
   const written = await tx`
@@ -13,6 +20,7 @@ export async function insertStepInTransaction (tx: TransactionSql, t: Tables, ro
     SELECT ${row.workflowId}, ${row.stepId}, ${row.name}, ${row.output}, ${row.error}
     FROM ${t.workflows} w
     WHERE w.workflow_id = ${row.workflowId} AND w.epoch = ${row.epoch}::bigint AND w.status = 'PENDING'
+    FOR SHARE OF w
     ON CONFLICT (workflow_id, step_id) DO NOTHING
     RETURNING 1`
   return written.length === 1
