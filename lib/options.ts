@@ -66,6 +66,12 @@ export interface EngineOptions {
    * Default true.
    */
   startWithFirstStep?: boolean
+  /**
+   * The databaseUrl goes through a pooler in transaction mode (PgBouncer with
+   * pool_mode = transaction): no named prepared statements and no LISTEN
+   * (results and adoption fall back to polling). Default false.
+   */
+  transactionPooling?: boolean
   logger?: Logger
 }
 
@@ -86,6 +92,7 @@ export interface ResolvedOptions {
   resultPollIntervalMs: number
   sleepInMemoryMaxMs: number
   startWithFirstStep: boolean
+  transactionPooling: boolean
   logger: Logger
 }
 
@@ -112,6 +119,7 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
     resultPollIntervalMs: o.resultPollIntervalMs ?? 1000,
     sleepInMemoryMaxMs: o.sleepInMemoryMaxMs ?? 5000,
     startWithFirstStep: o.startWithFirstStep ?? true,
+    transactionPooling: o.transactionPooling ?? false,
     logger: o.logger ?? consoleLogger
   }
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(resolved.schema)) {
@@ -128,6 +136,7 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
   if (resolved.appVersion !== null && (typeof resolved.appVersion !== 'string' || resolved.appVersion.length === 0 || resolved.appVersion.includes('\u0000'))) {
     throw new InvalidOptionError('appVersion must be a non-empty string')
   }
+  if (typeof resolved.transactionPooling !== 'boolean') throw new InvalidOptionError('transactionPooling must be a boolean')
   if (typeof resolved.startWithFirstStep !== 'boolean') throw new InvalidOptionError('startWithFirstStep must be a boolean')
   if (typeof resolved.executorId !== 'string' || resolved.executorId.length === 0) throw new InvalidOptionError('executorId must be a non-empty string')
   return resolved

@@ -13,8 +13,8 @@ export interface Database {
 }
 
 /** Connects and applies pending migrations; closes what it opened if either fails. */
-export async function openDatabase (o: { url: string, poolSize: number, schema: string, logger: Logger }): Promise<Database> {
-  const pools = connectPools(o.url, o.poolSize)
+export async function openDatabase (o: { url: string, poolSize: number, schema: string, logger: Logger, transactionPooling: boolean }): Promise<Database> {
+  const pools = connectPools(o.url, o.poolSize, { transactionPooling: o.transactionPooling })
   const db: Database = { pools, tables: tables(pools.sql, o.schema), close: () => endPools(pools) }
   try {
     await openPools(pools)

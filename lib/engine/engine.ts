@@ -77,7 +77,8 @@ export class Engine implements HandleSource {
     let live: Live | undefined
     try {
       const url = await this.#url()
-      const db = await openDatabase({ url, poolSize: this.options.poolSize, schema: this.options.schema, logger: this.options.logger })
+      const { poolSize, schema, logger, transactionPooling } = this.options
+      const db = await openDatabase({ url, poolSize, schema, logger, transactionPooling })
       live = wire(db, { options: this.options, url, definitions: this.#defs, signal: this.#abort.signal })
       await live.heartbeat.register()
       await this.#handOffOtherVersions(live)

@@ -54,7 +54,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
   const names = (): string[] => [...definitions.keys()]
   const clock = new Clock()
   const checkpoints = new Checkpoints(pools, tables, logger, signal)
-  const notifications = new Notifications(url, logger)
+  const notifications = new Notifications(url, logger, { enabled: !options.transactionPooling })
   const results = new ResultWaiters()
   // Assigned below: the parts refer to each other through these closures.
   let runs!: LocalRuns

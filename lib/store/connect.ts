@@ -10,16 +10,28 @@ export const CONNECT_TIMEOUT_S = 5
 /** Longest wait, in seconds, before a closed connection tries again (see reconnectDelay). */
 const MAX_RECONNECT_DELAY_S = 0.5
 
-export function connect (url: string, poolSize: number, name = 'fastify-dbos'): Sql {
+export interface ConnectOptions {
+  /**
+   * The URL goes through a pooler in transaction mode (PgBouncer's
+   * pool_mode = transaction): no named prepared statements, which such a
+   * pooler cannot keep across transactions.
+   */
+  transactionPooling?: boolean
+  /** Shown in pg_stat_activity. */
+  name?: string
+}
+
+export function connect (url: string, poolSize: number, o: ConnectOptions = {}): Sql {
   return postgres(url, {
     max: poolSize,
+    prepare: o.transactionPooling !== true,
     onnotice: () => {},
     // Connections that die while Postgres restarts are replaced on next use;
     // a short connect timeout makes an outage surface as a fast 503.
     connect_timeout: CONNECT_TIMEOUT_S,
     backoff: reconnectDelay,
     idle_timeout: 60,
-    connection: { application_name: name }
+    connection: { application_name: o.name ?? 'fastify-dbos' }
   })
 }
 
@@ -68,15 +80,15 @@ export interface Pools {
   heartbeat: Sql
 }
 
-export function connectPools (url: string, poolSize: number): Pools {
+export function connectPools (url: string, poolSize: number, o: ConnectOptions = {}): Pools {
   const starts = Math.max(1, Math.floor(poolSize / 6))
   const reads = Math.max(1, Math.floor(poolSize / 5))
   return {
-    sql: connect(url, reads),
-    starts: connect(url, starts),
-    writes: connect(url, 1),
-    transactions: connect(url, poolSize - 1 - starts - reads),
-    heartbeat: connect(url, 1, 'fastify-dbos heartbeat')
+    sql: connect(url, reads, o),
+    starts: connect(url, starts, o),
+    writes: connect(url, 1, o),
+    transactions: connect(url, poolSize - 1 - starts - reads, o),
+    heartbeat: connect(url, 1, { ...o, name: 'fastify-dbos heartbeat' })
   }
 }
 

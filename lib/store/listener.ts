@@ -26,9 +26,16 @@ export class Notifications {
   /** Channels subscribed on the current connection. */
   readonly #subscribed = new Set<string>()
   #resubscribing = false
+  readonly #enabled: boolean
 
-  constructor (url: string, logger: Logger) {
+  /**
+   * With `enabled: false` (a transaction-mode pooler, which cannot hold a
+   * LISTEN across transactions) nothing is subscribed and every waiter relies
+   * on polling.
+   */
+  constructor (url: string, logger: Logger, { enabled = true } = {}) {
     this.#logger = logger
+    this.#enabled = enabled
     this.#sql = postgres(url, {
       max: 1,
       // 0 turns both timers off: this connection is meant to stay.
@@ -53,6 +60,7 @@ export class Notifications {
    * handler told once it is made), while callers rely on polling.
    */
   async listen (channel: string, handler: ChannelHandler): Promise<void> {
+    if (!this.#enabled) return
     this.#handlers.set(channel, handler)
     try {
       await this.#subscribe([channel])
