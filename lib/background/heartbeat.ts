@@ -9,10 +9,14 @@
  * by SIGSTOP or a long GC pause, cut off by a partition) may have been
  * declared dead and had its work adopted: a zombie. Its writes are fenced by
  * the epoch anyway; at its first beat after the silence it also checks which
- * of its runs it still owns, stops the others at once, and logs it. It adopts
- * nothing until it has beaten steadily for one lease again, so that after a
- * database outage (everyone silent) the first instance back does not take
- * the work of others that are merely a beat behind.
+ * of its runs it still owns, stops the others at once, and logs it.
+ *
+ * A stopped executor's work is adopted at once. An executor whose lease
+ * merely expired is adopted from only by an instance that has itself beaten
+ * steadily for one lease: after a database outage (everyone silent) the first
+ * instance back must not take the work of others that are merely a beat
+ * behind, and a process just started (or just back from a silence) cannot
+ * tell them apart yet.
  */
 import { nanoid } from 'nanoid'
 import type { Clock } from '../core/clock.js'
@@ -146,8 +150,9 @@ export class Heartbeat {
       await this.#deps.checkOwnership()
       return
     }
-    if (now - this.#steadySince < leaseMs || result.dead.length === 0 || this.#adopting !== undefined) return
-    this.#adopting = this.#deps.adopt(result.dead).catch((err) => {
+    const dead = now - this.#steadySince < leaseMs ? result.stopped : [...result.stopped, ...result.expired]
+    if (dead.length === 0 || this.#adopting !== undefined) return
+    this.#adopting = this.#deps.adopt(dead).catch((err) => {
       logger.error({ event: 'adoption.failed', err }, 'adopting the work of dead executors failed; the next beat tries again')
     }).finally(() => { this.#adopting = undefined })
   }

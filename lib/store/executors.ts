@@ -43,8 +43,10 @@ export interface Beat {
   held: boolean
   /** The database's clock when it answered, in ms since the epoch. */
   dbNow: number
-  /** Ids of dead executors other than this one: their PENDING workflows are up for adoption. */
-  dead: string[]
+  /** Executors that stopped gracefully (or work handed off on purpose): up for adoption at once. */
+  stopped: string[]
+  /** Executors silent for longer than their lease: up for adoption by an instance that is itself beating steadily. */
+  expired: string[]
 }
 
 /**
@@ -54,7 +56,7 @@ export interface Beat {
  * statement per heartbeatMs.
  */
 export async function beat (sql: Sql, t: Tables, executorId: string, instance: string): Promise<Beat> {
-  const [row] = await sql<{ held: boolean, db_now: number, dead: string[] }[]>`
+  const [row] = await sql<{ held: boolean, db_now: number, stopped: string[], expired: string[] }[]>`
     WITH beat AS (
       UPDATE ${t.executors} SET heartbeat_at = clock_timestamp()
       WHERE executor_id = ${executorId} AND instance = ${instance}
@@ -62,13 +64,15 @@ export async function beat (sql: Sql, t: Tables, executorId: string, instance: s
     SELECT EXISTS (SELECT 1 FROM beat) AS held,
            (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS db_now,
            ARRAY(SELECT executor_id FROM ${t.executors}
-                 WHERE executor_id <> ${executorId}
-                   AND (stopped_at IS NOT NULL OR heartbeat_at < clock_timestamp() - lease_ms * interval '1 millisecond')
+                 WHERE executor_id <> ${executorId} AND stopped_at IS NOT NULL
                  UNION ALL
                  -- Handed off on purpose (setAppVersion, another version's work at start): nobody's.
                  SELECT ${UNOWNED}::text WHERE EXISTS (
-                   SELECT 1 FROM ${t.workflows} WHERE executor_id = ${UNOWNED} AND status = 'PENDING')) AS dead`
-  return { held: row!.held, dbNow: row!.db_now, dead: row!.dead }
+                   SELECT 1 FROM ${t.workflows} WHERE executor_id = ${UNOWNED} AND status = 'PENDING')) AS stopped,
+           ARRAY(SELECT executor_id FROM ${t.executors}
+                 WHERE executor_id <> ${executorId} AND stopped_at IS NULL
+                   AND heartbeat_at < clock_timestamp() - lease_ms * interval '1 millisecond') AS expired`
+  return { held: row!.held, dbNow: row!.db_now, stopped: row!.stopped, expired: row!.expired }
 }
 
 /**
