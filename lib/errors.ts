@@ -97,6 +97,7 @@ export const MaxRecoveryAttemptsError = define('DBOS_ERR_MAX_RECOVERY_ATTEMPTS',
   (workflowId: string, attempts: number) =>
     `Workflow ${workflowId} was abandoned after ${attempts} recovery attempts (it may be crashing its process)`)
 
+/** cancel(): the workflow (or an ancestor) was cancelled; getResult and its runs see this. */
 export const WorkflowCancelledError = define('DBOS_ERR_WORKFLOW_CANCELLED', 409,
   (workflowId: string) => `Workflow ${workflowId} was cancelled`)
 
@@ -135,6 +136,38 @@ export const ExecutorIdInUseError = define('DBOS_ERR_EXECUTOR_ID_IN_USE', 500,
 /** setAppVersion: there is no PENDING workflow with this id. */
 export const WorkflowNotPendingError = define('DBOS_ERR_WORKFLOW_NOT_PENDING', 409,
   (workflowId: string) => `Workflow ${JSON.stringify(workflowId)} is not PENDING (it finished, or there is no such workflow)`)
+
+/** A workflow passed its deadline (StartOptions.timeoutMs, or its parent's): it was cancelled, its children too. */
+export const WorkflowTimeoutError = define('DBOS_ERR_WORKFLOW_TIMEOUT', 504,
+  (workflowId: string) => `Workflow ${workflowId} did not finish before its timeout and was cancelled`)
+
+/** ctx.step with timeoutMs: the step's function did not settle in time (its signal was aborted). */
+export const StepTimeoutError = define('DBOS_ERR_STEP_TIMEOUT', 504,
+  (name: string, timeoutMs: number) => `Step ${JSON.stringify(name)} did not finish within ${timeoutMs} ms`)
+
+/** send() to a workflow that has finished: nothing will ever receive it. */
+export const WorkflowFinishedError = define('DBOS_ERR_WORKFLOW_FINISHED', 409,
+  (workflowId: string) => `Workflow ${workflowId} has finished; it cannot receive messages`)
+
+/** resume() of a workflow that succeeded: there is nothing to continue. */
+export const WorkflowNotResumableError = define('DBOS_ERR_WORKFLOW_NOT_RESUMABLE', 409,
+  (workflowId: string) => `Workflow ${workflowId} succeeded; only a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow can be resumed`)
+
+/** fork() from a step after the source's last recorded step + 1. */
+export const InvalidForkStepError = define('DBOS_ERR_INVALID_FORK_STEP', 400,
+  (fromStep: string, limit: number) => `Cannot fork from step ${fromStep}: it must be an integer from 0 to ${limit} (one past the last recorded step)`)
+
+/** An argument of a call from outside workflows (send, getEvent, readStream, fork, ...) is not usable. */
+export const InvalidArgumentError = define('DBOS_ERR_INVALID_ARGUMENT', 400,
+  (why: string) => `Invalid argument: ${why}`)
+
+/** A ctx call with an argument that cannot work (a bad topic, key or timeout): a bug in the workflow code. */
+export const InvalidCallError = define('DBOS_ERR_INVALID_CALL', 500,
+  (why: string) => `Invalid workflow call: ${why}`)
+
+/** ctx.writeStream after ctx.closeStream of the same key. */
+export const StreamClosedError = define('DBOS_ERR_STREAM_CLOSED', 500,
+  (key: string) => `Stream ${JSON.stringify(key)} was closed; nothing more can be written to it`)
 
 export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
   (why: string) => `Invalid fastify-dbos option: ${why}`)

@@ -1,10 +1,10 @@
 /** The engine's public API, usable from a plain script without Fastify. */
 export { Engine, type PreparedInput } from './engine/engine.js'
-export type { StartOptions } from './start-options.js'
+export type { StartOptions, ForkOptions, DeleteFinishedOptions, GetEventOptions, ReadStreamOptions } from './calls.js'
 export { defineWorkflow, type WorkflowDefinition, type WorkflowFunction, type WorkflowOptions, type InputOf, type OutputOf } from './workflow.js'
-export type { WorkflowContext, StepOptions, TransactionOptions } from './context.js'
+export type { WorkflowContext, StepOptions, TransactionOptions, RecvOptions, SendOptions, ChildOptions, ChildHandle, IsolationLevel, TransactionSql } from './context.js'
 export { WorkflowHandle, type GetResultOptions } from './handle.js'
-export type { WorkflowStatus, WorkflowStatusName, StepInfo, ExecutorInfo } from './status.js'
+export type { WorkflowStatus, WorkflowStatusName, StepInfo, ExecutorInfo, WorkflowPage, EventInfo, StreamValue } from './status.js'
 export type { ListFilter } from './list-filter.js'
 export type { EngineOptions } from './options.js'
 export type { RetryPolicy } from './core/retry.js'

@@ -8,6 +8,8 @@ export interface ListFilter {
   status?: WorkflowStatusName
   requestId?: string
   executorId?: string
+  /** Children of this workflow (started with ctx.startChild). */
+  parentId?: string
   /** Workflows of this app version (null: those started without appVersion). */
   appVersion?: string | null
   /** Created at or after this time. */
@@ -20,12 +22,14 @@ export interface ListFilter {
   offset?: number
   /** By creation time; newest first by default. */
   order?: 'asc' | 'desc'
+  /** Where a page starts: the nextCursor of the page before (listPage), with the same filter and order. */
+  cursor?: string
 }
 
 export const DEFAULT_LIST_LIMIT = 100
 export const MAX_LIST_LIMIT = 10_000
 
-const TEXT_FIELDS = ['name', 'requestId', 'executorId'] as const
+const TEXT_FIELDS = ['name', 'requestId', 'executorId', 'parentId', 'cursor'] as const
 const DATE_FIELDS = ['createdAfter', 'createdBefore'] as const
 const KNOWN = new Set<string>([...TEXT_FIELDS, ...DATE_FIELDS, 'appVersion', 'status', 'limit', 'offset', 'order'])
 

@@ -72,6 +72,13 @@ export interface EngineOptions {
    * (results and adoption fall back to polling). Default false.
    */
   transactionPooling?: boolean
+  /**
+   * Deletes finished workflows (and their steps, messages, events, streams)
+   * once they are older than `finishedOlderThanMs`, every `intervalMs`
+   * (default 60 000). Default: keep everything (deleteFinished() does it on
+   * demand).
+   */
+  retention?: { finishedOlderThanMs: number, intervalMs?: number }
   logger?: Logger
 }
 
@@ -93,6 +100,7 @@ export interface ResolvedOptions {
   sleepInMemoryMaxMs: number
   startWithFirstStep: boolean
   transactionPooling: boolean
+  retention: { finishedOlderThanMs: number, intervalMs: number } | null
   logger: Logger
 }
 
@@ -120,6 +128,7 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
     sleepInMemoryMaxMs: o.sleepInMemoryMaxMs ?? 5000,
     startWithFirstStep: o.startWithFirstStep ?? true,
     transactionPooling: o.transactionPooling ?? false,
+    retention: o.retention === undefined ? null : { finishedOlderThanMs: o.retention.finishedOlderThanMs, intervalMs: o.retention.intervalMs ?? 60_000 },
     logger: o.logger ?? consoleLogger
   }
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(resolved.schema)) {
@@ -135,6 +144,13 @@ export function resolveOptions (o: EngineOptions): ResolvedOptions {
   if (resolved.leaseMs < 2 * resolved.heartbeatMs || resolved.leaseMs > MAX_TIMER_MS) throw new InvalidOptionError('leaseMs must be at least twice heartbeatMs')
   if (resolved.appVersion !== null && (typeof resolved.appVersion !== 'string' || resolved.appVersion.length === 0 || resolved.appVersion.includes('\u0000'))) {
     throw new InvalidOptionError('appVersion must be a non-empty string')
+  }
+  if (resolved.retention !== null) {
+    const { finishedOlderThanMs, intervalMs } = resolved.retention
+    if (typeof finishedOlderThanMs !== 'number' || !(finishedOlderThanMs >= 0) || !Number.isFinite(finishedOlderThanMs)) {
+      throw new InvalidOptionError('retention.finishedOlderThanMs must be a non-negative number of milliseconds')
+    }
+    if (!Number.isInteger(intervalMs) || intervalMs < 1 || intervalMs > MAX_TIMER_MS) throw new InvalidOptionError(`retention.intervalMs must be an integer from 1 to ${MAX_TIMER_MS}`)
   }
   if (typeof resolved.transactionPooling !== 'boolean') throw new InvalidOptionError('transactionPooling must be a boolean')
   if (typeof resolved.startWithFirstStep !== 'boolean') throw new InvalidOptionError('startWithFirstStep must be a boolean')

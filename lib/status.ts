@@ -26,8 +26,12 @@ export interface WorkflowStatus {
   createdAt: Date
   updatedAt: Date
   completedAt: Date | null
-  /** While a long ctx.sleep has suspended it (status PENDING): when it wakes up. Null otherwise. */
+  /** While a long ctx.sleep (or ctx.recv) has suspended it (status PENDING): when it wakes up. Null otherwise. */
   wakeAt: Date | null
+  /** The workflow that started it with ctx.startChild, if one did. */
+  parentId: string | null
+  /** Its timeout, if it has one: past it, it is cancelled (DBOS_ERR_WORKFLOW_TIMEOUT). */
+  deadlineAt: Date | null
 }
 
 export interface StepInfo {
@@ -35,7 +39,14 @@ export interface StepInfo {
   name: string
   output?: unknown
   error?: Error
+  /** When it began (null for steps recorded by versions before 0.2). */
+  startedAt: Date | null
+  /** When its checkpoint was recorded. */
+  completedAt: Date
+  /** The same as completedAt (kept for compatibility). */
   createdAt: Date
+  /** For a ctx.startChild step: the child's id. */
+  childWorkflowId?: string
 }
 
 /** An instance known to the database (app.workflows.executors()). */
@@ -56,4 +67,26 @@ export interface ExecutorInfo {
   pendingWorkflows: number
   /** This process. */
   self: boolean
+}
+
+/** A page of list results (listPage). */
+export interface WorkflowPage {
+  workflows: WorkflowStatus[]
+  /** Where the next page starts (pass it as `cursor`), or null after the last one. */
+  nextCursor: string | null
+}
+
+/** One value a workflow set with ctx.setEvent (listEvents). */
+export interface EventInfo {
+  key: string
+  value: unknown
+  /** The position of the ctx.setEvent call that set it. */
+  stepId: number
+  createdAt: Date
+}
+
+/** One value of a stream (readStream), at its offset: resume a reader from offset + 1. */
+export interface StreamValue<T = unknown> {
+  offset: number
+  value: T
 }

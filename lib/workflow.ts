@@ -3,25 +3,10 @@
  * (ctx, input); the engine finds a workflow's code by name when it recovers it,
  * so every definition an app can run must be registered with its engine.
  */
-import type { WorkflowContext } from './context.js'
+import type { WorkflowDefinition, WorkflowFunction, WorkflowOptions } from './context.js'
 import { unstorableTextReason } from './core/text.js'
 
-export interface WorkflowOptions {
-  /**
-   * How many times a crashed workflow is resumed before it is marked
-   * MAX_RECOVERY_ATTEMPTS_EXCEEDED instead of being retried forever.
-   * Defaults to the engine's `maxRecoveryAttempts`.
-   */
-  maxRecoveryAttempts?: number
-}
-
-export type WorkflowFunction<I, O> = (ctx: WorkflowContext, input: I) => Promise<O>
-
-export interface WorkflowDefinition<I = unknown, O = unknown> {
-  readonly name: string
-  readonly fn: WorkflowFunction<I, O>
-  readonly options: Readonly<WorkflowOptions>
-}
+export type { WorkflowDefinition, WorkflowFunction, WorkflowOptions } from './context.js'
 
 /** Input and output types of a definition, for typed handles. */
 export type InputOf<D> = D extends WorkflowDefinition<infer I, unknown> ? I : never

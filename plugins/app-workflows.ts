@@ -1,8 +1,8 @@
 /** `app.workflows`: the engine's API for code outside a request (scripts, jobs, tests). */
 import type { Engine } from '../lib/engine/engine.js'
-import type { StartOptions } from '../lib/start-options.js'
+import type { DeleteFinishedOptions, ForkOptions, GetEventOptions, ReadStreamOptions, SendOptions, StartOptions } from '../lib/calls.js'
 import type { WorkflowHandle } from '../lib/handle.js'
-import type { ExecutorInfo, StepInfo, WorkflowStatus } from '../lib/status.js'
+import type { EventInfo, ExecutorInfo, StepInfo, StreamValue, WorkflowPage, WorkflowStatus } from '../lib/status.js'
 import type { ListFilter } from '../lib/list-filter.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
 import type { RunOptions } from './request-workflows.js'
@@ -48,6 +48,55 @@ export class AppWorkflows {
   /** Moves a PENDING workflow to another app version, for an instance of that version to adopt (see docs/Guides/scale-out.md). */
   setAppVersion (workflowId: string, appVersion: string | null): Promise<void> {
     return this.#engine.setAppVersion(workflowId, appVersion)
+  }
+
+  /** Delivers a message to a workflow's ctx.recv. 404 for an unknown workflow, 409 DBOS_ERR_WORKFLOW_FINISHED for a finished one. */
+  send (workflowId: string, message: unknown, options?: SendOptions): Promise<void> {
+    return this.#engine.send(workflowId, message, options)
+  }
+
+  /** The latest value of a workflow's event `key`, waiting up to `timeoutMs` for one to be set; null then. */
+  getEvent<T = unknown> (workflowId: string, key: string, options?: GetEventOptions): Promise<T | null> {
+    return this.#engine.getEvent<T>(workflowId, key, options)
+  }
+
+  /** Every value a workflow set with ctx.setEvent, in order. */
+  listEvents (workflowId: string): Promise<EventInfo[]> {
+    return this.#engine.listEvents(workflowId)
+  }
+
+  /**
+   * The values of a workflow's stream `key` from offset `from` on, as they
+   * are written; ends when the stream is closed or the workflow finishes.
+   * See sse() for Server-Sent Events.
+   */
+  readStream<T = unknown> (workflowId: string, key: string, options?: ReadStreamOptions): AsyncGenerator<StreamValue<T>, void, undefined> {
+    return this.#engine.readStream<T>(workflowId, key, options)
+  }
+
+  /** Cancels a workflow and its children, from any instance. */
+  cancel (workflowId: string): Promise<void> {
+    return this.#engine.cancel(workflowId)
+  }
+
+  /** Continues a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow from its last completed step. */
+  resume<O = unknown> (workflowId: string): Promise<WorkflowHandle<O>> {
+    return this.#engine.resume<O>(workflowId)
+  }
+
+  /** A new workflow with the same input that reuses the source's results before `fromStep` and runs the rest. */
+  fork<O = unknown> (workflowId: string, options: ForkOptions): Promise<WorkflowHandle<O>> {
+    return this.#engine.fork<O>(workflowId, options)
+  }
+
+  /** Deletes workflows that finished at least `olderThanMs` ago, with their steps, messages, events and streams. */
+  deleteFinished (options: DeleteFinishedOptions): Promise<number> {
+    return this.#engine.deleteFinished(options)
+  }
+
+  /** A page of workflows and the cursor of the next one (keyset paging). */
+  listPage (filter?: ListFilter): Promise<WorkflowPage> {
+    return this.#engine.listPage(filter)
   }
 
   /** Recorded steps in call order; 404 for an unknown workflow. */

@@ -80,4 +80,5 @@ export default dbosPlugin
 
 export { AppWorkflows } from './app-workflows.js'
 export { RequestWorkflows, type RunOptions } from './request-workflows.js'
+export { sse, lastEventId } from './sse.js'
 export * from '../lib/index.js'

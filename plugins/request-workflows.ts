@@ -10,7 +10,7 @@
  * lands on the same ids.
  */
 import type { Engine } from '../lib/engine/engine.js'
-import type { StartOptions } from '../lib/start-options.js'
+import type { StartOptions } from '../lib/calls.js'
 import type { WorkflowHandle, GetResultOptions } from '../lib/handle.js'
 import { derivedWorkflowId, scopedKey } from '../lib/core/ids.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'

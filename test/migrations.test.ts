@@ -11,11 +11,16 @@ import { adminSql, databaseUrl, dropSchema, silentLogger, uniqueSchema } from '.
 import { sharedSchema } from './helpers/workflows.js'
 
 /** The migrations the schema below was written for. A new migration updates both (and docs/Reference/schema.md). */
-const MIGRATIONS = ['0001_init.sql', '0002_wake_at.sql', '0003_executors.sql']
+const MIGRATIONS = ['0001_init.sql', '0002_wake_at.sql', '0003_executors.sql', '0004_primitives.sql']
 
 /** What the migrations leave in an engine's schema. */
 const SCHEMA: SchemaState = {
   columns: [
+    'events.workflow_id text NOT NULL',
+    'events.key text NOT NULL',
+    'events.step_id integer NOT NULL',
+    'events.value text NOT NULL',
+    'events.created_at timestamp with time zone NOT NULL DEFAULT now()',
     'executors.executor_id text NOT NULL',
     'executors.instance text NOT NULL',
     'executors.app_version text NULL',
@@ -23,6 +28,13 @@ const SCHEMA: SchemaState = {
     'executors.started_at timestamp with time zone NOT NULL DEFAULT now()',
     'executors.heartbeat_at timestamp with time zone NOT NULL DEFAULT now()',
     'executors.stopped_at timestamp with time zone NULL',
+    'messages.workflow_id text NOT NULL',
+    'messages.topic text NOT NULL',
+    'messages.seq bigint NOT NULL',
+    'messages.message text NOT NULL',
+    'messages.idempotency_key text NULL',
+    'messages.consumed_step integer NULL',
+    'messages.created_at timestamp with time zone NOT NULL DEFAULT now()',
     'migrations.id integer NOT NULL',
     'migrations.name text NOT NULL',
     'migrations.applied_at timestamp with time zone NOT NULL DEFAULT now()',
@@ -32,6 +44,14 @@ const SCHEMA: SchemaState = {
     'steps.output text NULL',
     'steps.error text NULL',
     'steps.created_at timestamp with time zone NOT NULL DEFAULT now()',
+    'steps.started_at timestamp with time zone NULL',
+    'streams.workflow_id text NOT NULL',
+    'streams.key text NOT NULL',
+    'streams.offset integer NOT NULL',
+    'streams.step_id integer NOT NULL',
+    'streams.value text NULL',
+    'streams.closed boolean NOT NULL DEFAULT false',
+    'streams.created_at timestamp with time zone NOT NULL DEFAULT now()',
     'workflows.workflow_id text NOT NULL',
     'workflows.name text NOT NULL',
     'workflows.status text NOT NULL',
@@ -47,24 +67,40 @@ const SCHEMA: SchemaState = {
     'workflows.updated_at timestamp with time zone NOT NULL DEFAULT now()',
     'workflows.completed_at timestamp with time zone NULL',
     'workflows.wake_at timestamp with time zone NULL',
-    'workflows.app_version text NULL'
+    'workflows.app_version text NULL',
+    'workflows.parent_id text NULL',
+    'workflows.deadline_at timestamp with time zone NULL',
+    'workflows.waiting_topic text NULL'
   ],
   indexes: [
+    'CREATE INDEX events_latest ON events USING btree (workflow_id, key, step_id DESC)',
+    'CREATE UNIQUE INDEX events_pkey ON events USING btree (workflow_id, step_id)',
     'CREATE UNIQUE INDEX executors_pkey ON executors USING btree (executor_id)',
+    'CREATE UNIQUE INDEX messages_idempotency ON messages USING btree (workflow_id, idempotency_key) WHERE (idempotency_key IS NOT NULL)',
+    'CREATE UNIQUE INDEX messages_pkey ON messages USING btree (workflow_id, topic, seq)',
+    'CREATE INDEX messages_unconsumed ON messages USING btree (workflow_id, topic, seq) WHERE (consumed_step IS NULL)',
     'CREATE UNIQUE INDEX migrations_pkey ON migrations USING btree (id)',
     'CREATE UNIQUE INDEX steps_pkey ON steps USING btree (workflow_id, step_id)',
-    'CREATE INDEX workflows_created_at ON workflows USING btree (created_at)',
+    'CREATE UNIQUE INDEX streams_pkey ON streams USING btree (workflow_id, key, "offset")',
+    'CREATE INDEX workflows_completed_at ON workflows USING btree (completed_at) WHERE (completed_at IS NOT NULL)',
+    'CREATE INDEX workflows_created_at_id ON workflows USING btree (created_at, workflow_id)',
+    'CREATE INDEX workflows_deadline ON workflows USING btree (executor_id, deadline_at) WHERE (deadline_at IS NOT NULL)',
     'CREATE INDEX workflows_executor_status ON workflows USING btree (executor_id, status)',
     'CREATE INDEX workflows_executor_wake_at ON workflows USING btree (executor_id, wake_at) WHERE (wake_at IS NOT NULL)',
     'CREATE INDEX workflows_name_created_at ON workflows USING btree (name, created_at)',
+    'CREATE INDEX workflows_parent ON workflows USING btree (parent_id, created_at) WHERE (parent_id IS NOT NULL)',
     'CREATE UNIQUE INDEX workflows_pkey ON workflows USING btree (workflow_id)',
-    'CREATE INDEX workflows_request_id ON workflows USING btree (request_id) WHERE (request_id IS NOT NULL)'
+    'CREATE INDEX workflows_request_id ON workflows USING btree (request_id) WHERE (request_id IS NOT NULL)',
+    'CREATE INDEX workflows_status_created_at ON workflows USING btree (status, created_at, workflow_id)'
   ],
   constraints: [
+    'events.events_pkey PRIMARY KEY (workflow_id, step_id)',
     'executors.executors_lease_ms_check CHECK ((lease_ms > 0))',
     'executors.executors_pkey PRIMARY KEY (executor_id)',
+    'messages.messages_pkey PRIMARY KEY (workflow_id, topic, seq)',
     'migrations.migrations_pkey PRIMARY KEY (id)',
     'steps.steps_pkey PRIMARY KEY (workflow_id, step_id)',
+    'streams.streams_pkey PRIMARY KEY (workflow_id, key, "offset")',
     'workflows.workflows_pkey PRIMARY KEY (workflow_id)',
     "workflows.workflows_status_check CHECK ((status = ANY (ARRAY['PENDING'::text, 'SUCCESS'::text, 'ERROR'::text, 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'::text, 'CANCELLED'::text])))"
   ]

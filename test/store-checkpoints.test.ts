@@ -24,14 +24,14 @@ t.teardown(async () => {
 let n = 0
 async function newWorkflows (count: number): Promise<{ workflowId: string, epoch: string }[]> {
   const rows = Array.from({ length: count }, () => ({
-    workflowId: `wf-${++n}`, name: 'w', input: '1', inputHash: 'h', requestId: null, executorId: 'e', appVersion: null
+    workflowId: `wf-${++n}`, name: 'w', input: '1', inputHash: 'h', requestId: null, executorId: 'e', appVersion: null, parentId: null, timeoutMs: null
   }))
   const inserted = await insertWorkflows(sql, tb, rows)
   return inserted.map((r) => ({ workflowId: r.workflow_id, epoch: r.epoch }))
 }
 
 const step = (w: { workflowId: string, epoch: string }, stepId: number, output = '1') =>
-  ({ workflowId: w.workflowId, epoch: w.epoch, stepId, name: `s${stepId}`, output, error: null })
+  ({ workflowId: w.workflowId, epoch: w.epoch, stepId, name: `s${stepId}`, output, error: null, startedAt: null })
 const done = (w: { workflowId: string, epoch: string }) =>
   ({ workflowId: w.workflowId, epoch: w.epoch, status: 'SUCCESS' as const, output: '"ok"', error: null })
 
@@ -42,7 +42,7 @@ for (const size of [1, 3]) {
       t.equal(ws.length, size)
       t.ok(ws.every((w) => w.epoch === '1'))
       const again = await insertWorkflows(sql, tb, ws.map((w) => ({
-        workflowId: w.workflowId, name: 'w', input: '2', inputHash: 'other', requestId: null, executorId: 'e', appVersion: null
+        workflowId: w.workflowId, name: 'w', input: '2', inputHash: 'other', requestId: null, executorId: 'e', appVersion: null, parentId: null, timeoutMs: null
       })))
       t.same(again, [], 'existing ids are neither overwritten nor returned')
     })
@@ -99,7 +99,7 @@ for (const size of [1, 3]) {
     t.test('a start with its first step: both land together, once; a taken id writes neither', async (t) => {
       const ids = Array.from({ length: size }, () => `wf-${++n}`)
       const opening = (id: string, stepId = 0, input = '1') => ({
-        start: { workflowId: id, name: 'w', input, inputHash: 'h', requestId: null, executorId: 'e', appVersion: null },
+        start: { workflowId: id, name: 'w', input, inputHash: 'h', requestId: null, executorId: 'e', appVersion: null, parentId: null, timeoutMs: null },
         step: step({ workflowId: id, epoch: '1' }, stepId)
       })
       const opened = await writeCheckpoints(sql, tb, [], [], ids.map((id) => opening(id)))
@@ -120,7 +120,7 @@ for (const size of [1, 3]) {
       const finishing = await newWorkflows(size)
       const ids = Array.from({ length: size }, () => `wf-${++n}`)
       const openings = ids.map((id) => ({
-        start: { workflowId: id, name: 'w', input: '1', inputHash: 'h', requestId: null, executorId: 'e', appVersion: null },
+        start: { workflowId: id, name: 'w', input: '1', inputHash: 'h', requestId: null, executorId: 'e', appVersion: null, parentId: null, timeoutMs: null },
         step: step({ workflowId: id, epoch: '1' }, 0)
       }))
       // A refused step row fails the whole statement: no opening may commit without it.

@@ -17,6 +17,7 @@ import type { Logger } from '../core/logger.js'
 import { untilReachable } from '../core/retry.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { isConnectionError } from '../store/pg-errors.js'
+import { claimMessaged } from '../store/messages.js'
 import { claimDue, nextWakeAt } from '../store/wake-ups.js'
 import type { ClaimedRow } from '../store/rows.js'
 
@@ -75,6 +76,8 @@ export class WakeUps {
   #again = false
   /** A claim's answer was lost: it may have committed. */
   #claimLost = false
+  /** Wake-ups of recv waiters in progress (see messaged). */
+  readonly #messagePasses = new Set<Promise<void>>()
 
   constructor (deps: WakeUpDeps) {
     this.#deps = deps
@@ -101,7 +104,7 @@ export class WakeUps {
     this.#stopped.abort()
     clearTimeout(this.#timer)
     this.#timer = undefined
-    await this.#pass
+    await Promise.all([this.#pass, ...this.#messagePasses])
   }
 
   /**
@@ -193,6 +196,30 @@ export class WakeUps {
       // skipped as locked by another write for a moment, so look again soon.
       return claimed.length === 0 && next <= claimedAt ? clock.now() + SKIPPED_RETRY_MS : next
     }
+  }
+
+  /**
+   * Wakes this executor's workflows suspended in ctx.recv that have a message
+   * waiting: those named (a notification said a message came), or all of
+   * them (null: after the LISTEN connection came back, an adoption, or a
+   * recv that suspended just as a message came). Never throws; a miss is
+   * caught by the next call or the recv's timeout.
+   */
+  messaged (ids: string[] | null): void {
+    if (this.#stopped.signal.aborted) return
+    const { sql, tables, appVersion } = this.#deps
+    const wake = async (): Promise<void> => {
+      for (;;) {
+        const claimed = await claimMessaged(sql, tables, this.#deps.executorId(), appVersion, this.#deps.names(), ids, BATCH)
+        await Promise.all(claimed.map((row) => this.#resume(row)))
+        if (claimed.length < BATCH || this.#stopped.signal.aborted) return
+      }
+    }
+    const pass = this.#reachable(wake, this.#stopped.signal).catch((err) => {
+      this.#deps.logger.error({ event: 'wakeup.failed', err }, 'could not wake workflows that have messages waiting; their recv looks again at its timeout')
+    })
+    this.#messagePasses.add(pass)
+    void pass.finally(() => this.#messagePasses.delete(pass))
   }
 
   /**

@@ -11,9 +11,10 @@ import { defaultDataDir, startEmbeddedPostgres, type EmbeddedPostgres } from '..
 import { DatabaseUnavailableError, DuplicateWorkflowNameError, InvalidOptionError, NotReadyError, ShuttingDownError, UnknownWorkflowError, WorkflowNotPendingError } from '../errors.js'
 import { WorkflowHandle, type GetResultOptions, type HandleSource } from '../handle.js'
 import type { ListFilter } from '../list-filter.js'
+import type { SendOptions } from '../context.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from '../options.js'
-import type { StartOptions } from '../start-options.js'
-import type { ExecutorInfo, StepInfo, WorkflowStatus } from '../status.js'
+import type { DeleteFinishedOptions, ForkOptions, GetEventOptions, ReadStreamOptions, StartOptions } from '../calls.js'
+import type { EventInfo, ExecutorInfo, StepInfo, StreamValue, WorkflowPage, WorkflowStatus } from '../status.js'
 import { handOffOtherVersions, setAppVersion } from '../store/adoption.js'
 import { announceAdoptable, listExecutors } from '../store/executors.js'
 import { isConnectionError } from '../store/pg-errors.js'
@@ -97,9 +98,11 @@ export class Engine implements HandleSource {
     // workflows now rather than at the next restart.
     live.checkpoints.onReachableAgain(() => live.recover())
     live.heartbeat.start()
-    // An executor that stops, or work handed off: adopt at once, not at the next beat.
-    void live.notifications.listen(live.db.tables.executorsChannel, { notify: () => live.heartbeat.nudge(), resubscribed: () => live.heartbeat.nudge() })
+    await live.listen()
+    live.retention?.start()
     await live.wakeUps.start()
+    // Recv waiters whose messages came while no instance was listening.
+    live.wakeUps.messaged(null)
   }
 
   /**
@@ -148,6 +151,7 @@ export class Engine implements HandleSource {
       // workflows need nothing more: this executor's next start, or the
       // instance that adopts them, wakes them.
       await live.wakeUps.stop()
+      await live.retention?.stop()
       await live.runs.settle(this.options.shutdownTimeoutMs)
     }
     this.#state = 'stopped'
@@ -247,6 +251,52 @@ export class Engine implements HandleSource {
     const sql = live.db.pools.sql
     if (!await setAppVersion(sql, live.db.tables, workflowId, appVersion)) throw new WorkflowNotPendingError(workflowId)
     await announceAdoptable(sql, live.db.tables)
+  }
+
+  /** Delivers a message to a workflow's ctx.recv (see docs/Guides/messages.md). 404 unknown, 409 finished. */
+  async send (workflowId: string, message: unknown, options?: SendOptions): Promise<void> {
+    return this.#connected().messaging.send(workflowId, message, options)
+  }
+
+  /** The latest value of a workflow's event `key`, waiting up to `timeoutMs` for one; null then. */
+  async getEvent<T = unknown> (workflowId: string, key: string, options?: GetEventOptions): Promise<T | null> {
+    return this.#connected().messaging.getEvent(workflowId, key, options) as Promise<T | null>
+  }
+
+  /** Every event a workflow set, in order. */
+  async listEvents (workflowId: string): Promise<EventInfo[]> {
+    return this.#connected().messaging.listEvents(workflowId)
+  }
+
+  /** The values of a workflow's stream `key` from offset `from`, as they come; ends when it is closed or the workflow finishes. */
+  readStream<T = unknown> (workflowId: string, key: string, options?: ReadStreamOptions): AsyncGenerator<StreamValue<T>, void, undefined> {
+    return this.#connected().messaging.readStream(workflowId, key, options) as AsyncGenerator<StreamValue<T>, void, undefined>
+  }
+
+  /** Cancels a workflow and its children (see docs/Guides/cancel-resume-fork.md). */
+  async cancel (workflowId: string): Promise<void> {
+    return this.#connected().control.cancel(workflowId)
+  }
+
+  /** Continues a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow from its last completed step. */
+  async resume<O = unknown> (workflowId: string): Promise<WorkflowHandle<O>> {
+    await this.#connected().control.resume(workflowId)
+    return new WorkflowHandle<O>(this, workflowId)
+  }
+
+  /** A new workflow reusing the results of the source's steps before `fromStep`. */
+  async fork<O = unknown> (workflowId: string, options: ForkOptions): Promise<WorkflowHandle<O>> {
+    return new WorkflowHandle<O>(this, await this.#accepting().control.fork(workflowId, options))
+  }
+
+  /** Deletes workflows that finished at least `olderThanMs` ago, with everything that belongs to them. */
+  async deleteFinished (options: DeleteFinishedOptions): Promise<number> {
+    return this.#connected().control.deleteFinished(options)
+  }
+
+  /** A page of workflows and the cursor of the next one (keyset paging: as fast deep in a million rows as at the start). */
+  async listPage (filter: ListFilter = {}): Promise<WorkflowPage> {
+    return this.#connected().queries.listPage(filter)
   }
 
   /** Waits for the workflow's outcome (see results.ts); 504 after `timeoutMs`, 404 for an unknown id. */

@@ -25,6 +25,22 @@ export interface LocalRunDeps extends ExecuteDeps {
   finished (workflowId: string): void
 }
 
+/** A run to launch: the workflow, the epoch it holds, and what it replays. */
+export interface Launch {
+  def: WorkflowDefinition<any, any>
+  workflowId: string
+  epoch: string
+  /** The stored form of the input. */
+  input: unknown
+  requestId: string | null
+  /** Recorded steps, replayed instead of run. */
+  steps?: StepRow[]
+  /** How its checkpoints are written (default: plainly; opening.ts: its start is not written yet). */
+  writes?: RunWrites
+  /** Its timeout: past it, the run is cancelled. */
+  deadline?: Date | null
+}
+
 interface Entry {
   run: RunCore
   outcome: Promise<LocalOutcome>
@@ -106,6 +122,11 @@ export class LocalRuns {
     return fenced
   }
 
+  /** Stops the runs here of these workflows, which were cancelled: each ends at its next ctx call with `reason(id)`. */
+  cancel (workflowIds: string[], reason: (workflowId: string) => Error): void {
+    for (const id of workflowIds) this.#running.get(id)?.run.cancel(reason(id))
+  }
+
   /** Runs a graceful stop hands back. Not suspended ones still unwinding: their workflow waits for its wake-up, not for a recovery. */
   held (): { workflowId: string, epoch: string }[] {
     return [...this.#running.values()].filter(({ run }) => run.suspension === undefined)
@@ -143,9 +164,11 @@ export class LocalRuns {
    * Runs a workflow here. With `writes`, its checkpoints go through them
    * (opening.ts: its start is not written yet); by default plainly.
    */
-  launch (def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[], writes?: RunWrites): void {
+  launch (l: Launch): void {
+    const { def, workflowId } = l
     const deps = this.#deps
-    const run = new RunCore(deps.run, writes ?? new PlainWrites(deps.checkpoints), workflowId, epoch, requestId, steps)
+    const run = new RunCore(deps.run, l.writes ?? new PlainWrites(deps.checkpoints), workflowId, l.epoch, l.requestId, l.steps, l.deadline ?? null)
+    const input = l.input
     const entry: Entry = { run, outcome: execute(deps, def, run, input), listeners: new Set() }
     this.#running.set(workflowId, entry)
     void entry.outcome.then((outcome) => {

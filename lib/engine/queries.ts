@@ -1,14 +1,14 @@
 /** Reading workflows: status, lists and steps, as users see them. */
 import { deserialize } from '../core/codec.js'
 import { unstorableTextReason } from '../core/text.js'
-import { DatabaseUnavailableError, InvalidWorkflowIdError, WorkflowNotFoundError } from '../errors.js'
-import { checkListFilter, type ListFilter } from '../list-filter.js'
-import type { StepInfo, WorkflowStatus, WorkflowStatusName } from '../status.js'
+import { DatabaseUnavailableError, InvalidListFilterError, InvalidWorkflowIdError, WorkflowNotFoundError } from '../errors.js'
+import { checkListFilter, DEFAULT_LIST_LIMIT, type ListFilter } from '../list-filter.js'
+import type { StepInfo, WorkflowPage, WorkflowStatus, WorkflowStatusName } from '../status.js'
 import { CONNECT_TIMEOUT_S, type Sql, type Tables } from '../store/connect.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import type { StepRow, WorkflowRow } from '../store/rows.js'
 import { listSteps } from '../store/steps.js'
-import { getWorkflow, listWorkflows } from '../store/workflows.js'
+import { getWorkflow, listWorkflows, type ListCursor } from '../store/workflows.js'
 
 /** How long a read waits for an answer before it is 503. */
 const READ_TIMEOUT_MS = CONNECT_TIMEOUT_S * 1000
@@ -42,9 +42,22 @@ export class Queries {
 
   /** Throws DBOS_ERR_INVALID_LIST_FILTER (400) for a bad filter, before any query. */
   async list (filter: ListFilter = {}): Promise<WorkflowStatus[]> {
+    return (await this.listPage(filter)).workflows
+  }
+
+  /**
+   * A page of workflows and where the next one starts (`nextCursor`, null on
+   * the last page): pass it back as `cursor` with the same filter.
+   */
+  async listPage (filter: ListFilter = {}): Promise<WorkflowPage> {
     const checked = checkListFilter(filter)
+    const after = checked.cursor === undefined ? undefined : decodeCursor(checked.cursor)
     const { sql, tables } = this.#deps
-    return (await read(() => listWorkflows(sql, tables, checked))).map(toStatus)
+    const rows = await read(() => listWorkflows(sql, tables, checked, after))
+    const limit = checked.limit ?? DEFAULT_LIST_LIMIT
+    const last = rows.at(-1)
+    const nextCursor = rows.length < limit || last === undefined ? null : encodeCursor({ createdAt: last.cursor_at, workflowId: last.workflow_id })
+    return { workflows: rows.map(toStatus), nextCursor }
   }
 
   /** Recorded steps in call order; 404 for an unknown workflow. */
@@ -95,6 +108,18 @@ export function checkReadId (workflowId: unknown): void {
   if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
 }
 
+function encodeCursor (c: ListCursor): string {
+  return Buffer.from(JSON.stringify([c.createdAt, c.workflowId])).toString('base64url')
+}
+
+function decodeCursor (cursor: string): ListCursor {
+  try {
+    const [createdAt, workflowId] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[]
+    if (typeof createdAt === 'string' && typeof workflowId === 'string' && !Number.isNaN(Date.parse(createdAt))) return { createdAt, workflowId }
+  } catch {}
+  throw new InvalidListFilterError('cursor is not one a list returned')
+}
+
 export function toStatus (row: WorkflowRow): WorkflowStatus {
   const status: WorkflowStatus = {
     workflowId: row.workflow_id,
@@ -108,7 +133,9 @@ export function toStatus (row: WorkflowRow): WorkflowStatus {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     completedAt: row.completed_at,
-    wakeAt: row.wake_at
+    wakeAt: row.wake_at,
+    parentId: row.parent_id,
+    deadlineAt: row.deadline_at
   }
   if (row.output !== null) status.output = deserialize(row.output)
   if (row.error !== null) status.error = deserialize(row.error) as Error
@@ -116,8 +143,9 @@ export function toStatus (row: WorkflowRow): WorkflowStatus {
 }
 
 export function toStepInfo (row: StepRow): StepInfo {
-  const step: StepInfo = { stepId: row.step_id, name: row.name, createdAt: row.created_at }
+  const step: StepInfo = { stepId: row.step_id, name: row.name, startedAt: row.started_at, completedAt: row.created_at, createdAt: row.created_at }
   if (row.error !== null) step.error = deserialize(row.error) as Error
   else if (row.output !== null) step.output = deserialize(row.output)
+  if (row.name === 'startChild' && typeof step.output === 'string') step.childWorkflowId = step.output
   return step
 }

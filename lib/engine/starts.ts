@@ -7,14 +7,14 @@ import { nanoid } from 'nanoid'
 import { deserialize, serialize } from '../core/codec.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
 import { unstorableTextReason } from '../core/text.js'
-import { IdempotencyConflictError, InvalidRequestIdError, InvalidWorkflowIdError } from '../errors.js'
-import type { NewWorkflowRow, StepRow } from '../store/rows.js'
+import { IdempotencyConflictError, InvalidRequestIdError, InvalidTimeoutError, InvalidWorkflowIdError } from '../errors.js'
+import type { NewWorkflowRow } from '../store/rows.js'
 import { FIRST_EPOCH } from '../store/workflows.js'
-import type { StartOptions } from '../start-options.js'
+import type { StartOptions } from '../calls.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import type { Checkpoints } from '../writes/checkpoints.js'
 import { FirstSteps, Opening } from '../writes/opening.js'
-import type { RunWrites } from '../writes/run-writes.js'
+import type { Launch } from './local-runs.js'
 import type { Ownership } from './ownership.js'
 
 /** A workflow input, serialised once and fingerprinted for idempotency checks. */
@@ -28,6 +28,8 @@ export interface InternalStart {
   prepared?: PreparedInput
   /** The id was derived from a validated key, so it may be longer than a caller's own. */
   derivedId?: boolean
+  /** Started by this workflow's ctx.startChild. */
+  parentId?: string
 }
 
 export interface StartDeps {
@@ -37,7 +39,7 @@ export interface StartDeps {
   checkpoints: Checkpoints
   ownership: Ownership
   /** Runs a workflow in this process (LocalRuns.launch). */
-  launch (def: WorkflowDefinition<any, any>, workflowId: string, epoch: string, input: unknown, requestId: string | null, steps?: StepRow[], writes?: RunWrites): void
+  launch (l: Launch): void
   running (workflowId: string): boolean
   /** Claims and runs a PENDING workflow of this executor that runs nowhere here (recovery's claimAndResume). */
   resumeOrphan (workflowId: string): void
@@ -75,12 +77,17 @@ export class Starts {
     const badRequestId = requestId === null ? undefined : invalidIdReason(requestId) ?? unstorableTextReason(requestId)
     if (badRequestId !== undefined) throw new InvalidRequestIdError(badRequestId)
     const { text, hash } = internal.prepared ?? prepareInput(def, input)
-    const row: NewWorkflowRow = { workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: deps.executorId(), appVersion: deps.appVersion }
-    if (options.workflowId === undefined && deps.startWithFirstStep && deps.checkpoints.quiet && this.#firstSteps.worthWaiting(def.name)) {
+    const timeoutMs = checkWorkflowTimeout(options.timeoutMs ?? def.options.timeoutMs)
+    const parentId = internal.parentId ?? null
+    const row: NewWorkflowRow = {
+      workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: deps.executorId(), appVersion: deps.appVersion, parentId, timeoutMs
+    }
+    // Not with a timeout or a parent: their run needs the deadline the insert computes.
+    if (options.workflowId === undefined && timeoutMs === null && parentId === null && deps.startWithFirstStep && deps.checkpoints.quiet && this.#firstSteps.worthWaiting(def.name)) {
       // A generated id, and nothing else being written: run at once, and let
       // the first step's checkpoint carry the start (see opening.ts).
       const opening = new Opening(deps.checkpoints, row, this.#firstSteps)
-      deps.launch(def, workflowId, FIRST_EPOCH, deserialize(text), requestId, undefined, opening)
+      deps.launch({ def, workflowId, epoch: FIRST_EPOCH, input: deserialize(text), requestId, writes: opening })
       await opening.durable
       return workflowId
     }
@@ -89,7 +96,7 @@ export class Starts {
       const started = await deps.checkpoints.start(row)
       if (started.inserted) {
         // The body gets the stored form of its input, exactly as a recovery would.
-        deps.launch(def, workflowId, started.epoch, deserialize(text), requestId)
+        deps.launch({ def, workflowId, epoch: started.epoch, input: deserialize(text), requestId, deadline: started.deadline })
       } else if (started.name !== def.name || started.inputHash !== hash) {
         throw new IdempotencyConflictError()
       } else if (started.pendingOwner === deps.executorId() && !deps.running(workflowId) && deps.ownership.starts(workflowId) === 1) {
@@ -105,3 +112,13 @@ export class Starts {
     return workflowId
   }
 }
+
+/** A workflow timeout: undefined for none, else a positive number of milliseconds (DBOS_ERR_INVALID_TIMEOUT otherwise). */
+function checkWorkflowTimeout (timeoutMs: unknown): number | null {
+  if (timeoutMs === undefined || timeoutMs === Infinity) return null
+  if (typeof timeoutMs !== 'number' || !(timeoutMs > 0) || timeoutMs > MAX_TIMEOUT_MS) throw new InvalidTimeoutError(String(timeoutMs))
+  return timeoutMs
+}
+
+/** About 3,170 years, as for sleeps: every deadline stays within years Postgres and postgres.js agree on. */
+const MAX_TIMEOUT_MS = 1e14

@@ -5,17 +5,22 @@
 import { adopt } from '../background/adoption.js'
 import { Heartbeat } from '../background/heartbeat.js'
 import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from '../background/recovery.js'
+import { Retention } from '../background/retention.js'
 import { WakeUps } from '../background/wake-ups.js'
 import { Clock } from '../core/clock.js'
 import type { ResolvedOptions } from '../options.js'
 import { stillOwned } from '../store/adoption.js'
 import { Notifications } from '../store/listener.js'
-import { getOutcome, releaseWorkflows } from '../store/workflows.js'
+import { getOutcome, identify, releaseWorkflows } from '../store/workflows.js'
+import { untilReachable } from '../core/retry.js'
+import { DatabaseUnavailableError, EngineStoppedError, UnknownWorkflowError, WorkflowCancelledError } from '../errors.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import { Checkpoints } from '../writes/checkpoints.js'
 import type { Database } from './database.js'
 import { LocalRuns } from './local-runs.js'
 import { Ownership } from './ownership.js'
+import { Control } from './control.js'
+import { Announcements, Messaging } from './messaging.js'
 import { Queries } from './queries.js'
 import { ResultWaiters } from './results.js'
 import { Starts } from './starts.js'
@@ -32,11 +37,17 @@ export interface Live {
   runs: LocalRuns
   starts: Starts
   queries: Queries
+  messaging: Messaging
+  control: Control
+  /** Deletes old finished workflows, with the retention option. */
+  retention: Retention | undefined
   recovery: RecoveryDeps
   /** Runs a recovery pass in the background (recovery of this executor's own work). */
   recover (): void
   /** Resolves once every recovery pass started so far has ended. */
   recovered (): Promise<void>
+  /** Subscribes to the channels every engine listens on from its start (never rejects). */
+  listen (): Promise<void>
 }
 
 export interface WireContext {
@@ -56,6 +67,8 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
   const checkpoints = new Checkpoints(pools, tables, logger, signal)
   const notifications = new Notifications(url, logger, { enabled: !options.transactionPooling })
   const results = new ResultWaiters()
+  const messageWaits = new Announcements()
+  const eventWaits = new Announcements()
   // Assigned below: the parts refer to each other through these closures.
   let runs!: LocalRuns
   let recovery!: RecoveryDeps
@@ -90,6 +103,8 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
         adopted: async () => {
           recover()
           await wakeUps.refresh()
+          // Adopted recv waiters may have messages waiting since their owner died.
+          wakeUps.messaged(null)
         }
       }, dead)
     },
@@ -114,7 +129,23 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       signal,
       sleepInMemoryMaxMs: options.sleepInMemoryMaxMs,
       now: () => clock.now(),
-      suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt)
+      suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt),
+      timedOut: (workflowId) => {
+        control.timeOut(workflowId).catch((err) => logger.error({ event: 'timeout.failed', err, workflowId },
+          'could not record that a workflow timed out; it is cancelled when it next runs'))
+      },
+      messageArrived: (workflowId, ms) => messageWaits.wait(workflowId, ms),
+      checkMessages: (workflowId) => wakeUps.messaged([workflowId]),
+      startChild: async (def, input, o) => {
+        if (definitions.get(def.name) !== def) throw new UnknownWorkflowError(def.name)
+        // A parent waits out an outage, as its checkpoints do: a child start is part of its progress.
+        await untilReachable(() => starts.start(def, input, { workflowId: o.workflowId, requestId: o.requestId }, { parentId: o.parentId, derivedId: true }), {
+          signal,
+          stopped: () => new EngineStoppedError(o.parentId),
+          unreachable: (err) => err instanceof DatabaseUnavailableError
+        })
+      },
+      resultOf: (workflowId) => results.wait(workflowId, undefined)
     },
     complete: (row) => checkpoints.complete(row),
     release: (rows) => releaseWorkflows(sql, tables, rows),
@@ -131,7 +162,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     maxRecoveryAttempts: options.maxRecoveryAttempts,
     definition: (name) => definitions.get(name),
     claims: ownership,
-    resume: (def, row, input, steps) => runs.launch(def, row.workflow_id, row.epoch, input, row.request_id, steps),
+    resume: (def, row, input, steps) => runs.launch({ def, workflowId: row.workflow_id, epoch: row.epoch, input, requestId: row.request_id, steps, deadline: row.deadline_at }),
     settled: (workflowId, ms) => runs.settled(workflowId, ms, signal),
     probing: { active: false }
   }
@@ -147,7 +178,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     appVersion: options.appVersion,
     checkpoints,
     ownership,
-    launch: (...args) => runs.launch(...args),
+    launch: (l) => runs.launch(l),
     running: (id) => runs.has(id),
     resumeOrphan: (workflowId) => {
       claimAndResume(recovery, workflowId).catch((err) => {
@@ -157,9 +188,62 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     startWithFirstStep: options.startWithFirstStep
   })
   const queries = new Queries({ sql, tables, ensureStarted: (id) => runs.ensureStarted(id) })
+  let eventsListened: Promise<void> | undefined
+  const messaging = new Messaging({
+    sql, tables, signal,
+    events: eventWaits,
+    pollMs: options.resultPollIntervalMs,
+    listenEvents: () => (eventsListened ??= notifications.listen(tables.eventsChannel, {
+      notify: (payload) => eventWaits.announce(payload),
+      resubscribed: () => eventWaits.announceAll()
+    }))
+  })
+  const control: Control = new Control({
+    sql, tables, executorId,
+    transactions: pools.transactions,
+    appVersion: options.appVersion,
+    definition: (name) => definitions.get(name),
+    identify: (workflowId) => identify(sql, tables, workflowId),
+    runHere: (workflowId) => claimAndResume(recovery, workflowId),
+    cancelledHere: (ids, reason) => runs.cancel(ids, reason)
+  })
+  /** `<executor>\n<workflow id>` payloads: the workflow id when the executor is this one. */
+  const mine = (payload: string): string | undefined => {
+    const at = payload.indexOf('\n')
+    return payload.slice(0, at) === executorId() ? payload.slice(at + 1) : undefined
+  }
+  const listen = async (): Promise<void> => {
+    await Promise.all([
+      // An executor that stops, or work handed off: adopt at once, not at the next beat.
+      notifications.listen(tables.executorsChannel, { notify: () => heartbeat.nudge(), resubscribed: () => heartbeat.nudge() }),
+      notifications.listen(tables.messagesChannel, {
+        notify: (payload) => {
+          const id = mine(payload)
+          if (id === undefined) return
+          messageWaits.announce(id)
+          wakeUps.messaged([id])
+        },
+        resubscribed: () => {
+          messageWaits.announceAll()
+          wakeUps.messaged(null)
+        }
+      }),
+      notifications.listen(tables.cancelChannel, {
+        notify: (payload) => {
+          const id = mine(payload)
+          if (id !== undefined) runs.cancel([id], (w) => new WorkflowCancelledError(w))
+        },
+        resubscribed: () => {}
+      })
+    ])
+  }
   return {
-    db, clock, checkpoints, notifications, results, wakeUps, heartbeat, runs, starts, queries, recovery,
+    db, clock, checkpoints, notifications, results, wakeUps, heartbeat, runs, starts, queries, messaging, control, recovery,
+    retention: options.retention === null
+      ? undefined
+      : new Retention({ logger, ...options.retention, deleteFinished: (olderThanMs) => control.deleteFinished({ olderThanMs }) }),
     recover,
-    recovered: () => passes
+    recovered: () => passes,
+    listen
   }
 }

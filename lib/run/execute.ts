@@ -43,6 +43,7 @@ async function executeBody (deps: ExecuteDeps, def: WorkflowDefinition<any, any>
   try {
     const value = await def.fn(new RunContext(run), input)
     if (run.suspension !== undefined) return suspended(logger, run)
+    if (run.stopped !== undefined) return run.stopped instanceof WorkflowFencedError ? abandoned(logger, workflowId, run.stopped) : cancelled(logger, run)
     output = serializeResult(value, `the output of workflow ${JSON.stringify(def.name)}`)
     // What every other caller of getResult gets back from the database.
     local = { ok: true, value: deserialize(output) }
@@ -50,6 +51,8 @@ async function executeBody (deps: ExecuteDeps, def: WorkflowDefinition<any, any>
     // Suspended by a sleep: whatever the code did after that (say, caught the signal and threw something else) is not an outcome.
     if (run.suspension !== undefined) return suspended(logger, run)
     if (err instanceof EngineStoppedError || err instanceof WorkflowFencedError) return abandoned(logger, workflowId, err)
+    // Cancelled (or timed out): the database says so already; this run records nothing.
+    if (run.stopped !== undefined) return cancelled(logger, run)
     error = serializeError(err)
     local = { ok: false, error: err }
   }
@@ -80,6 +83,12 @@ async function executeBody (deps: ExecuteDeps, def: WorkflowDefinition<any, any>
 function suspended (logger: Logger, run: RunCore): LocalOutcome {
   logger.debug({ event: 'workflow.suspended', workflowId: run.workflowId }, 'workflow suspended by a sleep; it resumes at its wake-up time')
   return { ok: false, error: run.suspension }
+}
+
+/** The run ends without writing: the workflow was cancelled (its status says so); waiters here get why. */
+function cancelled (logger: Logger, run: RunCore): LocalOutcome {
+  logger.info({ event: 'workflow.cancelled', workflowId: run.workflowId, code: (run.stopped as { code?: string }).code }, 'workflow cancelled; its run stopped')
+  return { ok: false, error: run.stopped }
 }
 
 /** The run ends without an outcome: the workflow stays PENDING for whoever owns it now. */

@@ -8,10 +8,12 @@
  */
 import { deserialize, serializeError, serializeResult } from '../core/codec.js'
 import { unstorableTextReason } from '../core/text.js'
-import { EngineStoppedError, InvalidStepNameError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError } from '../errors.js'
+import { LongTimer } from '../core/timers.js'
+import { EngineStoppedError, InvalidStepNameError, NondeterminismError, WorkflowFencedError, WorkflowSuspendedError, WorkflowTimeoutError } from '../errors.js'
 import type { Sql, Tables } from '../store/connect.js'
 import type { StepRow, StepWrite } from '../store/rows.js'
 import type { RunWrites } from '../writes/run-writes.js'
+import type { WorkflowDefinition } from '../workflow.js'
 
 export interface RunDeps {
   /** For reads (a transaction's checkpoint, after a lost connection). */
@@ -31,6 +33,16 @@ export interface RunDeps {
    * owns the workflow.
    */
   suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void>
+  /** The run's deadline passed: cancels the workflow (and its children) in the database. */
+  timedOut (workflowId: string): void
+  /** Resolves when a message to this workflow is announced, or after `ms` (a poll); never rejects. */
+  messageArrived (workflowId: string, ms: number): Promise<void>
+  /** After a recv suspended the workflow: claims it again at once if a message came meanwhile. */
+  checkMessages (workflowId: string): void
+  /** Starts a child workflow (idempotent: its id is deterministic). */
+  startChild (def: WorkflowDefinition<any, any>, input: unknown, o: { workflowId: string, parentId: string, requestId: string | null }): Promise<void>
+  /** Another workflow's result (rejects with its error), as getResult. */
+  resultOf (workflowId: string): Promise<unknown>
 }
 
 /** A step's stored outcome: one of the two is set. */
@@ -42,6 +54,8 @@ export class RunCore {
   readonly epoch: string
   readonly deps: RunDeps
   readonly #writes: RunWrites
+  /** State a ctx operation keeps for the run (stream offsets, say), by the operation's name. */
+  readonly opState = new Map<string, unknown>()
   readonly #recorded: Map<number, StepRow>
   #nextStepId = 0
   /**
@@ -57,19 +71,28 @@ export class RunCore {
   #suspension: InstanceType<typeof WorkflowSuspendedError> | undefined
   /** Settles once a sleep has recorded its suspension (or failed to): steps that finish meanwhile wait for it. */
   #suspending: Promise<void> | undefined
-  /** Set once the run learnt it no longer owns the workflow (see fence). */
-  #fenced = false
+  /** Set once the run must stop: it no longer owns the workflow (fence), or it was cancelled (cancel). */
+  #stopped: Error | undefined
+  #deadlineTimer: LongTimer | undefined
   /** Aborts this run's waits: on engine stop (deps.signal) and on fence(). Made on first use. */
   #abort: AbortController | undefined
   #unlinkStop: (() => void) | undefined
 
-  constructor (deps: RunDeps, writes: RunWrites, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = []) {
+  constructor (deps: RunDeps, writes: RunWrites, workflowId: string, epoch: string, requestId: string | null, recorded: StepRow[] = [], deadline: Date | null = null) {
     this.deps = deps
     this.#writes = writes
     this.workflowId = workflowId
     this.epoch = epoch
     this.requestId = requestId
     this.#recorded = new Map(recorded.map((s) => [s.step_id, s]))
+    if (deadline !== null) {
+      // Past its deadline the workflow is cancelled: in the database (for
+      // every instance and its children) and here, at once.
+      this.#deadlineTimer = new LongTimer(Math.max(0, deadline.getTime() - deps.now()), () => {
+        deps.timedOut(workflowId)
+        this.cancel(new WorkflowTimeoutError(workflowId))
+      })
+    }
     // A start that cannot be written leaves no workflow (start() reports
     // why): the run must write nothing, and every later checkpoint wait
     // throws this.
@@ -124,7 +147,7 @@ export class RunCore {
   /** Throws once the run must not go on: it suspended, it was fenced off, or the engine is stopping. */
   assertRunning (): void {
     if (this.#suspension !== undefined) throw this.#suspension
-    if (this.#fenced) throw new WorkflowFencedError(this.workflowId)
+    if (this.#stopped !== undefined) throw this.#stopped
     if (this.deps.signal.aborted) throw new EngineStoppedError(this.workflowId)
   }
 
@@ -135,9 +158,10 @@ export class RunCore {
   get signal (): AbortSignal {
     if (this.#abort === undefined) {
       const abort = this.#abort = new AbortController()
-      if (this.#fenced || this.deps.signal.aborted) abort.abort()
+      if (this.#stopped !== undefined) abort.abort(this.#stopped)
+      else if (this.deps.signal.aborted) abort.abort(new EngineStoppedError(this.workflowId))
       else {
-        const stop = (): void => abort.abort()
+        const stop = (): void => abort.abort(new EngineStoppedError(this.workflowId))
         this.deps.signal.addEventListener('abort', stop, { once: true })
         this.#unlinkStop = () => this.deps.signal.removeEventListener('abort', stop)
       }
@@ -151,26 +175,51 @@ export class RunCore {
    * run records nothing (its writes would be refused by the epoch anyway).
    */
   fence (): void {
-    if (this.#fenced) return
-    this.#fenced = true
-    this.fail(new WorkflowFencedError(this.workflowId))
-    this.#abort?.abort()
+    this.#stop(new WorkflowFencedError(this.workflowId))
   }
 
-  /** The run ended: it stops listening for the engine's stop. */
+  /**
+   * The workflow was cancelled (cancel(), its timeout, its parent's): as
+   * fence, with `reason` as what every later ctx call throws and the signal
+   * a running step receives carries.
+   */
+  cancel (reason: Error): void {
+    this.#stop(reason)
+  }
+
+  /** Why the run was stopped from outside (fenced off, cancelled), if it was. */
+  get stopped (): Error | undefined { return this.#stopped }
+
+  #stop (reason: Error): void {
+    if (this.#stopped !== undefined) return
+    this.#stopped = reason
+    this.fail(reason)
+    this.#abort?.abort(reason)
+  }
+
+  /** The run ended: it stops listening for the engine's stop, and its deadline. */
   dispose (): void {
     this.#unlinkStop?.()
     this.#unlinkStop = undefined
+    this.#deadlineTimer?.clear()
   }
 
-  /** Issues a step's checkpoint write; confirmCheckpoints waits for it before the next side effect. */
-  issueWrite (stepId: number, name: string, outcome: Outcome): void {
-    const row: StepWrite = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome }
+  /**
+   * Issues a step's checkpoint write; confirmCheckpoints waits for it before
+   * the next side effect. `startedAt`: when the step began (default now).
+   */
+  issueWrite (stepId: number, name: string, outcome: Outcome, startedAt?: Date): void {
+    const row: StepWrite = { workflowId: this.workflowId, epoch: this.epoch, stepId, name, ...outcome, startedAt: startedAt ?? this.startTime() }
     const write = this.#writes.step(row)
     // Surfaced by confirmCheckpoints; remembered so that workflow code that
     // catches it cannot carry on as if the step had been recorded.
     write.catch((err) => { this.#checkpointFailure ??= err })
     this.#unconfirmed.push(write)
+  }
+
+  /** Now, by the database's clock as this process reads it: when a step begins. */
+  startTime (): Date {
+    return new Date(this.deps.now())
   }
 
   /** Resolves once this run's start is durable, writing it alone now if no checkpoint carried it yet. */
@@ -222,6 +271,19 @@ export class RunCore {
    * unwinds the workflow function; from then on every ctx call throws it.
    */
   async suspend (wakeAt: number): Promise<never> {
+    await this.suspendWith(wakeAt, async () => {
+      await this.deps.suspend(this.workflowId, this.epoch, wakeAt)
+      return true
+    })
+    throw this.#suspension
+  }
+
+  /**
+   * suspend(), with `write` recording the suspension (ctx.recv's waits for a
+   * message too). `write` may find there is nothing to wait for after all
+   * (false): then the run goes on and this returns.
+   */
+  async suspendWith (wakeAt: number, write: () => Promise<boolean>): Promise<void> {
     let settle!: () => void
     const suspending = new Promise<void>((resolve) => { settle = resolve })
     // Steps finishing from now on hold their writes (see settleSuspension):
@@ -229,8 +291,7 @@ export class RunCore {
     this.#suspending = suspending
     try {
       await this.confirmCheckpoints()
-      await this.deps.suspend(this.workflowId, this.epoch, wakeAt)
-      this.#suspension ??= new WorkflowSuspendedError(this.workflowId, new Date(wakeAt).toISOString())
+      if (await write()) this.#suspension ??= new WorkflowSuspendedError(this.workflowId, new Date(wakeAt).toISOString())
     } catch (err) {
       // As for a refused checkpoint: even if the code catches this, the run must not record an outcome.
       this.#checkpointFailure ??= err
@@ -239,7 +300,7 @@ export class RunCore {
       if (this.#suspending === suspending) this.#suspending = undefined
       settle()
     }
-    throw this.#suspension
+    if (this.#suspension !== undefined) throw this.#suspension
   }
 }
 

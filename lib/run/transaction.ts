@@ -77,13 +77,14 @@ async function retryable (run: RunCore, err: unknown, attempt: number): Promise<
 
 /** Inside the transaction: the user's function, then its checkpoint, committed together. */
 async function body<T> (run: RunCore, tx: TransactionSql, stepId: number, name: string, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
+  const startedAt = run.startTime()
   const value = await fn(tx)
   // Rolls back: a suspended run commits nothing more.
   const settling = run.settleSuspension()
   if (settling !== undefined) await settling
   const outcome = encodeResult(value, `the result of transaction ${JSON.stringify(name)}`)
   if (outcome.error !== null) throw outcome.thrown
-  const row = { workflowId: run.workflowId, epoch: run.epoch, stepId, name, output: outcome.output, error: null }
+  const row = { workflowId: run.workflowId, epoch: run.epoch, stepId, name, output: outcome.output, error: null, startedAt }
   if (!await insertStepInTransaction(tx, run.deps.tables, row)) throw new CheckpointNotWritten()
   // The stored form, as for steps: what a replay returns.
   return deserialize(outcome.output!) as T

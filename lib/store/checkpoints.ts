@@ -95,17 +95,18 @@ function insertOpeningSteps (sql: Sql, t: Tables, steps: StepWrite[]): postgres.
   if (steps.length === 1) {
     const s = steps[0]!
     return sql`
-    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-    SELECT s.workflow_id, ${s.stepId}::int, ${s.name}::text, ${s.output}::text, ${s.error}::text
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at)
+    SELECT s.workflow_id, ${s.stepId}::int, ${s.name}::text, ${s.output}::text, ${s.error}::text, ${s.startedAt}::timestamptz
     FROM started s
     RETURNING workflow_id, step_id`
   }
   return sql`
-    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-    SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at)
+    SELECT v.workflow_id, v.step_id, v.name, v.output, v.error, v.started_at
     FROM unnest(${steps.map((r) => r.workflowId)}::text[], ${steps.map((r) => r.stepId)}::int[],
-                ${steps.map((r) => r.name)}::text[], ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[])
-         AS v(workflow_id, step_id, name, output, error)
+                ${steps.map((r) => r.name)}::text[], ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[],
+                ${steps.map((r) => r.startedAt?.toISOString() ?? null)}::timestamptz[])
+         AS v(workflow_id, step_id, name, output, error, started_at)
     JOIN started s ON s.workflow_id = v.workflow_id
     RETURNING workflow_id, step_id`
 }
@@ -116,20 +117,21 @@ function insertSteps (sql: Sql, t: Tables, steps: StepWrite[]): postgres.Pending
   if (steps.length === 1) {
     const s = steps[0]!
     return sql`
-    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-    SELECT w.workflow_id, ${s.stepId}::int, ${s.name}::text, ${s.output}::text, ${s.error}::text
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at)
+    SELECT w.workflow_id, ${s.stepId}::int, ${s.name}::text, ${s.output}::text, ${s.error}::text, ${s.startedAt}::timestamptz
     FROM ${t.workflows} w
     WHERE w.workflow_id = ${s.workflowId} AND w.epoch = ${s.epoch}::bigint AND w.status = 'PENDING'
     ON CONFLICT (workflow_id, step_id) DO NOTHING
     RETURNING workflow_id, step_id`
   }
   return sql`
-    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-    SELECT v.workflow_id, v.step_id, v.name, v.output, v.error
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at)
+    SELECT v.workflow_id, v.step_id, v.name, v.output, v.error, v.started_at
     FROM unnest(${steps.map((r) => r.workflowId)}::text[], ${steps.map((r) => r.epoch)}::bigint[],
                 ${steps.map((r) => r.stepId)}::int[], ${steps.map((r) => r.name)}::text[],
-                ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[])
-         AS v(workflow_id, epoch, step_id, name, output, error)
+                ${steps.map((r) => r.output)}::text[], ${steps.map((r) => r.error)}::text[],
+                ${steps.map((r) => r.startedAt?.toISOString() ?? null)}::timestamptz[])
+         AS v(workflow_id, epoch, step_id, name, output, error, started_at)
     JOIN ${t.workflows} w ON w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
     ON CONFLICT (workflow_id, step_id) DO NOTHING
     RETURNING workflow_id, step_id`

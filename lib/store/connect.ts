@@ -130,10 +130,19 @@ export interface Tables {
   steps: postgres.Helper<string>
   migrations: postgres.Helper<string>
   executors: postgres.Helper<string>
+  messages: postgres.Helper<string>
+  events: postgres.Helper<string>
+  streams: postgres.Helper<string>
   /** NOTIFY channel on which completions are announced to other processes. */
   channel: string
   /** NOTIFY channel on which an executor announces it stopped: the living adopt its work at once. */
   executorsChannel: string
+  /** NOTIFY channel for messages sent: `<owner executor>\n<workflow id>`. */
+  messagesChannel: string
+  /** NOTIFY channel for events set and stream values written: `<workflow id>\n<key>`. */
+  eventsChannel: string
+  /** NOTIFY channel for cancellations: `<owner executor>\n<workflow id>`. */
+  cancelChannel: string
 }
 
 export function tables (sql: Sql, schema: string): Tables {
@@ -143,8 +152,14 @@ export function tables (sql: Sql, schema: string): Tables {
     steps: sql(`${schema}.steps`),
     migrations: sql(`${schema}.migrations`),
     executors: sql(`${schema}.executors`),
+    messages: sql(`${schema}.messages`),
+    events: sql(`${schema}.events`),
+    streams: sql(`${schema}.streams`),
     channel: notifyChannel('done', schema),
-    executorsChannel: notifyChannel('executors', schema)
+    executorsChannel: notifyChannel('executors', schema),
+    messagesChannel: notifyChannel('msg', schema),
+    eventsChannel: notifyChannel('events', schema),
+    cancelChannel: notifyChannel('cancel', schema)
   }
 }
 

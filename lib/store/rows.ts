@@ -13,6 +13,10 @@ export interface NewWorkflowRow {
   requestId: string | null
   executorId: string
   appVersion: string | null
+  /** The workflow that started it with ctx.startChild. */
+  parentId: string | null
+  /** Its timeout: deadline_at is set to now plus this, by the database's clock. */
+  timeoutMs: number | null
 }
 
 export interface ExistingWorkflow {
@@ -26,6 +30,7 @@ export interface ExistingWorkflow {
 export interface InsertedWorkflow {
   workflow_id: string
   epoch: string
+  deadline_at: Date | null
 }
 
 export interface WorkflowRow {
@@ -44,6 +49,8 @@ export interface WorkflowRow {
   updated_at: Date
   completed_at: Date | null
   wake_at: Date | null
+  parent_id: string | null
+  deadline_at: Date | null
 }
 
 export interface PendingRow { workflow_id: string, name: string, attempts: number }
@@ -55,7 +62,10 @@ export interface ClaimedRow {
   request_id: string | null
   epoch: string
   attempts: number
+  /** Its timeout, if it has one: the run is cancelled then. */
+  deadline_at: Date | null
 }
+
 
 export interface Completion {
   workflowId: string
@@ -70,6 +80,9 @@ export interface StepRow {
   name: string
   output: string | null
   error: string | null
+  /** When the step began (null for steps recorded before 0004). */
+  started_at: Date | null
+  /** When its checkpoint committed. */
   created_at: Date
 }
 
@@ -80,6 +93,8 @@ export interface StepWrite {
   name: string
   output: string | null
   error: string | null
+  /** When the step began. */
+  startedAt: Date | null
 }
 
 /** A new workflow's start and its first checkpoint, committed together (see writes/opening.ts). */

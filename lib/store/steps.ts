@@ -16,8 +16,8 @@ import type { StepRow, StepWrite } from './rows.js'
  */
 export async function insertStepInTransaction (tx: TransactionSql, t: Tables, row: StepWrite): Promise<boolean> {
   const written = await tx`
-    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error)
-    SELECT ${row.workflowId}, ${row.stepId}, ${row.name}, ${row.output}, ${row.error}
+    INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at)
+    SELECT ${row.workflowId}, ${row.stepId}, ${row.name}, ${row.output}, ${row.error}, ${row.startedAt}::timestamptz
     FROM ${t.workflows} w
     WHERE w.workflow_id = ${row.workflowId} AND w.epoch = ${row.epoch}::bigint AND w.status = 'PENDING'
     FOR SHARE OF w
@@ -29,13 +29,13 @@ export async function insertStepInTransaction (tx: TransactionSql, t: Tables, ro
 /** Recorded steps of one workflow, in call order: what a replay returns. */
 export async function listSteps (sql: Sql, t: Tables, workflowId: string): Promise<StepRow[]> {
   return sql<StepRow[]>`
-    SELECT step_id, name, output, error, created_at FROM ${t.steps}
+    SELECT step_id, name, output, error, started_at, created_at FROM ${t.steps}
     WHERE workflow_id = ${workflowId} ORDER BY step_id`
 }
 
 export async function findStep (sql: Sql, t: Tables, workflowId: string, stepId: number): Promise<StepRow | undefined> {
   const [row] = await sql<StepRow[]>`
-    SELECT step_id, name, output, error, created_at FROM ${t.steps}
+    SELECT step_id, name, output, error, started_at, created_at FROM ${t.steps}
     WHERE workflow_id = ${workflowId} AND step_id = ${stepId}`
   return row
 }
@@ -50,7 +50,7 @@ export async function findStep (sql: Sql, t: Tables, workflowId: string, stepId:
  */
 export async function findOwnStep (sql: Sql, t: Tables, workflowId: string, epoch: string, stepId: number): Promise<StepRow | undefined> {
   const [row] = await sql<StepRow[]>`
-    SELECT s.step_id, s.name, s.output, s.error, s.created_at
+    SELECT s.step_id, s.name, s.output, s.error, s.started_at, s.created_at
     FROM ${t.steps} s JOIN ${t.workflows} w ON w.workflow_id = s.workflow_id
     WHERE s.workflow_id = ${workflowId} AND s.step_id = ${stepId} AND w.epoch = ${epoch}::bigint AND w.status = 'PENDING'`
   return row

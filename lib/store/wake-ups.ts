@@ -17,11 +17,11 @@ import type { ClaimedRow, Suspension } from './rows.js'
 export async function suspendWorkflows (sql: Sql, t: Tables, rows: Suspension[]): Promise<Set<string>> {
   const written = rows.length === 1
     ? await sql<{ workflow_id: string }[]>`
-      UPDATE ${t.workflows} SET wake_at = ${rows[0]!.wakeAt}, updated_at = now()
+      UPDATE ${t.workflows} SET wake_at = least(${rows[0]!.wakeAt}::timestamptz, deadline_at), updated_at = now()
       WHERE workflow_id = ${rows[0]!.workflowId} AND epoch = ${rows[0]!.epoch}::bigint AND status = 'PENDING'
       RETURNING workflow_id`
     : await sql<{ workflow_id: string }[]>`
-      UPDATE ${t.workflows} AS w SET wake_at = v.wake_at, updated_at = now()
+      UPDATE ${t.workflows} AS w SET wake_at = least(v.wake_at, w.deadline_at), updated_at = now()
       FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.epoch)}::bigint[],
                   ${rows.map((r) => r.wakeAt.toISOString())}::timestamptz[]) AS v(workflow_id, epoch, wake_at)
       WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
@@ -44,7 +44,7 @@ export async function suspendWorkflows (sql: Sql, t: Tables, rows: Suspension[])
 export async function claimDue (sql: Sql, t: Tables, executorId: string, appVersion: string | null, names: string[], limit: number): Promise<ClaimedRow[]> {
   return sql<ClaimedRow[]>`
     UPDATE ${t.workflows}
-    SET epoch = epoch + 1, wake_at = NULL, updated_at = now()
+    SET epoch = epoch + 1, wake_at = NULL, waiting_topic = NULL, updated_at = now()
     WHERE workflow_id IN (
       SELECT workflow_id FROM ${t.workflows}
       WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at <= clock_timestamp() AND name = ANY(${names}::text[])
@@ -52,7 +52,7 @@ export async function claimDue (sql: Sql, t: Tables, executorId: string, appVers
       ORDER BY wake_at
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED)
-    RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
+    RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts, deadline_at`
 }
 
 /** The earliest wake-up time (ms since the epoch) among an executor's suspended workflows of the given names, or null. */

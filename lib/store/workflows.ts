@@ -32,21 +32,38 @@ export function newWorkflows (sql: Sql, t: Tables, rows: NewWorkflowRow[]): post
   if (rows.length === 1) {
     const r = rows[0]!
     return sql`
-    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch)
-    VALUES (${r.workflowId}, ${r.name}, 'PENDING', ${r.input}, ${r.inputHash}, ${r.requestId}, ${r.executorId}, ${r.appVersion}::text, ${FIRST_EPOCH}::bigint)
+    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch, parent_id, deadline_at)
+    VALUES (${r.workflowId}, ${r.name}, 'PENDING', ${r.input}, ${r.inputHash}, ${r.requestId}, ${r.executorId}, ${r.appVersion}::text, ${FIRST_EPOCH}::bigint,
+            ${r.parentId}::text, ${deadline(sql, t, r.timeoutMs, r.parentId)})
     ON CONFLICT (workflow_id) DO NOTHING
-    RETURNING workflow_id, epoch::text AS epoch`
+    RETURNING workflow_id, epoch::text AS epoch, deadline_at`
   }
   return sql`
-    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch)
-    SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id, v.app_version, ${FIRST_EPOCH}::bigint
+    INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch, parent_id, deadline_at)
+    SELECT v.workflow_id, v.name, 'PENDING', v.input, v.input_hash, v.request_id, v.executor_id, v.app_version, ${FIRST_EPOCH}::bigint,
+           v.parent_id,
+           least(clock_timestamp() + v.timeout_ms * interval '1 millisecond',
+                 (SELECT p.deadline_at FROM ${t.workflows} p WHERE p.workflow_id = v.parent_id))
     FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.name)}::text[],
                 ${rows.map((r) => r.input)}::text[], ${rows.map((r) => r.inputHash)}::text[],
                 ${rows.map((r) => r.requestId)}::text[], ${rows.map((r) => r.executorId)}::text[],
-                ${rows.map((r) => r.appVersion)}::text[])
-         AS v(workflow_id, name, input, input_hash, request_id, executor_id, app_version)
+                ${rows.map((r) => r.appVersion)}::text[], ${rows.map((r) => r.parentId)}::text[],
+                ${rows.map((r) => r.timeoutMs)}::float8[])
+         AS v(workflow_id, name, input, input_hash, request_id, executor_id, app_version, parent_id, timeout_ms)
     ON CONFLICT (workflow_id) DO NOTHING
-    RETURNING workflow_id, epoch::text AS epoch`
+    RETURNING workflow_id, epoch::text AS epoch, deadline_at`
+}
+
+/**
+ * A new workflow's deadline: now plus its timeout, by the database's clock,
+ * and never later than its parent's (a child lives no longer than its
+ * parent may). NULL when neither has one. Without either (the common case)
+ * the statement carries no subquery.
+ */
+function deadline (sql: Sql, t: Tables, timeoutMs: number | null, parentId: string | null): postgres.PendingQuery<postgres.Row[]> {
+  const own = timeoutMs === null ? sql`NULL::timestamptz` : sql`clock_timestamp() + ${timeoutMs}::float8 * interval '1 millisecond'`
+  if (parentId === null) return own
+  return sql`least(${own}, (SELECT p.deadline_at FROM ${t.workflows} p WHERE p.workflow_id = ${parentId}))`
 }
 
 /** The identity of existing workflows, for idempotency checks after a conflict. */
@@ -56,7 +73,7 @@ export async function findExisting (sql: Sql, t: Tables, ids: string[]): Promise
 }
 
 const COLUMNS = ['workflow_id', 'name', 'status', 'input', 'output', 'error', 'request_id',
-  'executor_id', 'app_version', 'attempts', 'created_at', 'updated_at', 'completed_at', 'wake_at']
+  'executor_id', 'app_version', 'attempts', 'created_at', 'updated_at', 'completed_at', 'wake_at', 'parent_id', 'deadline_at']
 
 export async function getWorkflow (sql: Sql, t: Tables, workflowId: string): Promise<WorkflowRow | undefined> {
   const [row] = await sql<WorkflowRow[]>`
@@ -71,8 +88,24 @@ export async function getOutcome (sql: Sql, t: Tables, workflowId: string): Prom
   return row
 }
 
-export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promise<WorkflowRow[]> {
+/** A position in a list: where the next page starts (keyset paging). */
+export interface ListCursor { createdAt: string, workflowId: string }
+
+/**
+ * Workflows matching `f`, ordered by creation time (then id). With `after`,
+ * the page after that position: a keyset condition on (created_at,
+ * workflow_id), which the (created_at, workflow_id) and (status, created_at,
+ * workflow_id) indexes serve without counting the rows before it, however
+ * deep the page. Each row carries its cursor (created_at as text: full
+ * microsecond precision, which a JS Date would round off).
+ */
+export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter, after?: ListCursor): Promise<(WorkflowRow & { cursor_at: string })[]> {
+  const desc = f.order !== 'asc'
   const conditions = [
+    f.parentId !== undefined && sql`parent_id = ${f.parentId}`,
+    after !== undefined && (desc
+      ? sql`(created_at, workflow_id) < (${after.createdAt}::timestamptz, ${after.workflowId})`
+      : sql`(created_at, workflow_id) > (${after.createdAt}::timestamptz, ${after.workflowId})`),
     f.name !== undefined && sql`name = ${f.name}`,
     f.status !== undefined && sql`status = ${f.status}`,
     f.requestId !== undefined && sql`request_id = ${f.requestId}`,
@@ -82,9 +115,9 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter): Promis
     f.createdBefore !== undefined && sql`created_at < ${f.createdBefore}`
   ].filter((c) => c !== false)
   const where = conditions.reduce((acc, c) => sql`${acc} AND ${c}`, sql`TRUE`)
-  const order = f.order === 'asc' ? sql`ASC` : sql`DESC`
-  return sql<WorkflowRow[]>`
-    SELECT ${sql(COLUMNS)}, epoch::text AS epoch FROM ${t.workflows}
+  const order = desc ? sql`DESC` : sql`ASC`
+  return sql<(WorkflowRow & { cursor_at: string })[]>`
+    SELECT ${sql(COLUMNS)}, epoch::text AS epoch, created_at::text AS cursor_at FROM ${t.workflows}
     WHERE ${where}
     ORDER BY created_at ${order}, workflow_id ${order}
     LIMIT ${f.limit ?? DEFAULT_LIST_LIMIT} OFFSET ${f.offset ?? 0}`
@@ -118,7 +151,7 @@ export async function claimWorkflows (sql: Sql, t: Tables, executorId: string, a
     SET epoch = epoch + 1, attempts = attempts + 1, updated_at = now()
     WHERE workflow_id = ANY(${ids}::text[]) AND executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
       AND app_version IS NOT DISTINCT FROM ${appVersion}::text
-    RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts`
+    RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts, deadline_at`
 }
 
 /**
@@ -133,4 +166,11 @@ export async function releaseWorkflows (sql: Sql, t: Tables, rows: { workflowId:
     UPDATE ${t.workflows} AS w SET attempts = greatest(w.attempts - 1, 0), updated_at = now()
     FROM unnest(${rows.map((r) => r.workflowId)}::text[], ${rows.map((r) => r.epoch)}::bigint[]) AS v(workflow_id, epoch)
     WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING' AND w.wake_at IS NULL`
+}
+
+/** A workflow's definition name and app version, or undefined when there is none with this id. */
+export async function identify (sql: Sql, t: Tables, workflowId: string): Promise<{ name: string, appVersion: string | null } | undefined> {
+  const [row] = await sql<{ name: string, app_version: string | null }[]>`
+    SELECT name, app_version FROM ${t.workflows} WHERE workflow_id = ${workflowId}`
+  return row === undefined ? undefined : { name: row.name, appVersion: row.app_version }
 }

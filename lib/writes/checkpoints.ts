@@ -24,7 +24,7 @@ import { suspendWorkflows } from '../store/wake-ups.js'
 import { findExisting, insertWorkflows } from '../store/workflows.js'
 
 export type StartResult =
-  | { inserted: true, epoch: string }
+  | { inserted: true, epoch: string, deadline: Date | null }
   /** `pendingOwner` is the existing row's executor while it is PENDING (undefined otherwise, or when it was inserted in this very batch). */
   | { inserted: false, name: string, inputHash: string, pendingOwner?: string }
 
@@ -194,15 +194,15 @@ export class Checkpoints {
     // load the writer is busy and starts keep to their own connections.
     const sql = this.#writes.idle ? this.#pools.writes : this.#pools.starts
     const inserted = new Map((await insertWorkflows(sql, this.#t, [...unique.values()]))
-      .map((r) => [r.workflow_id, r.epoch]))
+      .map((r) => [r.workflow_id, r]))
     const missing = [...unique.keys()].filter((id) => !inserted.has(id))
     const existing = new Map(missing.length === 0
       ? []
       : (await findExisting(sql, this.#t, missing)).map((r) => [r.workflow_id, r]))
     return rows.map((r): StartResult => {
-      const epoch = inserted.get(r.workflowId)
-      if (epoch !== undefined && unique.get(r.workflowId) === r) return { inserted: true, epoch }
-      if (epoch !== undefined) return { inserted: false, name: unique.get(r.workflowId)!.name, inputHash: unique.get(r.workflowId)!.inputHash }
+      const row = inserted.get(r.workflowId)
+      if (row !== undefined && unique.get(r.workflowId) === r) return { inserted: true, epoch: row.epoch, deadline: row.deadline_at }
+      if (row !== undefined) return { inserted: false, name: unique.get(r.workflowId)!.name, inputHash: unique.get(r.workflowId)!.inputHash }
       const e = existing.get(r.workflowId)
       // Vanished between the two statements (deleted): report a mismatch rather than guess.
       if (e === undefined) return { inserted: false, name: '', inputHash: '' }

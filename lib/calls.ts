@@ -1,0 +1,41 @@
+/** The options of the engine's calls (start, fork, getEvent, readStream, deleteFinished): part of the public surface. */
+
+export interface StartOptions {
+  /** Use this id instead of a generated one. Starting again with the same id returns the same workflow. */
+  workflowId?: string
+  /** Stored with the workflow and filterable in list(). Set from dbos-request-id by the Fastify plugin. */
+  requestId?: string | null
+  /**
+   * Cancels the workflow (and its children) if it has not finished this
+   * long after it started: status CANCELLED, DBOS_ERR_WORKFLOW_TIMEOUT. The
+   * deadline is stored, so it holds across restarts and adoption. Default:
+   * the definition's timeoutMs, else none.
+   */
+  timeoutMs?: number
+}
+
+export type { SendOptions } from './context.js'
+
+export interface ForkOptions {
+  /** Steps before this position are reused (their recorded results), the rest runs again. */
+  fromStep: number
+  /** The new workflow's id. Default: a generated one. */
+  workflowId?: string
+}
+
+export interface DeleteFinishedOptions {
+  /** Only workflows that finished at least this long ago. */
+  olderThanMs: number
+  /** Workflows deleted per statement. Default 1000. */
+  batchSize?: number
+}
+
+export interface GetEventOptions {
+  /** Return null after this long. Default: wait as long as it takes (null at once if the workflow finished without it). */
+  timeoutMs?: number
+}
+
+export interface ReadStreamOptions {
+  /** The first offset to read (resume where a reader left off). Default 0. */
+  from?: number
+}

@@ -1,0 +1,149 @@
+/**
+ * Messages, events and streams seen from outside a workflow: send(),
+ * getEvent(), listEvents(), readStream(); and the waits of runs here for
+ * messages announced on the messages channel.
+ */
+import { deserialize, serialize } from '../core/codec.js'
+import { unstorableTextReason } from '../core/text.js'
+import { InvalidArgumentError, WorkflowFinishedError, WorkflowNotFoundError } from '../errors.js'
+import type { GetEventOptions, ReadStreamOptions, SendOptions } from '../calls.js'
+import type { EventInfo, StreamValue } from '../status.js'
+import type { Sql, Tables } from '../store/connect.js'
+import { getEvent, listEvents, readStream } from '../store/events.js'
+import { sendMessage } from '../store/messages.js'
+import { checkTimeout } from './results.js'
+
+/** Waiters for announcements under a key; one Set per key, gone when empty. */
+export class Announcements {
+  readonly #waiters = new Map<string, Set<() => void>>()
+
+  /** Resolves on the next announce(key), or after `ms`. */
+  wait (key: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.#waiters.get(key)
+      if (set === undefined) this.#waiters.set(key, set = new Set())
+      const done = (): void => {
+        clearTimeout(timer)
+        set!.delete(done)
+        if (set!.size === 0 && this.#waiters.get(key) === set) this.#waiters.delete(key)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      set.add(done)
+    })
+  }
+
+  announce (key: string): void {
+    const set = this.#waiters.get(key)
+    if (set !== undefined) for (const done of [...set]) done()
+  }
+
+  /** Everyone looks again (notifications may have been lost). */
+  announceAll (): void {
+    for (const key of [...this.#waiters.keys()]) this.announce(key)
+  }
+}
+
+export interface MessagingDeps {
+  sql: Sql
+  tables: Tables
+  /** Announcements of events set and stream values written: `<workflow id>\n<key>`. */
+  events: Announcements
+  /** Subscribes to the events channel, once somebody waits for one; never rejects. */
+  listenEvents (): Promise<void>
+  /** The fallback poll while waiting for an event or a stream value. */
+  pollMs: number
+  signal: AbortSignal
+}
+
+
+/** Values read per statement by readStream. */
+const STREAM_PAGE = 100
+
+export class Messaging {
+  readonly #deps: MessagingDeps
+
+  constructor (deps: MessagingDeps) {
+    this.#deps = deps
+  }
+
+  /**
+   * Delivers `message` to workflow `to` (on `topic`, '' by default). With an
+   * idempotency key, a repeated send delivers nothing more. 404 for an
+   * unknown workflow; DBOS_ERR_WORKFLOW_FINISHED (409) for a finished one.
+   */
+  async send (to: string, message: unknown, options: SendOptions = {}): Promise<void> {
+    text('workflowId', to)
+    const topic = text('topic', options.topic ?? '')
+    const idempotencyKey = options.idempotencyKey === undefined ? null : text('idempotencyKey', options.idempotencyKey)
+    const result = await sendMessage(this.#deps.sql, this.#deps.tables, { to, topic, message: serialize(message, 'a message'), idempotencyKey })
+    if (result === 'not-found') throw new WorkflowNotFoundError(to)
+    if (result === 'finished') throw new WorkflowFinishedError(to)
+  }
+
+  /**
+   * The latest value of event `key`, waiting up to `timeoutMs` (default: as
+   * long as it takes) for one to be set; null at the timeout, and at once
+   * when the workflow finished without setting it. 404 for an unknown workflow.
+   */
+  async getEvent (workflowId: string, key: string, options: GetEventOptions = {}): Promise<unknown> {
+    text('workflowId', workflowId)
+    text('key', key)
+    const deadline = Date.now() + checkTimeout(options.timeoutMs)
+    const { sql, tables } = this.#deps
+    for (;;) {
+      const row = await getEvent(sql, tables, workflowId, key)
+      if (row.status === null) throw new WorkflowNotFoundError(workflowId)
+      if (row.value !== null) return deserialize(row.value)
+      if (!['PENDING', 'ENQUEUED'].includes(row.status)) return null
+      const left = deadline - Date.now()
+      if (left <= 0 || this.#deps.signal.aborted) return null
+      await this.#wait(workflowId, key, left)
+    }
+  }
+
+  async listEvents (workflowId: string): Promise<EventInfo[]> {
+    text('workflowId', workflowId)
+    const rows = await listEvents(this.#deps.sql, this.#deps.tables, workflowId)
+    return rows.map((r) => ({ key: r.key, value: deserialize(r.value), stepId: r.step_id, createdAt: r.created_at }))
+  }
+
+  /**
+   * The values of stream `key` from offset `from` on, as they are written;
+   * ends once the stream is closed or the workflow has finished. 404 for an
+   * unknown workflow (at the first read).
+   */
+  async * readStream (workflowId: string, key: string, options: ReadStreamOptions = {}): AsyncGenerator<StreamValue, void, undefined> {
+    text('workflowId', workflowId)
+    text('key', key)
+    let next = options.from ?? 0
+    if (!Number.isSafeInteger(next) || next < 0) throw new InvalidArgumentError('from must be a non-negative integer offset')
+    const { sql, tables } = this.#deps
+    for (;;) {
+      const { status, rows } = await readStream(sql, tables, workflowId, key, next, STREAM_PAGE)
+      if (status === null) throw new WorkflowNotFoundError(workflowId)
+      for (const row of rows) {
+        if (row.closed) return
+        next = row.offset + 1
+        yield { offset: row.offset, value: deserialize(row.value!) }
+      }
+      if (rows.length === STREAM_PAGE) continue
+      // Finished when the values were read: all of them were there already.
+      if (!['PENDING', 'ENQUEUED'].includes(status) || this.#deps.signal.aborted) return
+      if (rows.length === 0) await this.#wait(workflowId, key, Infinity)
+    }
+  }
+
+  async #wait (workflowId: string, key: string, ms: number): Promise<void> {
+    void this.#deps.listenEvents()
+    await this.#deps.events.wait(`${workflowId}\n${key}`, Math.min(ms, this.#deps.pollMs))
+  }
+}
+
+/** A string argument Postgres can store as it is: 400 otherwise. */
+function text (what: string, value: unknown): string {
+  if (typeof value !== 'string') throw new InvalidArgumentError(`${what} must be a string`)
+  const bad = unstorableTextReason(value)
+  if (bad !== undefined) throw new InvalidArgumentError(`${what} ${bad}`)
+  return value
+}

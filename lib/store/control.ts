@@ -1,0 +1,131 @@
+/** SQL for managing workflows from outside their runs: cancel, resume, fork, retention. */
+import type { Sql, Tables } from './connect.js'
+
+/**
+ * Cancels a workflow and its descendants (ctx.startChild) that are not
+ * finished: status CANCELLED, so that their runs' next writes match nothing;
+ * announced to their owners (cancel channel: stop the runs now) and to
+ * result waiters (done channel). `error` is stored for the workflow itself
+ * (say, its timeout); descendants get none, which reads as
+ * DBOS_ERR_WORKFLOW_CANCELLED. Returns the ids cancelled, or null when there
+ * is no such workflow.
+ */
+export async function cancelTree (sql: Sql, t: Tables, workflowId: string, error: string | null): Promise<string[] | null> {
+  const rows = await sql<{ workflow_id: string | null }[]>`
+    WITH RECURSIVE tree (workflow_id) AS (
+      SELECT workflow_id FROM ${t.workflows} WHERE workflow_id = ${workflowId}
+      UNION
+      SELECT w.workflow_id FROM ${t.workflows} w JOIN tree ON w.parent_id = tree.workflow_id),
+    done AS (
+      UPDATE ${t.workflows} w
+      SET status = 'CANCELLED', output = NULL, error = CASE WHEN w.workflow_id = ${workflowId} THEN ${error}::text END,
+          completed_at = now(), updated_at = now(), wake_at = NULL, waiting_topic = NULL
+      FROM tree WHERE w.workflow_id = tree.workflow_id AND w.status IN ('PENDING', 'ENQUEUED')
+      RETURNING w.workflow_id, w.executor_id),
+    note AS (
+      SELECT d.workflow_id, pg_notify(${t.cancelChannel}, d.executor_id || E'\\n' || d.workflow_id),
+             pg_notify(${t.channel}, d.workflow_id)
+      FROM done d)
+    SELECT workflow_id FROM note
+    UNION ALL
+    SELECT NULL WHERE EXISTS (SELECT 1 FROM tree)`
+  if (rows.length === 0) return null
+  return rows.flatMap((r) => r.workflow_id === null ? [] : [r.workflow_id])
+}
+
+export type ResumeResult = 'resumed' | 'running' | 'succeeded' | 'not-found'
+
+/**
+ * Makes a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow
+ * PENDING again, owned by `owner`, with a new epoch and no timeout, so that
+ * it continues from its last step that completed without an error: the
+ * first step recorded with an error and everything after it are forgotten
+ * (messages those steps consumed are unconsumed, events they set dropped),
+ * so they run again. In one transaction: the workflow row is locked first.
+ * `sql` must be a pool that carries nothing but transactions (see Pools).
+ */
+export async function reopen (sql: Sql, t: Tables, workflowId: string, owner: string): Promise<ResumeResult> {
+  return sql.begin(async (tx) => {
+    const [w] = await tx<{ status: string }[]>`SELECT status FROM ${t.workflows} WHERE workflow_id = ${workflowId} FOR UPDATE`
+    if (w === undefined) return 'not-found'
+    if (w.status === 'PENDING' || w.status === 'ENQUEUED') return 'running'
+    if (w.status === 'SUCCESS') return 'succeeded'
+    const [first] = await tx<{ step: number | null }[]>`
+      SELECT min(step_id) AS step FROM ${t.steps} WHERE workflow_id = ${workflowId} AND error IS NOT NULL`
+    if (first!.step !== null) {
+      await tx`DELETE FROM ${t.steps} WHERE workflow_id = ${workflowId} AND step_id >= ${first!.step}`
+      await tx`UPDATE ${t.messages} SET consumed_step = NULL WHERE workflow_id = ${workflowId} AND consumed_step >= ${first!.step}`
+      await tx`DELETE FROM ${t.events} WHERE workflow_id = ${workflowId} AND step_id >= ${first!.step}`
+      await tx`DELETE FROM ${t.streams} WHERE workflow_id = ${workflowId} AND step_id >= ${first!.step}`
+    }
+    await tx`
+      UPDATE ${t.workflows}
+      SET status = 'PENDING', output = NULL, error = NULL, completed_at = NULL, attempts = 0, epoch = epoch + 1,
+          executor_id = ${owner}, deadline_at = NULL, wake_at = NULL, waiting_topic = NULL, updated_at = now()
+      WHERE workflow_id = ${workflowId}`
+    return 'resumed'
+  }) as Promise<ResumeResult>
+}
+
+export type ForkResult = 'forked' | 'exists' | 'source-not-found' | { invalidStep: number }
+
+/**
+ * A new PENDING workflow `newId` with the definition and input of `sourceId`
+ * and copies of its steps before `fromStep` (with the events and stream
+ * values those steps wrote), owned by `owner`: run, it replays those and runs
+ * the rest. `fromStep` may be at most one past the source's last recorded
+ * step. One transaction; `sql` carries nothing but transactions.
+ */
+export async function fork (sql: Sql, t: Tables, f: { sourceId: string, newId: string, fromStep: number, owner: string, appVersion: string | null }): Promise<ForkResult> {
+  return sql.begin(async (tx) => {
+    const [source] = await tx<{ name: string }[]>`SELECT name FROM ${t.workflows} WHERE workflow_id = ${f.sourceId}`
+    if (source === undefined) return 'source-not-found'
+    const [last] = await tx<{ step: number | null }[]>`SELECT max(step_id) AS step FROM ${t.steps} WHERE workflow_id = ${f.sourceId}`
+    const limit = (last!.step ?? -1) + 1
+    if (f.fromStep > limit) return { invalidStep: limit }
+    const inserted = await tx`
+      INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch)
+      SELECT ${f.newId}, name, 'PENDING', input, input_hash, request_id, ${f.owner}, ${f.appVersion}::text, 1
+      FROM ${t.workflows} WHERE workflow_id = ${f.sourceId}
+      ON CONFLICT (workflow_id) DO NOTHING
+      RETURNING 1`
+    if (inserted.length === 0) return 'exists'
+    await tx`
+      INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at, created_at)
+      SELECT ${f.newId}, step_id, name, output, error, started_at, created_at FROM ${t.steps}
+      WHERE workflow_id = ${f.sourceId} AND step_id < ${f.fromStep}`
+    await tx`
+      INSERT INTO ${t.events} (workflow_id, key, step_id, value, created_at)
+      SELECT ${f.newId}, key, step_id, value, created_at FROM ${t.events}
+      WHERE workflow_id = ${f.sourceId} AND step_id < ${f.fromStep}`
+    await tx`
+      INSERT INTO ${t.streams} (workflow_id, key, "offset", step_id, value, closed, created_at)
+      SELECT ${f.newId}, key, "offset", step_id, value, closed, created_at FROM ${t.streams}
+      WHERE workflow_id = ${f.sourceId} AND step_id < ${f.fromStep}`
+    return 'forked'
+  }) as Promise<ForkResult>
+}
+
+/**
+ * Deletes up to `limit` workflows that finished more than `olderThanMs` ago
+ * (never a PENDING or queued one), with their steps, messages, events and
+ * stream values. One statement per batch, rows locked SKIP LOCKED: no long
+ * locks, and two deleters never wait on each other. Returns how many.
+ */
+export async function deleteFinished (sql: Sql, t: Tables, olderThanMs: number, limit: number): Promise<number> {
+  const rows = await sql`
+    WITH doomed AS (
+      SELECT workflow_id FROM ${t.workflows}
+      WHERE completed_at < clock_timestamp() - ${olderThanMs}::float8 * interval '1 millisecond'
+        AND status NOT IN ('PENDING', 'ENQUEUED')
+      ORDER BY completed_at
+      LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED),
+    s AS (DELETE FROM ${t.steps} WHERE workflow_id IN (SELECT workflow_id FROM doomed)),
+    m AS (DELETE FROM ${t.messages} WHERE workflow_id IN (SELECT workflow_id FROM doomed)),
+    e AS (DELETE FROM ${t.events} WHERE workflow_id IN (SELECT workflow_id FROM doomed)),
+    v AS (DELETE FROM ${t.streams} WHERE workflow_id IN (SELECT workflow_id FROM doomed))
+    DELETE FROM ${t.workflows} WHERE workflow_id IN (SELECT workflow_id FROM doomed)
+    RETURNING 1`
+  return rows.length
+}
