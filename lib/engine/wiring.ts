@@ -13,7 +13,7 @@ import { stillOwned } from '../store/adoption.js'
 import { Notifications } from '../store/listener.js'
 import { getOutcome, identify, releaseWorkflows } from '../store/workflows.js'
 import { untilReachable } from '../core/retry.js'
-import { DatabaseUnavailableError, EngineStoppedError, UnknownWorkflowError, WorkflowCancelledError } from '../errors.js'
+import { DatabaseUnavailableError, EngineStoppedError, UnknownWorkflowError, WorkflowCancelledError, WorkflowTimeoutError } from '../errors.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import { Checkpoints } from '../writes/checkpoints.js'
 import type { Database } from './database.js'
@@ -130,10 +130,8 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       sleepInMemoryMaxMs: options.sleepInMemoryMaxMs,
       now: () => clock.now(),
       suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt),
-      timedOut: (workflowId) => {
-        control.timeOut(workflowId).catch((err) => logger.error({ event: 'timeout.failed', err, workflowId },
-          'could not record that a workflow timed out; it is cancelled when it next runs'))
-      },
+      timedOut: (workflowId) => control.timeOut(workflowId).catch((err) => logger.error({ event: 'timeout.failed', err, workflowId },
+        'could not record that a workflow timed out; it is cancelled when it next runs')),
       messageArrived: (workflowId, ms) => messageWaits.wait(workflowId, ms),
       checkMessages: (workflowId) => wakeUps.messaged([workflowId]),
       startChild: async (def, input, o) => {
@@ -207,10 +205,10 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     runHere: (workflowId) => claimAndResume(recovery, workflowId),
     cancelledHere: (ids, reason) => runs.cancel(ids, reason)
   })
-  /** `<executor>\n<workflow id>` payloads: the workflow id when the executor is this one. */
+  /** `<executor>\n<workflow id>[\n<kind>]` payloads: the workflow id when the executor is this one. */
   const mine = (payload: string): string | undefined => {
-    const at = payload.indexOf('\n')
-    return payload.slice(0, at) === executorId() ? payload.slice(at + 1) : undefined
+    const [owner, id] = payload.split('\n')
+    return owner === executorId() ? id : undefined
   }
   const listen = async (): Promise<void> => {
     await Promise.all([
@@ -231,7 +229,8 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       notifications.listen(tables.cancelChannel, {
         notify: (payload) => {
           const id = mine(payload)
-          if (id !== undefined) runs.cancel([id], (w) => new WorkflowCancelledError(w))
+          const Reason = payload.endsWith('\ntimeout') ? WorkflowTimeoutError : WorkflowCancelledError
+          if (id !== undefined) runs.cancel([id], (w) => new Reason(w))
         },
         resubscribed: () => {}
       })

@@ -33,8 +33,8 @@ export interface RunDeps {
    * owns the workflow.
    */
   suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void>
-  /** The run's deadline passed: cancels the workflow (and its children) in the database. */
-  timedOut (workflowId: string): void
+  /** The run's deadline passed: cancels the workflow (and its children) in the database, and stops this run. Never rejects. */
+  timedOut (workflowId: string): Promise<void>
   /** Resolves when a message to this workflow is announced, or after `ms` (a poll); never rejects. */
   messageArrived (workflowId: string, ms: number): Promise<void>
   /** After a recv suspended the workflow: claims it again at once if a message came meanwhile. */
@@ -88,9 +88,11 @@ export class RunCore {
     if (deadline !== null) {
       // Past its deadline the workflow is cancelled: in the database (for
       // every instance and its children) and here, at once.
+      // Recorded first, so that a caller told of the timeout finds it in
+      // getStatus; the run stops either way (the engine stops it once the
+      // cancellation is written, or here if it could not be).
       this.#deadlineTimer = new LongTimer(Math.max(0, deadline.getTime() - deps.now()), () => {
-        deps.timedOut(workflowId)
-        this.cancel(new WorkflowTimeoutError(workflowId))
+        void deps.timedOut(workflowId).finally(() => this.cancel(new WorkflowTimeoutError(workflowId)))
       })
     }
     // A start that cannot be written leaves no workflow (start() reports

@@ -4,7 +4,7 @@ import type { Sql, Tables } from './connect.js'
 /**
  * Cancels a workflow and its descendants (ctx.startChild) that are not
  * finished: status CANCELLED, so that their runs' next writes match nothing;
- * announced to their owners (cancel channel: stop the runs now) and to
+ * announced to their owners (cancel channel, `<owner>\n<id>\n<timeout|cancel>`: stop the runs now) and to
  * result waiters (done channel). `error` is stored for the workflow itself
  * (say, its timeout); descendants get none, which reads as
  * DBOS_ERR_WORKFLOW_CANCELLED. Returns the ids cancelled, or null when there
@@ -23,7 +23,9 @@ export async function cancelTree (sql: Sql, t: Tables, workflowId: string, error
       FROM tree WHERE w.workflow_id = tree.workflow_id AND w.status IN ('PENDING', 'ENQUEUED')
       RETURNING w.workflow_id, w.executor_id),
     note AS (
-      SELECT d.workflow_id, pg_notify(${t.cancelChannel}, d.executor_id || E'\\n' || d.workflow_id),
+      SELECT d.workflow_id,
+             pg_notify(${t.cancelChannel}, d.executor_id || E'\\n' || d.workflow_id
+               || CASE WHEN d.workflow_id = ${workflowId} AND ${error}::text IS NOT NULL THEN E'\\ntimeout' ELSE E'\\ncancel' END),
              pg_notify(${t.channel}, d.workflow_id)
       FROM done d)
     SELECT workflow_id FROM note
