@@ -135,7 +135,7 @@ function printScaleOut ({ instances, failover }, plan) {
   if (failover.length === 0) return
   const { load, warmupMs } = failover[0]
   console.log(`\nfailover: 3 instances, each starting ${load.rate} workflows/s of ${load.steps} steps of ${load.stepMs} ms; ` +
-    `kill -9 of one after ${fmt(warmupMs / 1000, 1)} s. Times in ms after the kill:`)
+    `kill -9 of one after ${fmt(warmupMs / 1000, 1)} s plus up to one heartbeat. Times in ms after the kill (last beat: the victim's, before it):`)
   const ms = (x) => fmt(x)
   printTable(['heartbeat/lease', 'last beat', 'left', 'adopted (by)', '1st adoption', '1st resumed', 'last resumed', 'last finished',
     'completed run twice', 'in flight run twice', 'lost starts', 'load failures'], failover.map((r) => [

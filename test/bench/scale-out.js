@@ -64,7 +64,7 @@ async function benchInstances (server, count, plan) {
 
 /**
  * Three instances, each starting `load.rate` workflows a second; after
- * `warmupMs`, kill -9 of the first. Waits until every PENDING workflow it
+ * `warmupMs` plus up to one heartbeat, kill -9 of the first. Waits until every PENDING workflow it
  * left is finished by the others, lets the load run `afterMs` more, and
  * analyses what happened (failover-analysis.js).
  */
@@ -77,7 +77,8 @@ async function benchFailover (server, variant, plan) {
       id bigserial PRIMARY KEY, workflow_id text NOT NULL, step_id int NOT NULL, executor text NOT NULL, at_ms float8 NOT NULL)`
     return await withInstances(url, 3, variant, async (children, ids) => {
       await Promise.all(children.map((c) => c.call('loadStart', plan.load)))
-      await sleep(plan.warmupMs)
+      // At a random point of the victim's heartbeat cycle: its last beat's age at the kill decides most of the wait.
+      await sleep(plan.warmupMs + Math.random() * variant.heartbeatMs)
       const [victim, ...survivors] = children
       const killedAt = Date.now()
       await victim.kill()
