@@ -1,12 +1,13 @@
 // One contender in a child process of its own (forked by run.js with IPC), so
 // contenders never share an event loop or global state. Usage:
-//   node --expose-gc test/bench/contender.js <ours|dbos|ceiling> <databaseUrl>
-// The parent sends commands ({ cmd, ... }) and gets one reply per command.
+//   node --expose-gc test/bench/contender.js <ours|dbos|ceiling|instance> <databaseUrl> [optionsJson]
+// The parent sends commands ({ cmd, ... }) and gets one reply per command; a
+// contender may add commands of its own (`commands` on what open() returns).
 import { createRequire, register } from 'node:module'
 import { performance } from 'node:perf_hooks'
 import { countPgQueries, queryCounts } from './query-count.js'
 
-const [kind, databaseUrl] = process.argv.slice(2)
+const [kind, databaseUrl, options = '{}'] = process.argv.slice(2)
 if (kind === 'dbos') {
   // DBOS issues overlapping client.query() calls, which pg 8 reports once as deprecated: noise here.
   process.noDeprecation = true
@@ -16,7 +17,7 @@ if (kind === 'dbos') {
 } else {
   register('./postgres-hooks.js', import.meta.url)
 }
-const contender = await (await import(`./contenders/${kind}.js`)).open(databaseUrl)
+const contender = await (await import(`./contenders/${kind}.js`)).open(databaseUrl, JSON.parse(options))
 
 const commands = {
   /** One workflow at a time: per-run latency after a warm-up. */
@@ -115,7 +116,8 @@ const commands = {
 process.on('message', async (msg) => {
   let reply
   try {
-    reply = { ok: true, result: await commands[msg.cmd](msg) }
+    const command = commands[msg.cmd] ?? contender.commands?.[msg.cmd]
+    reply = { ok: true, result: await command(msg) }
   } catch (err) {
     reply = { ok: false, error: err?.stack ?? String(err) }
   }

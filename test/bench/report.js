@@ -15,6 +15,7 @@ export function printReport (report) {
   printRounds(rounds)
   printTargets(m, report)
   printStatements(rounds)
+  if (report.scaleOut !== undefined) printScaleOut(report.scaleOut, report.plan.scaleOut)
 }
 
 /** Per contender, the median over rounds of each measurement. */
@@ -115,6 +116,42 @@ function printStatements (rounds) {
       console.log(`  ${kind}, ${phase === 'latency' ? 'one at a time' : '64 in flight'}:`)
       for (const s of top) console.log(`    ${fmt(s.perOp, 2).padStart(6)}  ${s.query}`)
     }
+  }
+}
+
+/** Several instances on one database: 1 against 3, and each failover run. */
+function printScaleOut ({ instances, failover }, plan) {
+  if (instances.length > 0) {
+    console.log(`\nseveral instances on one database (default heartbeat and lease; ${plan.throughput.concurrency} in flight in each instance):`)
+    printTable(['instances', 'wf/s (sum)', 'wf/s each', 'statements/wf', 'statements/s idle', 'per instance', 'idle WAL B/s'], instances.map((r) => {
+      const idle = r.idle.perSecond ?? r.idle.driverPerSecond
+      return [r.count, fmt(r.throughput.perSecond), r.throughput.each.map((x) => fmt(x)).join(', '),
+        fmt(r.throughput.statementsPerOp ?? r.throughput.driverStatementsPerOp, 2), fmt(idle, 2), fmt(idle / r.count, 2), fmt(r.idle.walBytesPerSecond)]
+    }))
+    const last = instances[instances.length - 1]
+    console.log(`  statements/s when idle by text (${last.count} instances):`)
+    for (const s of last.idle.top) console.log(`    ${fmt(s.perSecond, 2).padStart(6)}  ${s.query}`)
+  }
+  if (failover.length === 0) return
+  const { load, warmupMs } = failover[0]
+  console.log(`\nfailover: 3 instances, each starting ${load.rate} workflows/s of ${load.steps} steps of ${load.stepMs} ms; ` +
+    `kill -9 of one after ${fmt(warmupMs / 1000, 1)} s plus up to one heartbeat. Times in ms after the kill (last beat: the victim's, before it):`)
+  const ms = (x) => fmt(x)
+  printTable(['heartbeat/lease', 'last beat', 'left', 'adopted (by)', '1st adoption', '1st resumed', 'last resumed', 'last finished',
+    'completed run twice', 'in flight run twice', 'lost starts', 'load failures'], failover.map((r) => [
+    `${r.heartbeatMs}/${r.leaseMs}`, `-${ms(r.lastBeatBeforeKillMs)}`, r.orphans, `${r.adopted} (${Object.values(r.adoptedBy).join('+')})`,
+    ms(r.firstAdoptedMs), ms(r.firstResumedMs), ms(r.lastResumedMs), ms(r.lastFinishedMs),
+    r.completedStepsRunTwice + r.otherStepsRunTwice, r.inFlightStepsRunTwice, r.lostStarts,
+    r.loads.reduce((n, l) => n + l.failed + l.unfinished, 0) + r.stillPending]))
+  for (const r of failover) {
+    const adoptions = [...r.adoptionEvents].sort((a, b) => a.ms - b.ms).map((e) => `${e.count} at ${fmt(e.ms)} (${e.executor})`)
+    const other = Object.entries(r.otherEvents).filter(([event]) => event !== 'migrations.applied').map(([event, n]) => `${n} ${event}`)
+    console.log(`  ${r.heartbeatMs}/${r.leaseMs}: adoptions ${adoptions.join(', ')}${other.length > 0 ? `; other log events: ${other.join(', ')}` : ''}`)
+  }
+  for (const r of failover) {
+    const met = r.completedStepsRunTwice + r.otherStepsRunTwice === 0 && r.stillPending === 0 && r.notSucceeded === 0
+    console.log(`  [${met ? 'met' : 'NOT met'}] ${r.heartbeatMs}/${r.leaseMs}: no completed step ran twice, every adopted workflow succeeded` +
+      (r.leaseMs === 3000 ? `; [${r.lastFinishedMs <= 5000 ? 'met' : 'NOT met'}] last adopted finished within 5 s of the kill` : ''))
   }
 }
 

@@ -3,26 +3,44 @@
 // run one at a time, each in a fresh child process on a fresh database,
 // interleaved over BENCH_ROUNDS rounds (default 2); the report shows medians.
 // See docs/benchmarks.md for what is measured and the latest results.
-import { fork } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import autocannon from 'autocannon'
+import { spawnContender } from './child.js'
 import { printReport } from './report.js'
+import { benchScaleOut } from './scale-out.js'
 import { openServer, statementDelta } from './server.js'
 
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2))
 // BENCH_ONLY=ours,dbos runs a subset; BENCH_MEMORY=0 skips the 10,000-workflow memory
-// phase and BENCH_SLEEPING=0 the 10,000-sleeping-workflows phase; BENCH_CPU_PROF=dir
-// writes a .cpuprofile per child.
+// phase and BENCH_SLEEPING=0 the 10,000-sleeping-workflows phase (BENCH_CPU_PROF: child.js).
+// The scale-out phase (ours only, scale-out.js): BENCH_INSTANCES=0 skips 1 against 3
+// instances, BENCH_FAILOVER=0 the kill -9, BENCH_FAILOVER_SHORT=0 its short-lease
+// variant, BENCH_FAILOVER_RUNS=n repeats each failover n times; BENCH_FAILOVER_RATE
+// (workflows/s per instance, default 100) and BENCH_FAILOVER_STEP_MS (default 20) set its load.
 const KINDS = (process.env.BENCH_ONLY ?? 'ours,dbos,ceiling').split(',')
-const CPU_PROF = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []
 const PLAN = {
   latency: { warmup: 1000, runs: 1000 },
   throughput: { concurrency: 64, warmupMs: 1000, durationMs: 3000 },
   http: { connections: 32, warmupSeconds: 1, durationSeconds: 5 },
   memory: { count: 10_000 },
   sleeping: { count: 10_000, sleepMs: 60_000, timeoutMs: 300_000 },
-  idleMs: 2000
+  idleMs: 2000,
+  scaleOut: {
+    instances: process.env.BENCH_INSTANCES === '0' ? [] : [1, 3],
+    idleMs: 10_000,
+    throughput: { concurrency: 64, warmupMs: 1000, durationMs: 3000 },
+    failover: process.env.BENCH_FAILOVER === '0'
+      ? undefined
+      : {
+          runs: Math.max(1, Number(process.env.BENCH_FAILOVER_RUNS ?? 1)),
+          variants: [{ heartbeatMs: 1000, leaseMs: 3000 }, ...(process.env.BENCH_FAILOVER_SHORT === '0' ? [] : [{ heartbeatMs: 250, leaseMs: 1000 }])],
+          load: { rate: Number(process.env.BENCH_FAILOVER_RATE ?? 100), steps: 5, stepMs: Number(process.env.BENCH_FAILOVER_STEP_MS ?? 20) },
+          warmupMs: 2000,
+          afterMs: 500,
+          timeoutMs: 60_000
+        }
+  }
 }
 const DATABASES = { ours: 'bench_ours', dbos: 'bench_dbos', ceiling: 'bench_ceiling' }
 const RESULTS_FILE = '.dbos/bench-last.json'
@@ -39,6 +57,7 @@ log(`Postgres ${server.settings.server_version} (${server.embedded ? `embedded, 
 const rounds = []
 const memory = {}
 const sleeping = {}
+let scaleOut
 try {
   for (let round = 1; round <= ROUNDS; round++) {
     const results = {}
@@ -56,12 +75,13 @@ try {
     log(`sleeping: ${kind}, ${PLAN.sleeping.count} workflows`)
     sleeping[kind] = await withContender(kind, (c) => c.call('sleeping', PLAN.sleeping))
   }
+  if (KINDS.includes('ours')) scaleOut = await benchScaleOut(server, PLAN.scaleOut, log)
 } finally {
   await server.close()
 }
 
 const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }
-const report = { date: new Date().toISOString(), machine, server: { embedded: server.embedded, pgss: server.pgss, settings: server.settings }, plan: PLAN, rounds, memory, sleeping }
+const report = { date: new Date().toISOString(), machine, server: { embedded: server.embedded, pgss: server.pgss, settings: server.settings }, plan: PLAN, rounds, memory, sleeping, scaleOut }
 await mkdir('.dbos', { recursive: true })
 await writeFile(RESULTS_FILE, JSON.stringify(report, null, 2))
 printReport(report)
@@ -132,36 +152,4 @@ async function withContender (kind, fn) {
   } finally {
     await c.close()
   }
-}
-
-function spawnContender (kind, url) {
-  const child = fork(new URL('./contender.js', import.meta.url), [kind, url], {
-    execArgv: ['--expose-gc', ...CPU_PROF],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
-  })
-  const waiting = []
-  const exited = new Promise((resolve) => child.once('exit', (code) => {
-    for (const w of waiting.splice(0)) w.reject(new Error(`${kind} child exited (code ${code})`))
-    resolve(code)
-  }))
-  child.on('message', (msg) => {
-    const w = waiting.shift()
-    if (msg.ok) w?.resolve(msg.result)
-    else w?.reject(new Error(`${kind}: ${msg.error}`))
-  })
-  const reply = () => new Promise((resolve, reject) => waiting.push({ resolve, reject }))
-  const handle = {
-    call (cmd, args = {}) {
-      const answer = reply()
-      child.send({ ...args, cmd })
-      return answer
-    },
-    async close () {
-      if (child.exitCode === null && child.connected) await handle.call('close').catch(() => {})
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000)
-      await exited
-      clearTimeout(timer)
-    }
-  }
-  return reply().then(() => handle)
 }
