@@ -7,7 +7,7 @@
  * recovery.ts. Sleeping ones wake on the new owner at their original time.
  */
 import type { Logger } from '../core/logger.js'
-import { adoptWorkflows } from '../store/adoption.js'
+import { adoptionShare, adoptWorkflows } from '../store/adoption.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { forgetDead } from '../store/executors.js'
 
@@ -28,15 +28,21 @@ export interface AdoptionDeps {
 }
 
 /**
- * Adopts what the `dead` executors left, batch by batch, until nothing more
- * is there for this instance; resolves with how many it took.
+ * Adopts this instance's share of what the `dead` executors left (their
+ * PENDING work divided by the live executors, counted once at the start of
+ * the pass), in batches of at most MAX_BATCH; resolves with how many it
+ * took. The other live instances take theirs at their own beats, within one
+ * heartbeat; what nobody took (an instance that died meanwhile, work this one
+ * cannot run) is shared again at the next beat.
  */
 export async function adopt (deps: AdoptionDeps, dead: string[]): Promise<number> {
+  const { orphans, live } = await adoptionShare(deps.sql, deps.tables, dead)
+  const share = Math.ceil(orphans / Math.max(1, live))
   let total = 0
-  for (;;) {
-    if (deps.signal.aborted) break
+  while (total < share && !deps.signal.aborted) {
+    const limit = Math.min(MAX_BATCH, share - total)
     const taken = await adoptWorkflows(deps.sql, deps.tables, dead, {
-      executorId: deps.executorId(), names: deps.names(), appVersion: deps.appVersion, maxBatch: MAX_BATCH
+      executorId: deps.executorId(), names: deps.names(), appVersion: deps.appVersion, limit
     })
     total += taken
     if (taken > 0) {
@@ -44,8 +50,8 @@ export async function adopt (deps: AdoptionDeps, dead: string[]): Promise<number
       // Resumed batch by batch, so the first adopted workflow runs at once.
       await deps.adopted()
     }
-    // A short batch: the rest is another instance's share, or there is none.
-    if (taken < MAX_BATCH) break
+    // Less than asked for: nothing more here that this instance can take.
+    if (taken < limit) break
   }
   await forgetDead(deps.sql, deps.tables, dead)
   return total

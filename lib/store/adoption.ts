@@ -13,8 +13,20 @@ export interface AdoptionScope {
   names: string[]
   /** The adopter's appVersion: it takes only workflows of that version (NULL: unpinned ones). */
   appVersion: string | null
-  /** Most workflows one statement takes. */
-  maxBatch: number
+  /** Most workflows this statement takes. */
+  limit: number
+}
+
+/**
+ * How much of the dead executors' PENDING work there is, and how many live
+ * executors share it: an adopter's share is orphans / live (rounded up).
+ */
+export async function adoptionShare (sql: Sql, t: Tables, dead: string[]): Promise<{ orphans: number, live: number }> {
+  const [row] = await sql<{ orphans: number, live: number }[]>`
+    SELECT (SELECT count(*)::int FROM ${t.workflows} WHERE executor_id = ANY(${dead}::text[]) AND status = 'PENDING') AS orphans,
+           (SELECT count(*)::int FROM ${t.executors}
+            WHERE stopped_at IS NULL AND heartbeat_at >= clock_timestamp() - lease_ms * interval '1 millisecond') AS live`
+  return row!
 }
 
 /**
@@ -26,9 +38,9 @@ export interface AdoptionScope {
  * that resumes the workflow counts it, as a recovery (see recovery.ts);
  * sleeping workflows keep their wake_at and wake on the new owner.
  *
- * Spread: a batch is the pending work of the dead divided by the number of
- * live executors (at least 1, at most maxBatch), so that the living share it
- * instead of the first one to look taking everything.
+ * Spread: the caller takes at most its share (adoptionShare) in one pass,
+ * so that the living share the work instead of the first one to look taking
+ * everything.
  *
  * Concurrency: the candidates are locked FOR UPDATE SKIP LOCKED. The lock
  * re-checks the conditions on the row's latest version, so a workflow another
@@ -37,13 +49,7 @@ export interface AdoptionScope {
  */
 export async function adoptWorkflows (sql: Sql, t: Tables, dead: string[], scope: AdoptionScope): Promise<number> {
   const rows = await sql`
-    WITH live AS (
-      SELECT count(*)::int AS n FROM ${t.executors}
-      WHERE stopped_at IS NULL AND heartbeat_at >= clock_timestamp() - lease_ms * interval '1 millisecond'),
-    orphans AS (
-      SELECT count(*)::int AS n FROM ${t.workflows}
-      WHERE executor_id = ANY(${dead}::text[]) AND status = 'PENDING'),
-    candidates AS (
+    WITH candidates AS (
       SELECT w.workflow_id FROM ${t.workflows} w
       WHERE w.executor_id = ANY(${dead}::text[]) AND w.status = 'PENDING'
         AND w.name = ANY(${scope.names}::text[]) AND w.app_version IS NOT DISTINCT FROM ${scope.appVersion}::text
@@ -52,7 +58,7 @@ export async function adoptWorkflows (sql: Sql, t: Tables, dead: string[], scope
           WHERE e.executor_id = w.executor_id AND e.stopped_at IS NULL
             AND e.heartbeat_at >= clock_timestamp() - e.lease_ms * interval '1 millisecond')
       ORDER BY w.created_at
-      LIMIT least(${scope.maxBatch}::int, greatest(1, ceil((SELECT n FROM orphans)::float8 / greatest(1, (SELECT n FROM live)))::int))
+      LIMIT ${scope.limit}
       FOR UPDATE OF w SKIP LOCKED)
     UPDATE ${t.workflows} w
     SET executor_id = ${scope.executorId}, epoch = w.epoch + 1, updated_at = now()
