@@ -39,3 +39,26 @@ export interface ReadStreamOptions {
   /** The first offset to read (resume where a reader left off). Default 0. */
   from?: number
 }
+
+export interface EnqueueOptions extends StartOptions {
+  /** Lower runs first; equal priorities run first in, first out. An integer; default 0. */
+  priority?: number
+  /** While a workflow with this id is ENQUEUED or PENDING in the queue, another enqueue is refused (409). */
+  deduplicationId?: string
+  /** Not taken before this long from now. */
+  delayMs?: number
+  /** With a partitioned queue, the limits hold per key. Default: none (one shared partition). */
+  partitionKey?: string
+  /**
+   * Collapses a burst: while a workflow with this key waits in the queue, an
+   * enqueue gives it the new input and makes it wait `periodMs` more instead
+   * of adding one; the workflow starts `periodMs` after the last enqueue, with
+   * the last input. Its id is generated.
+   */
+  debounce?: { key: string, periodMs: number }
+  /**
+   * The caller's own postgres.js transaction, on the engine's database: the
+   * workflow exists if and only if that transaction commits.
+   */
+  sql?: { unsafe: (...args: any[]) => any }
+}

@@ -169,6 +169,14 @@ export const InvalidCallError = define('DBOS_ERR_INVALID_CALL', 500,
 export const StreamClosedError = define('DBOS_ERR_STREAM_CLOSED', 500,
   (key: string) => `Stream ${JSON.stringify(key)} was closed; nothing more can be written to it`)
 
+/** enqueue(): another workflow with this deduplicationId is ENQUEUED or PENDING in the queue. */
+export const QueueDeduplicatedError = define('DBOS_ERR_QUEUE_DEDUPLICATED', 409,
+  (queue: string, deduplicationId: string) => `A workflow with deduplication id ${JSON.stringify(deduplicationId)} is already queued or running in queue ${JSON.stringify(queue)}`)
+
+/** enqueue() on a queue this engine does not have: pass its definition in the `queues` option. */
+export const UnknownQueueError = define('DBOS_ERR_UNKNOWN_QUEUE', 500,
+  (name: string) => `Queue ${JSON.stringify(name)} is not registered with this engine: pass its definition in the \`queues\` option`)
+
 export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
   (why: string) => `Invalid fastify-dbos option: ${why}`)
 

@@ -1,6 +1,9 @@
 /** The engine's public API, usable from a plain script without Fastify. */
 export { Engine, type PreparedInput } from './engine/engine.js'
-export type { StartOptions, ForkOptions, DeleteFinishedOptions, GetEventOptions, ReadStreamOptions } from './calls.js'
+export type { StartOptions, EnqueueOptions, ForkOptions, DeleteFinishedOptions, GetEventOptions, ReadStreamOptions } from './calls.js'
+export { defineQueue, type QueueDefinition, type QueueOptions } from './queue.js'
+export { defineSchedule, type ScheduleDefinition, type ScheduleOptions, type ScheduledInput } from './schedule.js'
+export type { ScheduleInfo } from './engine/schedules.js'
 export { defineWorkflow, type WorkflowDefinition, type WorkflowFunction, type WorkflowOptions, type InputOf, type OutputOf } from './workflow.js'
 export type { WorkflowContext, StepOptions, TransactionOptions, RecvOptions, SendOptions, ChildOptions, ChildHandle, IsolationLevel, TransactionSql } from './context.js'
 export { WorkflowHandle, type GetResultOptions } from './handle.js'

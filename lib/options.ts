@@ -4,11 +4,17 @@ import { hostname } from 'node:os'
 import { InvalidOptionError } from './errors.js'
 import type { Logger } from './core/logger.js'
 import { consoleLogger } from './core/logger.js'
+import type { QueueDefinition } from './queue.js'
+import type { ScheduleDefinition } from './schedule.js'
 import type { WorkflowDefinition } from './workflow.js'
 
 export interface EngineOptions {
   /** Every workflow this engine can start or recover. */
   workflows?: WorkflowDefinition<any, any>[]
+  /** Queues this engine enqueues on and takes work from (see defineQueue). */
+  queues?: QueueDefinition[]
+  /** Cron schedules this engine takes part in (see defineSchedule). */
+  schedules?: ScheduleDefinition[]
   /**
    * Postgres connection string. Defaults to the DATABASE_URL environment
    * variable; with neither, an embedded Postgres is started (see embeddedDataDir).
@@ -84,6 +90,8 @@ export interface EngineOptions {
 
 export interface ResolvedOptions {
   workflows: WorkflowDefinition<any, any>[]
+  queues: QueueDefinition[]
+  schedules: ScheduleDefinition[]
   databaseUrl: string | undefined
   embeddedDataDir: string | undefined
   schema: string
@@ -113,6 +121,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 export function resolveOptions (o: EngineOptions): ResolvedOptions {
   const resolved: ResolvedOptions = {
     workflows: o.workflows ?? [],
+    queues: o.queues ?? [],
+    schedules: o.schedules ?? [],
     databaseUrl: o.databaseUrl ?? (process.env.DATABASE_URL || undefined),
     embeddedDataDir: o.embeddedDataDir,
     schema: o.schema ?? 'dbos',

@@ -1,6 +1,6 @@
 /** What users see of a stored workflow. */
 
-export const STATUS_NAMES = ['PENDING', 'SUCCESS', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED'] as const
+export const STATUS_NAMES = ['ENQUEUED', 'PENDING', 'SUCCESS', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED'] as const
 export type WorkflowStatusName = typeof STATUS_NAMES[number]
 
 export interface WorkflowStatus {
@@ -32,6 +32,8 @@ export interface WorkflowStatus {
   parentId: string | null
   /** Its timeout, if it has one: past it, it is cancelled (DBOS_ERR_WORKFLOW_TIMEOUT). */
   deadlineAt: Date | null
+  /** The queue it was enqueued on, if it was. */
+  queueName: string | null
 }
 
 export interface StepInfo {

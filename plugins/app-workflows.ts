@@ -1,6 +1,8 @@
 /** `app.workflows`: the engine's API for code outside a request (scripts, jobs, tests). */
 import type { Engine } from '../lib/engine/engine.js'
-import type { DeleteFinishedOptions, ForkOptions, GetEventOptions, ReadStreamOptions, SendOptions, StartOptions } from '../lib/calls.js'
+import type { DeleteFinishedOptions, EnqueueOptions, ForkOptions, GetEventOptions, ReadStreamOptions, SendOptions, StartOptions } from '../lib/calls.js'
+import type { Schedules } from '../lib/engine/schedules.js'
+import type { QueueDefinition } from '../lib/queue.js'
 import type { WorkflowHandle } from '../lib/handle.js'
 import type { EventInfo, ExecutorInfo, StepInfo, StreamValue, WorkflowPage, WorkflowStatus } from '../lib/status.js'
 import type { ListFilter } from '../lib/list-filter.js'
@@ -97,6 +99,16 @@ export class AppWorkflows {
   /** A page of workflows and the cursor of the next one (keyset paging). */
   listPage (filter?: ListFilter): Promise<WorkflowPage> {
     return this.#engine.listPage(filter)
+  }
+
+  /** Enqueues a workflow on a queue (status ENQUEUED until an instance takes it); the handle comes back at once. */
+  enqueue<I, O> (queue: QueueDefinition | string, def: WorkflowDefinition<I, O>, input: I, options?: EnqueueOptions): Promise<WorkflowHandle<O>> {
+    return this.#engine.enqueue(queue, def, input, options)
+  }
+
+  /** Cron schedules: list(), pause(name), resume(name), for every instance. */
+  get schedules (): Schedules {
+    return this.#engine.schedules
   }
 
   /** Recorded steps in call order; 404 for an unknown workflow. */

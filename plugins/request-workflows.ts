@@ -10,7 +10,8 @@
  * lands on the same ids.
  */
 import type { Engine } from '../lib/engine/engine.js'
-import type { StartOptions } from '../lib/calls.js'
+import type { EnqueueOptions, StartOptions } from '../lib/calls.js'
+import type { QueueDefinition } from '../lib/queue.js'
 import type { WorkflowHandle, GetResultOptions } from '../lib/handle.js'
 import { derivedWorkflowId, scopedKey } from '../lib/core/ids.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
@@ -60,9 +61,29 @@ export class RequestWorkflows {
     if (known !== undefined) return known
     const n = ++this.#distinct
     const workflowId = derivedWorkflowId(key, n)
-    const started = this.#engine.startWorkflow(def, input, { workflowId, requestId }, { prepared, derivedId: true })
+    const started = this.#engine.startWorkflow(def, input, { ...options, workflowId, requestId }, { prepared, derivedId: true })
     this.#byInput.set(prepared.hash, started)
     return started
+  }
+
+  /**
+   * Enqueues a workflow (status ENQUEUED until an instance takes it) and
+   * returns its handle at once. The request's idempotency key and request id
+   * apply as for start(): a retried request enqueues nothing new.
+   */
+  async enqueue<I, O> (queue: QueueDefinition | string, def: WorkflowDefinition<I, O>, input: I, options: Omit<EnqueueOptions, 'requestId'> = {}): Promise<WorkflowHandle<O>> {
+    const requestId = this.requestId
+    const key = this.idempotencyKey
+    if (options.workflowId !== undefined || options.debounce !== undefined || key === undefined) {
+      return this.#engine.enqueue(queue, def, input, { ...options, requestId })
+    }
+    const prepared = this.#engine.prepareInput(def, input)
+    const known = this.#byInput.get(prepared.hash)
+    if (known !== undefined) return known
+    const workflowId = derivedWorkflowId(key, ++this.#distinct)
+    const enqueued = this.#engine.enqueue(queue, def, input, { ...options, workflowId, requestId }, { prepared, derivedId: true })
+    this.#byInput.set(prepared.hash, enqueued)
+    return enqueued
   }
 
   /** Starts a workflow and waits for its result. */

@@ -13,7 +13,9 @@ import { WorkflowHandle, type GetResultOptions, type HandleSource } from '../han
 import type { ListFilter } from '../list-filter.js'
 import type { SendOptions } from '../context.js'
 import { resolveOptions, type EngineOptions, type ResolvedOptions } from '../options.js'
-import type { DeleteFinishedOptions, ForkOptions, GetEventOptions, ReadStreamOptions, StartOptions } from '../calls.js'
+import type { DeleteFinishedOptions, EnqueueOptions, ForkOptions, GetEventOptions, ReadStreamOptions, StartOptions } from '../calls.js'
+import type { QueueDefinition } from '../queue.js'
+import { Schedules } from './schedules.js'
 import type { EventInfo, ExecutorInfo, StepInfo, StreamValue, WorkflowPage, WorkflowStatus } from '../status.js'
 import { handOffOtherVersions, setAppVersion } from '../store/adoption.js'
 import { announceAdoptable, listExecutors } from '../store/executors.js'
@@ -42,6 +44,13 @@ export class Engine implements HandleSource {
     // Every retry sleep and running step listens for the stop signal.
     setMaxListeners(0, this.#abort.signal)
     this.register(...this.options.workflows)
+    for (const schedule of this.options.schedules) {
+      if (this.#defs.get(schedule.workflow.name) !== schedule.workflow) {
+        throw new InvalidOptionError(`schedule ${schedule.name}: its workflow ${JSON.stringify(schedule.workflow.name)} must be in the workflows option`)
+      }
+      const queue = schedule.options.queue
+      if (queue !== undefined && !this.options.queues.includes(queue)) throw new InvalidOptionError(`schedule ${schedule.name}: its queue ${JSON.stringify(queue.name)} must be in the queues option`)
+    }
   }
 
   /** The executor id this process holds (once started; the one asked for before). */
@@ -57,6 +66,22 @@ export class Engine implements HandleSource {
   [kResultStats] (): { watches: number, looks: number, localListeners: number } {
     const live = this.#live
     return { watches: live?.results.watching ?? 0, looks: live?.results.looks ?? 0, localListeners: live?.runs.listeners ?? 0 }
+  }
+
+  /**
+   * Enqueues a workflow on a queue (see docs/Guides/queues.md): resolves
+   * with its handle once it is recorded (status ENQUEUED), in the caller's
+   * own transaction with `options.sql`.
+   */
+  async enqueue<I, O> (queue: QueueDefinition | string, def: WorkflowDefinition<I, O>, input: I, options: EnqueueOptions = {}, internal: InternalStart = {}): Promise<WorkflowHandle<O>> {
+    const live = this.#accepting()
+    if (this.#defs.get(def.name) !== def) throw new UnknownWorkflowError(def.name)
+    return new WorkflowHandle<O>(this, await live.enqueuer.enqueue(queue, def, input, options, internal))
+  }
+
+  /** Cron schedules: their state, and pausing or resuming them for every instance. */
+  get schedules (): Schedules {
+    return new Schedules(() => this.#connected().db)
   }
 
   /** Makes definitions startable and recoverable. Safe to repeat with the same definition. */
@@ -101,6 +126,8 @@ export class Engine implements HandleSource {
     await live.listen()
     live.retention?.start()
     await live.wakeUps.start()
+    for (const dispatcher of live.dispatchers.values()) await dispatcher.start()
+    await live.scheduler.start()
     // Recv waiters whose messages came while no instance was listening.
     live.wakeUps.messaged(null)
   }
@@ -151,6 +178,8 @@ export class Engine implements HandleSource {
       // workflows need nothing more: this executor's next start, or the
       // instance that adopts them, wakes them.
       await live.wakeUps.stop()
+      await live.scheduler.stop()
+      await Promise.all([...live.dispatchers.values()].map((d) => d.stop()))
       await live.retention?.stop()
       await live.runs.settle(this.options.shutdownTimeoutMs)
     }

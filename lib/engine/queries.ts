@@ -135,7 +135,8 @@ export function toStatus (row: WorkflowRow): WorkflowStatus {
     completedAt: row.completed_at,
     wakeAt: row.wake_at,
     parentId: row.parent_id,
-    deadlineAt: row.deadline_at
+    deadlineAt: row.deadline_at,
+    queueName: row.queue_name
   }
   if (row.output !== null) status.output = deserialize(row.output)
   if (row.error !== null) status.error = deserialize(row.error) as Error

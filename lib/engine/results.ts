@@ -220,7 +220,7 @@ export function checkTimeout (timeoutMs: unknown): number {
 
 /** The result of a finished workflow row (throws its error), or `pending` while it runs. */
 export function storedResult (row: StoredOutcome, workflowId: string): { pending: true } | { pending: false, value: unknown } {
-  if (row.status === 'PENDING') return { pending: true }
+  if (row.status === 'PENDING' || row.status === 'ENQUEUED') return { pending: true }
   if (row.status === 'SUCCESS') return { pending: false, value: deserialize(row.output!) }
   if (row.error !== null) throw deserialize(row.error)
   throw row.status === 'CANCELLED' ? new WorkflowCancelledError(workflowId) : new MaxRecoveryAttemptsError(workflowId, 0)

@@ -5,7 +5,10 @@
 import { adopt } from '../background/adoption.js'
 import { Heartbeat } from '../background/heartbeat.js'
 import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from '../background/recovery.js'
+import { Dispatcher } from '../background/dispatcher.js'
 import { Retention } from '../background/retention.js'
+import { Scheduler } from '../background/scheduler.js'
+import { deserialize } from '../core/codec.js'
 import { WakeUps } from '../background/wake-ups.js'
 import { Clock } from '../core/clock.js'
 import type { ResolvedOptions } from '../options.js'
@@ -20,6 +23,7 @@ import type { Database } from './database.js'
 import { LocalRuns } from './local-runs.js'
 import { Ownership } from './ownership.js'
 import { Control } from './control.js'
+import { Enqueuer } from './enqueue.js'
 import { Announcements, Messaging } from './messaging.js'
 import { Queries } from './queries.js'
 import { ResultWaiters } from './results.js'
@@ -41,6 +45,10 @@ export interface Live {
   control: Control
   /** Deletes old finished workflows, with the retention option. */
   retention: Retention | undefined
+  enqueuer: Enqueuer
+  /** One per queue of the options. */
+  dispatchers: Map<string, Dispatcher>
+  scheduler: Scheduler
   recovery: RecoveryDeps
   /** Runs a recovery pass in the background (recovery of this executor's own work). */
   recover (): void
@@ -186,6 +194,25 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     startWithFirstStep: options.startWithFirstStep
   })
   const queries = new Queries({ sql, tables, ensureStarted: (id) => runs.ensureStarted(id) })
+  const queues = new Map(options.queues.map((q) => [q.name, q]))
+  const enqueuer = new Enqueuer({ sql, tables, appVersion: options.appVersion, queues })
+  const dispatchers = new Map(options.queues.map((q) => [q.name, new Dispatcher(q, {
+    transactions: pools.transactions, sql, tables, logger, clock, signal, executorId, names,
+    appVersion: options.appVersion,
+    polling: options.transactionPooling,
+    // First runs: nothing recorded to read, no claim to count.
+    run: async (row) => {
+      const def = definitions.get(row.name)!
+      runs.launch({ def, workflowId: row.workflow_id, epoch: row.epoch, input: deserialize(row.input), requestId: row.request_id, steps: [], deadline: row.deadline_at })
+    }
+  })]))
+  const scheduler = new Scheduler(options.schedules, {
+    sql, tables, logger, clock,
+    fire: async (schedule, workflowId, input) => {
+      if (schedule.options.queue !== undefined) await enqueuer.enqueue(schedule.options.queue, schedule.workflow, input, { workflowId }, {})
+      else await starts.start(schedule.workflow, input, { workflowId }, {})
+    }
+  })
   let eventsListened: Promise<void> | undefined
   const messaging = new Messaging({
     sql, tables, signal,
@@ -226,6 +253,10 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
           wakeUps.messaged(null)
         }
       }),
+      notifications.listen(tables.queueChannel, {
+        notify: (queue) => dispatchers.get(queue)?.wake(),
+        resubscribed: () => { for (const d of dispatchers.values()) d.wake() }
+      }),
       notifications.listen(tables.cancelChannel, {
         notify: (payload) => {
           const id = mine(payload)
@@ -241,6 +272,9 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     retention: options.retention === null
       ? undefined
       : new Retention({ logger, ...options.retention, deleteFinished: (olderThanMs) => control.deleteFinished({ olderThanMs }) }),
+    enqueuer,
+    dispatchers,
+    scheduler,
     recover,
     recovered: () => passes,
     listen

@@ -144,7 +144,7 @@ function completeWorkflows (sql: Sql, t: Tables, completions: Completion[]): pos
     UPDATE ${t.workflows} AS w
     SET status = ${c.status}, output = ${c.output}, error = ${c.error}, updated_at = now(), completed_at = now()
     WHERE w.workflow_id = ${c.workflowId} AND w.epoch = ${c.epoch}::bigint AND w.status = 'PENDING'
-    RETURNING w.workflow_id, (SELECT NULL::int FROM pg_notify(${t.channel}, w.workflow_id)) AS step_id`
+    RETURNING w.workflow_id, ${announceCompletion(sql, t)} AS step_id`
   }
   return sql`
     UPDATE ${t.workflows} AS w
@@ -153,5 +153,16 @@ function completeWorkflows (sql: Sql, t: Tables, completions: Completion[]): pos
                 ${completions.map((r) => r.status)}::text[], ${completions.map((r) => r.output)}::text[],
                 ${completions.map((r) => r.error)}::text[]) AS v(workflow_id, epoch, status, output, error)
     WHERE w.workflow_id = v.workflow_id AND w.epoch = v.epoch AND w.status = 'PENDING'
-    RETURNING w.workflow_id, (SELECT NULL::int FROM pg_notify(${t.channel}, w.workflow_id)) AS step_id`
+    RETURNING w.workflow_id, ${announceCompletion(sql, t)} AS step_id`
+}
+
+/**
+ * A completion's announcements, as the RETURNING expression of its UPDATE
+ * (always NULL): on the done channel for result waiters, and, for a queued
+ * workflow, on the queue channel, since its slot is free now. coalesce runs
+ * its second argument only when the first is NULL, which it always is.
+ */
+function announceCompletion (sql: Sql, t: Tables): postgres.PendingQuery<postgres.Row[]> {
+  return sql`coalesce((SELECT NULL::int FROM pg_notify(${t.channel}, w.workflow_id)),
+    CASE WHEN w.queue_name IS NOT NULL THEN (SELECT NULL::int FROM pg_notify(${t.queueChannel}, w.queue_name)) END)`
 }

@@ -133,6 +133,8 @@ export interface Tables {
   messages: postgres.Helper<string>
   events: postgres.Helper<string>
   streams: postgres.Helper<string>
+  queues: postgres.Helper<string>
+  schedules: postgres.Helper<string>
   /** NOTIFY channel on which completions are announced to other processes. */
   channel: string
   /** NOTIFY channel on which an executor announces it stopped: the living adopt its work at once. */
@@ -143,6 +145,8 @@ export interface Tables {
   eventsChannel: string
   /** NOTIFY channel for cancellations: `<owner executor>\n<workflow id>`. */
   cancelChannel: string
+  /** NOTIFY channel for queues: `<queue name>` when work is enqueued there or one of its slots frees. */
+  queueChannel: string
 }
 
 export function tables (sql: Sql, schema: string): Tables {
@@ -155,11 +159,14 @@ export function tables (sql: Sql, schema: string): Tables {
     messages: sql(`${schema}.messages`),
     events: sql(`${schema}.events`),
     streams: sql(`${schema}.streams`),
+    queues: sql(`${schema}.queues`),
+    schedules: sql(`${schema}.schedules`),
     channel: notifyChannel('done', schema),
     executorsChannel: notifyChannel('executors', schema),
     messagesChannel: notifyChannel('msg', schema),
     eventsChannel: notifyChannel('events', schema),
-    cancelChannel: notifyChannel('cancel', schema)
+    cancelChannel: notifyChannel('cancel', schema),
+    queueChannel: notifyChannel('queue', schema)
   }
 }
 

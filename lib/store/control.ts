@@ -21,12 +21,14 @@ export async function cancelTree (sql: Sql, t: Tables, workflowId: string, error
       SET status = 'CANCELLED', output = NULL, error = CASE WHEN w.workflow_id = ${workflowId} THEN ${error}::text END,
           completed_at = now(), updated_at = now(), wake_at = NULL, waiting_topic = NULL
       FROM tree WHERE w.workflow_id = tree.workflow_id AND w.status IN ('PENDING', 'ENQUEUED')
-      RETURNING w.workflow_id, w.executor_id),
+      RETURNING w.workflow_id, w.executor_id, w.queue_name),
     note AS (
       SELECT d.workflow_id,
              pg_notify(${t.cancelChannel}, d.executor_id || E'\\n' || d.workflow_id
                || CASE WHEN d.workflow_id = ${workflowId} AND ${error}::text IS NOT NULL THEN E'\\ntimeout' ELSE E'\\ncancel' END),
-             pg_notify(${t.channel}, d.workflow_id)
+             pg_notify(${t.channel}, d.workflow_id),
+             -- A queued workflow's slot is free.
+             CASE WHEN d.queue_name IS NOT NULL THEN pg_notify(${t.queueChannel}, d.queue_name) END
       FROM done d)
     SELECT workflow_id FROM note
     UNION ALL

@@ -51,6 +51,7 @@ export interface WorkflowRow {
   wake_at: Date | null
   parent_id: string | null
   deadline_at: Date | null
+  queue_name: string | null
 }
 
 export interface PendingRow { workflow_id: string, name: string, attempts: number }

@@ -73,7 +73,7 @@ export async function findExisting (sql: Sql, t: Tables, ids: string[]): Promise
 }
 
 const COLUMNS = ['workflow_id', 'name', 'status', 'input', 'output', 'error', 'request_id',
-  'executor_id', 'app_version', 'attempts', 'created_at', 'updated_at', 'completed_at', 'wake_at', 'parent_id', 'deadline_at']
+  'executor_id', 'app_version', 'attempts', 'created_at', 'updated_at', 'completed_at', 'wake_at', 'parent_id', 'deadline_at', 'queue_name']
 
 export async function getWorkflow (sql: Sql, t: Tables, workflowId: string): Promise<WorkflowRow | undefined> {
   const [row] = await sql<WorkflowRow[]>`

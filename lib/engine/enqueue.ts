@@ -1,0 +1,92 @@
+/** Enqueueing workflows: checks, then an ENQUEUED row for a dispatcher to take. */
+import { nanoid } from 'nanoid'
+import type { EnqueueOptions } from '../calls.js'
+import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
+import { unstorableTextReason } from '../core/text.js'
+import {
+  IdempotencyConflictError, InvalidArgumentError, InvalidRequestIdError, InvalidWorkflowIdError,
+  QueueDeduplicatedError, UnknownQueueError
+} from '../errors.js'
+import type { QueueDefinition } from '../queue.js'
+import type { Sql, Tables } from '../store/connect.js'
+import { debounce, enqueueWorkflow, type Runner } from '../store/queues.js'
+import type { WorkflowDefinition } from '../workflow.js'
+import { prepareInput, type InternalStart } from './starts.js'
+
+export interface EnqueueDeps {
+  sql: Sql
+  tables: Tables
+  appVersion: string | null
+  queues: Map<string, QueueDefinition>
+}
+
+/** About 3,170 years, as for sleeps. */
+const MAX_DELAY_MS = 1e14
+
+export class Enqueuer {
+  readonly #deps: EnqueueDeps
+
+  constructor (deps: EnqueueDeps) {
+    this.#deps = deps
+  }
+
+  /**
+   * Enqueues `def` on `queue` and resolves with the workflow's id once it is
+   * recorded (in the caller's transaction, with `options.sql`). With a
+   * workflowId that exists: the same definition and input give that id back,
+   * anything else is 422. DBOS_ERR_QUEUE_DEDUPLICATED (409) while another
+   * workflow with the deduplicationId is ENQUEUED or PENDING in the queue.
+   */
+  async enqueue (queue: QueueDefinition | string, def: WorkflowDefinition<any, any>, input: unknown, options: EnqueueOptions, internal: InternalStart): Promise<string> {
+    const q = this.#queue(queue)
+    const workflowId = options.workflowId ?? nanoid()
+    const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH) ?? unstorableTextReason(workflowId)
+    if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
+    const requestId = options.requestId ?? null
+    const badRequestId = requestId === null ? undefined : invalidIdReason(requestId) ?? unstorableTextReason(requestId)
+    if (badRequestId !== undefined) throw new InvalidRequestIdError(badRequestId)
+    const priority = options.priority ?? 0
+    if (!Number.isInteger(priority) || Math.abs(priority) > 2 ** 31 - 1) throw new InvalidArgumentError('priority must be an integer')
+    const delayMs = options.delayMs ?? 0
+    if (typeof delayMs !== 'number' || !(delayMs >= 0 && delayMs <= MAX_DELAY_MS)) throw new InvalidArgumentError('delayMs must be a number of milliseconds from 0 to 1e14')
+    const timeoutMs = options.timeoutMs ?? def.options.timeoutMs ?? null
+    if (timeoutMs !== null && (typeof timeoutMs !== 'number' || !(timeoutMs > 0 && timeoutMs <= MAX_DELAY_MS))) throw new InvalidArgumentError('timeoutMs must be a positive number of milliseconds')
+    const partitionKey = optionalText('partitionKey', options.partitionKey)
+    const deduplicationId = optionalText('deduplicationId', options.deduplicationId)
+    const db = options.debounce
+    if (db !== undefined) {
+      optionalText('debounce.key', db.key)
+      if (typeof db.periodMs !== 'number' || !(db.periodMs > 0 && db.periodMs <= MAX_DELAY_MS)) throw new InvalidArgumentError('debounce.periodMs must be a positive number of milliseconds')
+      if (options.workflowId !== undefined || deduplicationId !== null) throw new InvalidArgumentError('a debounced enqueue takes no workflowId and no deduplicationId')
+    }
+    if (options.sql !== undefined && typeof options.sql.unsafe !== 'function') throw new InvalidArgumentError('sql must be a postgres.js transaction')
+    const { text, hash } = internal.prepared ?? prepareInput(def, input)
+    const row = {
+      workflowId, name: def.name, input: text, inputHash: hash, requestId, executorId: '', appVersion: this.#deps.appVersion,
+      parentId: internal.parentId ?? null, timeoutMs, queue: q.name, priority, delayMs, partitionKey, deduplicationId,
+      debounceKey: db?.key ?? null
+    }
+    const sql: Runner = options.sql ?? this.#deps.sql
+    if (db !== undefined) return debounce(sql, this.#deps.tables, row, db.periodMs)
+    const result = await enqueueWorkflow(sql, this.#deps.tables, row)
+    if (result.enqueued) return result.workflowId
+    if ('deduplicated' in result) throw new QueueDeduplicatedError(q.name, deduplicationId!)
+    if (result.existing.name !== def.name || result.existing.inputHash !== hash) throw new IdempotencyConflictError()
+    return workflowId
+  }
+
+  #queue (queue: QueueDefinition | string): QueueDefinition {
+    const name = typeof queue === 'string' ? queue : queue?.name
+    const known = this.#deps.queues.get(name)
+    if (known === undefined || (typeof queue !== 'string' && known !== queue)) throw new UnknownQueueError(String(name))
+    return known
+  }
+}
+
+function optionalText (what: string, value: unknown): string | null {
+  if (value === undefined) return null
+  if (typeof value !== 'string') throw new InvalidArgumentError(`${what} must be a string`)
+  const bad = unstorableTextReason(value)
+  if (bad !== undefined) throw new InvalidArgumentError(`${what} ${bad}`)
+  return value
+}

@@ -1,0 +1,40 @@
+/** app.workflows.schedules: the cron schedules' shared state, for every instance. */
+import { InvalidArgumentError } from '../errors.js'
+import { listSchedules, setPaused } from '../store/schedules.js'
+import type { Database } from './database.js'
+
+export interface ScheduleInfo {
+  name: string
+  cron: string
+  timezone: string | null
+  paused: boolean
+  /** The latest tick whose workflow was started. */
+  lastTick: Date | null
+}
+
+export class Schedules {
+  readonly #db: () => Database
+
+  constructor (db: () => Database) {
+    this.#db = db
+  }
+
+  async list (): Promise<ScheduleInfo[]> {
+    const { pools, tables } = this.#db()
+    return (await listSchedules(pools.sql, tables)).map((r) => ({ name: r.name, cron: r.cron, timezone: r.timezone, paused: r.paused, lastTick: r.last_tick }))
+  }
+
+  /** Its ticks are skipped on every instance until resume(). */
+  async pause (name: string): Promise<void> {
+    await this.#set(name, true)
+  }
+
+  async resume (name: string): Promise<void> {
+    await this.#set(name, false)
+  }
+
+  async #set (name: string, paused: boolean): Promise<void> {
+    const { pools, tables } = this.#db()
+    if (!await setPaused(pools.sql, tables, name, paused)) throw new InvalidArgumentError(`there is no schedule named ${JSON.stringify(name)}`)
+  }
+}

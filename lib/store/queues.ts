@@ -1,0 +1,223 @@
+/** SQL for queues: enqueueing, and taking queued workflows within the queue's limits. */
+import type postgres from 'postgres'
+import type { Sql, Tables } from './connect.js'
+import { UNOWNED } from './executors.js'
+import type { ClaimedRow, NewWorkflowRow } from './rows.js'
+
+export interface QueuedRow extends NewWorkflowRow {
+  queue: string
+  priority: number
+  delayMs: number
+  partitionKey: string | null
+  deduplicationId: string | null
+  debounceKey: string | null
+}
+
+export type EnqueueResult =
+  | { enqueued: true, workflowId: string }
+  /** The id exists: the caller compares definition and input (idempotent repeat, or 422). */
+  | { enqueued: false, existing: { name: string, inputHash: string } }
+  /** Another workflow with this deduplicationId is ENQUEUED or PENDING in the queue. */
+  | { enqueued: false, deduplicated: true }
+
+/**
+ * Runs SQL on our pool or on the caller's own postgres.js transaction, which
+ * may come from another postgres.js instance (the app's): so as text with
+ * positional parameters, the one interface every instance shares. The text
+ * holds no caller input; the schema name is a validated identifier.
+ */
+export type Runner = Pick<Sql, 'unsafe'> | Pick<postgres.TransactionSql, 'unsafe'>
+
+/**
+ * Inserts an ENQUEUED workflow (owned by nobody) and announces it on the
+ * queue channel. `sql` may be the caller's own transaction: then the
+ * workflow exists if and only if that transaction commits, and the
+ * announcement is delivered at its commit. ON CONFLICT DO NOTHING covers the
+ * id, the deduplication id and the debounce key at once, so no unique
+ * violation ever aborts the caller's transaction; the statement then tells
+ * which one it was.
+ */
+export async function enqueueWorkflow (sql: Runner, t: Tables, r: QueuedRow): Promise<EnqueueResult> {
+  const w = `${t.schema}.workflows`
+  const rows = await sql.unsafe(`
+    WITH ins AS (
+      INSERT INTO ${w} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch,
+                        parent_id, timeout_ms, queue_name, priority, queue_seq, visible_at, partition_key,
+                        deduplication_id, debounce_key)
+      VALUES ($1, $2, 'ENQUEUED', $3, $4, $5, '${UNOWNED}', $6::text, 1,
+              $7::text, $8::float8, $9, $10::int, nextval('${t.schema}.queue_seq'),
+              clock_timestamp() + $11::float8 * interval '1 millisecond', $12::text, $13::text, $14::text)
+      ON CONFLICT DO NOTHING
+      RETURNING workflow_id),
+    note AS (SELECT pg_notify($15, $9) FROM ins)
+    SELECT (SELECT workflow_id FROM ins) AS inserted, (SELECT count(*) FROM note) AS notified,
+           (SELECT name FROM ${w} WHERE workflow_id = $1) AS name,
+           (SELECT input_hash FROM ${w} WHERE workflow_id = $1) AS input_hash,
+           EXISTS (SELECT 1 FROM ${w} WHERE queue_name = $9 AND deduplication_id = $13::text
+                   AND status IN ('ENQUEUED', 'PENDING')) AS dedup`,
+  [r.workflowId, r.name, r.input, r.inputHash, r.requestId, r.appVersion, r.parentId, r.timeoutMs, r.queue, r.priority,
+    r.delayMs, r.partitionKey, r.deduplicationId, r.debounceKey, t.queueChannel]) as unknown as { inserted: string | null, name: string | null, input_hash: string | null, dedup: boolean }[]
+  const row = rows[0]!
+  if (row.inserted !== null) return { enqueued: true, workflowId: row.inserted }
+  if (row.name !== null) return { enqueued: false, existing: { name: row.name, inputHash: row.input_hash! } }
+  if (row.dedup) return { enqueued: false, deduplicated: true }
+  // A debounce key taken by a concurrent enqueue: debounce() looks again.
+  return { enqueued: false, existing: { name: '', inputHash: '' } }
+}
+
+/**
+ * A debounced enqueue: while a workflow of this queue with `key` is still
+ * ENQUEUED, it takes the new input and waits `periodMs` more (a burst
+ * collapses into one workflow, started with the last input); otherwise a
+ * new one is enqueued, visible after `periodMs`. Returns the workflow's id.
+ * The UPDATE locks the waiting row, so two debounced enqueues of one key
+ * serialise; one that races an insert of the same key finds it next time.
+ */
+export async function debounce (sql: Runner, t: Tables, r: QueuedRow, periodMs: number): Promise<string> {
+  for (;;) {
+    const updated = await sql.unsafe(`
+      UPDATE ${t.schema}.workflows
+      SET input = $1, input_hash = $2, visible_at = clock_timestamp() + $3::float8 * interval '1 millisecond', updated_at = now()
+      WHERE queue_name = $4 AND debounce_key = $5 AND status = 'ENQUEUED' AND name = $6
+      RETURNING workflow_id`, [r.input, r.inputHash, periodMs, r.queue, r.debounceKey, r.name]) as unknown as { workflow_id: string }[]
+    if (updated[0] !== undefined) return updated[0].workflow_id
+    const result = await enqueueWorkflow(sql, t, { ...r, delayMs: periodMs })
+    if (result.enqueued) return result.workflowId
+    // Only a concurrent enqueue of the same key can have been in the way (the
+    // id is generated): it is ENQUEUED now, and the UPDATE finds it.
+    if ('existing' in result && result.existing.name !== '') return r.workflowId
+  }
+}
+
+export interface QueueLimits {
+  concurrency: number | null
+  workerConcurrency: number | null
+  rateLimit: { limit: number, periodMs: number } | null
+  partitioned: boolean
+}
+
+export interface DispatchScope {
+  queue: string
+  executorId: string
+  names: string[]
+  appVersion: string | null
+  limits: QueueLimits
+  /** Most workflows one dispatch takes. */
+  batch: number
+}
+
+export interface Dispatched {
+  claimed: ClaimedRow[]
+  /** Whether ready work was left behind (a limit was reached, or the batch was full). */
+  more: boolean
+  /** The earliest visible_at of waiting work still in the future (ms since the epoch), or null. */
+  nextVisibleAt: number | null
+}
+
+/**
+ * Takes ready workflows of a queue for this executor, within its limits: in
+ * one transaction that first locks the queue's row, so that dispatchers of
+ * one queue on every instance take turns and the global limits (counted
+ * from the rows: PENDING ones hold a slot until they finish, whoever runs
+ * them; dequeued_at within the rate period) hold. Taken ones become PENDING,
+ * owned by this executor, with a new epoch; attempts stays 1 (their first
+ * run). In priority, then first-in-first-out order; per partition key when
+ * the queue is partitioned. `sql` carries nothing but transactions.
+ */
+export async function dispatch (sql: Sql, t: Tables, s: DispatchScope): Promise<Dispatched> {
+  return sql.begin(async (tx) => {
+    await tx`SELECT 1 FROM ${t.queues} WHERE name = ${s.queue} FOR UPDATE`
+    const free = await freeSlots(tx, t, s)
+    const candidates = free === 0 ? [] : s.limits.partitioned ? await partitionedCandidates(tx, t, s, free) : await readyCandidates(tx, t, s, free)
+    const claimed = candidates.length === 0 ? [] : await tx<ClaimedRow[]>`
+      UPDATE ${t.workflows}
+      SET status = 'PENDING', executor_id = ${s.executorId}, epoch = epoch + 1, dequeued_at = clock_timestamp(), updated_at = now(),
+          -- A queued workflow's timeout counts from now, when it starts.
+          deadline_at = clock_timestamp() + timeout_ms * interval '1 millisecond'
+      WHERE workflow_id = ANY(${candidates}::text[]) AND status = 'ENQUEUED'
+      RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts, deadline_at`
+    const [next] = await tx<{ ready: boolean, next: number | null }[]>`
+      SELECT EXISTS (SELECT 1 FROM ${t.workflows} WHERE queue_name = ${s.queue} AND status = 'ENQUEUED' AND visible_at <= clock_timestamp()) AS ready,
+             (SELECT (extract(epoch FROM min(visible_at)) * 1000)::float8 FROM ${t.workflows}
+              WHERE queue_name = ${s.queue} AND status = 'ENQUEUED' AND visible_at > clock_timestamp()) AS next`
+    return { claimed, more: next!.ready, nextVisibleAt: next!.next }
+  }) as Promise<Dispatched>
+}
+
+/** How many this executor may take now (non-partitioned limits; a partitioned queue's per-key limits are applied later). */
+async function freeSlots (tx: postgres.TransactionSql, t: Tables, s: DispatchScope): Promise<number> {
+  const { concurrency, workerConcurrency, rateLimit, partitioned } = s.limits
+  let free = s.batch
+  if (workerConcurrency !== null || (!partitioned && concurrency !== null)) {
+    const [running] = await tx<{ total: number, mine: number }[]>`
+      SELECT count(*)::int AS total, count(*) FILTER (WHERE executor_id = ${s.executorId})::int AS mine
+      FROM ${t.workflows} WHERE queue_name = ${s.queue} AND status = 'PENDING'`
+    if (workerConcurrency !== null) free = Math.min(free, workerConcurrency - running!.mine)
+    if (!partitioned && concurrency !== null) free = Math.min(free, concurrency - running!.total)
+  }
+  if (!partitioned && rateLimit !== null && free > 0) {
+    const [recent] = await tx<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM ${t.workflows}
+      WHERE queue_name = ${s.queue} AND dequeued_at > clock_timestamp() - ${rateLimit.periodMs}::float8 * interval '1 millisecond'`
+    free = Math.min(free, rateLimit.limit - recent!.n)
+  }
+  return Math.max(0, free)
+}
+
+async function readyCandidates (tx: postgres.TransactionSql, t: Tables, s: DispatchScope, n: number): Promise<string[]> {
+  const rows = await tx<{ workflow_id: string }[]>`
+    SELECT workflow_id FROM ${t.workflows}
+    WHERE queue_name = ${s.queue} AND status = 'ENQUEUED' AND visible_at <= clock_timestamp()
+      AND name = ANY(${s.names}::text[]) AND app_version IS NOT DISTINCT FROM ${s.appVersion}::text
+    ORDER BY priority, queue_seq
+    LIMIT ${n}
+    FOR UPDATE SKIP LOCKED`
+  return rows.map((r) => r.workflow_id)
+}
+
+/** Ready rows a partitioned queue's dispatch looks at: bounds its work under a large backlog. */
+const PARTITION_WINDOW = 10_000
+
+/**
+ * A partitioned queue: within each partition key, in priority then FIFO
+ * order, as many as the key's free concurrency and rate allow; across keys,
+ * in the same order, at most `n`. Looks at the first PARTITION_WINDOW ready
+ * rows in order.
+ */
+async function partitionedCandidates (tx: postgres.TransactionSql, t: Tables, s: DispatchScope, n: number): Promise<string[]> {
+  const { concurrency, rateLimit } = s.limits
+  const period = rateLimit?.periodMs ?? 0
+  const rows = await tx<{ workflow_id: string }[]>`
+    WITH ready AS (
+      SELECT workflow_id, partition_key, priority, queue_seq FROM ${t.workflows}
+      WHERE queue_name = ${s.queue} AND status = 'ENQUEUED' AND visible_at <= clock_timestamp()
+        AND name = ANY(${s.names}::text[]) AND app_version IS NOT DISTINCT FROM ${s.appVersion}::text
+      ORDER BY priority, queue_seq
+      LIMIT ${PARTITION_WINDOW}),
+    running AS (
+      SELECT partition_key, count(*)::int AS n FROM ${t.workflows}
+      WHERE queue_name = ${s.queue} AND status = 'PENDING' GROUP BY partition_key),
+    recent AS (
+      SELECT partition_key, count(*)::int AS n FROM ${t.workflows}
+      WHERE queue_name = ${s.queue} AND ${rateLimit !== null}
+        AND dequeued_at > clock_timestamp() - ${period}::float8 * interval '1 millisecond'
+      GROUP BY partition_key),
+    ranked AS (
+      SELECT r.workflow_id, r.priority, r.queue_seq,
+             row_number() OVER (PARTITION BY r.partition_key ORDER BY r.priority, r.queue_seq) AS rank,
+             coalesce(${concurrency}::int - coalesce(ru.n, 0), 2147483647) AS free_conc,
+             coalesce(${rateLimit?.limit ?? null}::int - coalesce(re.n, 0), 2147483647) AS free_rate
+      FROM ready r
+      LEFT JOIN running ru ON ru.partition_key IS NOT DISTINCT FROM r.partition_key
+      LEFT JOIN recent re ON re.partition_key IS NOT DISTINCT FROM r.partition_key)
+    SELECT workflow_id FROM ${t.workflows}
+    WHERE workflow_id IN (
+      SELECT workflow_id FROM ranked WHERE rank <= least(free_conc, free_rate) ORDER BY priority, queue_seq LIMIT ${n})
+    FOR UPDATE SKIP LOCKED`
+  return rows.map((r) => r.workflow_id)
+}
+
+/** Makes sure the queue has its row (dispatchers lock it). */
+export async function ensureQueue (sql: Sql, t: Tables, queue: string): Promise<void> {
+  await sql`INSERT INTO ${t.queues} (name) VALUES (${queue}) ON CONFLICT (name) DO NOTHING`
+}
