@@ -22,7 +22,7 @@ import { announceAdoptable, listExecutors } from '../store/executors.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import { openDatabase } from './database.js'
-import { checkReadId } from './queries.js'
+import { checkReadId } from '../client/queries.js'
 import { prepareInput, type InternalStart, type PreparedInput } from './starts.js'
 import { wire, type Live } from './wiring.js'
 
