@@ -1,3 +1,5 @@
+import type { PreparedInput } from './core/inputs.js'
+
 /** The options of the engine's calls (start, fork, getEvent, readStream, deleteFinished): part of the public surface. */
 
 export interface StartOptions {
@@ -61,4 +63,13 @@ export interface EnqueueOptions extends StartOptions {
    * workflow exists if and only if that transaction commits.
    */
   sql?: { unsafe: (...args: any[]) => any }
+}
+
+/** For the Fastify plugin's request layer and the engine's own starts (children, schedules), not for users. */
+export interface InternalStart {
+  prepared?: PreparedInput
+  /** The id was derived from a validated key, so it may be longer than a caller's own. */
+  derivedId?: boolean
+  /** Started by this workflow's ctx.startChild. */
+  parentId?: string
 }

@@ -10,6 +10,8 @@ export interface ListFilter {
   executorId?: string
   /** Children of this workflow (started with ctx.startChild). */
   parentId?: string
+  /** Workflows enqueued on this queue. */
+  queueName?: string
   /** Workflows of this app version (null: those started without appVersion). */
   appVersion?: string | null
   /** Created at or after this time. */
@@ -29,7 +31,7 @@ export interface ListFilter {
 export const DEFAULT_LIST_LIMIT = 100
 export const MAX_LIST_LIMIT = 10_000
 
-const TEXT_FIELDS = ['name', 'requestId', 'executorId', 'parentId', 'cursor'] as const
+const TEXT_FIELDS = ['name', 'requestId', 'executorId', 'parentId', 'queueName', 'cursor'] as const
 const DATE_FIELDS = ['createdAfter', 'createdBefore'] as const
 const KNOWN = new Set<string>([...TEXT_FIELDS, ...DATE_FIELDS, 'appVersion', 'status', 'limit', 'offset', 'order'])
 

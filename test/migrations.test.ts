@@ -11,7 +11,7 @@ import { adminSql, databaseUrl, dropSchema, silentLogger, uniqueSchema } from '.
 import { sharedSchema } from './helpers/workflows.js'
 
 /** The migrations the schema below was written for. A new migration updates both (and docs/Reference/schema.md). */
-const MIGRATIONS = ['0001_init.sql', '0002_wake_at.sql', '0003_executors.sql', '0004_primitives.sql']
+const MIGRATIONS = ['0001_init.sql', '0002_wake_at.sql', '0003_executors.sql', '0004_primitives.sql', '0005_queues.sql']
 
 /** What the migrations leave in an engine's schema. */
 const SCHEMA: SchemaState = {
@@ -38,6 +38,14 @@ const SCHEMA: SchemaState = {
     'migrations.id integer NOT NULL',
     'migrations.name text NOT NULL',
     'migrations.applied_at timestamp with time zone NOT NULL DEFAULT now()',
+    'queues.name text NOT NULL',
+    'queues.created_at timestamp with time zone NOT NULL DEFAULT now()',
+    'schedules.name text NOT NULL',
+    'schedules.cron text NOT NULL',
+    'schedules.timezone text NULL',
+    'schedules.paused boolean NOT NULL DEFAULT false',
+    'schedules.last_tick timestamp with time zone NULL',
+    'schedules.updated_at timestamp with time zone NOT NULL DEFAULT now()',
     'steps.workflow_id text NOT NULL',
     'steps.step_id integer NOT NULL',
     'steps.name text NOT NULL',
@@ -70,7 +78,16 @@ const SCHEMA: SchemaState = {
     'workflows.app_version text NULL',
     'workflows.parent_id text NULL',
     'workflows.deadline_at timestamp with time zone NULL',
-    'workflows.waiting_topic text NULL'
+    'workflows.waiting_topic text NULL',
+    'workflows.queue_name text NULL',
+    'workflows.priority integer NULL',
+    'workflows.queue_seq bigint NULL',
+    'workflows.visible_at timestamp with time zone NULL',
+    'workflows.partition_key text NULL',
+    'workflows.deduplication_id text NULL',
+    'workflows.debounce_key text NULL',
+    'workflows.dequeued_at timestamp with time zone NULL',
+    'workflows.timeout_ms double precision NULL'
   ],
   indexes: [
     'CREATE INDEX events_latest ON events USING btree (workflow_id, key, step_id DESC)',
@@ -80,6 +97,8 @@ const SCHEMA: SchemaState = {
     'CREATE UNIQUE INDEX messages_pkey ON messages USING btree (workflow_id, topic, seq)',
     'CREATE INDEX messages_unconsumed ON messages USING btree (workflow_id, topic, seq) WHERE (consumed_step IS NULL)',
     'CREATE UNIQUE INDEX migrations_pkey ON migrations USING btree (id)',
+    'CREATE UNIQUE INDEX queues_pkey ON queues USING btree (name)',
+    'CREATE UNIQUE INDEX schedules_pkey ON schedules USING btree (name)',
     'CREATE UNIQUE INDEX steps_pkey ON steps USING btree (workflow_id, step_id)',
     'CREATE UNIQUE INDEX streams_pkey ON streams USING btree (workflow_id, key, "offset")',
     'CREATE INDEX workflows_completed_at ON workflows USING btree (completed_at) WHERE (completed_at IS NOT NULL)',
@@ -90,6 +109,12 @@ const SCHEMA: SchemaState = {
     'CREATE INDEX workflows_name_created_at ON workflows USING btree (name, created_at)',
     'CREATE INDEX workflows_parent ON workflows USING btree (parent_id, created_at) WHERE (parent_id IS NOT NULL)',
     'CREATE UNIQUE INDEX workflows_pkey ON workflows USING btree (workflow_id)',
+    "CREATE UNIQUE INDEX workflows_queue_debounce ON workflows USING btree (queue_name, debounce_key) WHERE ((debounce_key IS NOT NULL) AND (status = 'ENQUEUED'::text))",
+    "CREATE UNIQUE INDEX workflows_queue_dedup ON workflows USING btree (queue_name, deduplication_id) WHERE ((deduplication_id IS NOT NULL) AND (status = ANY (ARRAY['ENQUEUED'::text, 'PENDING'::text])))",
+    'CREATE INDEX workflows_queue_dequeued ON workflows USING btree (queue_name, dequeued_at) WHERE (dequeued_at IS NOT NULL)',
+    "CREATE INDEX workflows_queue_ready ON workflows USING btree (queue_name, priority, queue_seq) WHERE (status = 'ENQUEUED'::text)",
+    "CREATE INDEX workflows_queue_running ON workflows USING btree (queue_name, partition_key, executor_id) WHERE ((status = 'PENDING'::text) AND (queue_name IS NOT NULL))",
+    "CREATE INDEX workflows_queue_visible ON workflows USING btree (queue_name, visible_at) WHERE (status = 'ENQUEUED'::text)",
     'CREATE INDEX workflows_request_id ON workflows USING btree (request_id) WHERE (request_id IS NOT NULL)',
     'CREATE INDEX workflows_status_created_at ON workflows USING btree (status, created_at, workflow_id)'
   ],
@@ -99,10 +124,12 @@ const SCHEMA: SchemaState = {
     'executors.executors_pkey PRIMARY KEY (executor_id)',
     'messages.messages_pkey PRIMARY KEY (workflow_id, topic, seq)',
     'migrations.migrations_pkey PRIMARY KEY (id)',
+    'queues.queues_pkey PRIMARY KEY (name)',
+    'schedules.schedules_pkey PRIMARY KEY (name)',
     'steps.steps_pkey PRIMARY KEY (workflow_id, step_id)',
     'streams.streams_pkey PRIMARY KEY (workflow_id, key, "offset")',
     'workflows.workflows_pkey PRIMARY KEY (workflow_id)',
-    "workflows.workflows_status_check CHECK ((status = ANY (ARRAY['PENDING'::text, 'SUCCESS'::text, 'ERROR'::text, 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'::text, 'CANCELLED'::text])))"
+    "workflows.workflows_status_check CHECK ((status = ANY (ARRAY['ENQUEUED'::text, 'PENDING'::text, 'SUCCESS'::text, 'ERROR'::text, 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'::text, 'CANCELLED'::text])))"
   ]
 }
 

@@ -11,7 +11,7 @@ import type { EventInfo, StreamValue } from '../status.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { getEvent, listEvents, readStream } from '../store/events.js'
 import { sendMessage } from '../store/messages.js'
-import { checkTimeout } from '../engine/results.js'
+import { checkTimeout } from '../core/timers.js'
 
 /** Waiters for announcements under a key; one Set per key, gone when empty. */
 export class Announcements {

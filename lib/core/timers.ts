@@ -1,4 +1,5 @@
-/** Timers for delays longer than setTimeout allows. */
+/** Timers for delays longer than setTimeout allows, and timeouts callers give. */
+import { InvalidTimeoutError } from '../errors.js'
 
 /** setTimeout's longest delay: a longer one overflows and fires at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1
@@ -20,4 +21,14 @@ export class LongTimer {
   clear (): void {
     clearTimeout(this.#timer)
   }
+}
+
+/**
+ * A timeout in milliseconds: undefined or Infinity waits as long as it takes;
+ * otherwise a non-negative number. Anything else is DBOS_ERR_INVALID_TIMEOUT.
+ */
+export function checkTimeout (timeoutMs: unknown): number {
+  if (timeoutMs === undefined) return Infinity
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) throw new InvalidTimeoutError(String(timeoutMs))
+  return timeoutMs
 }

@@ -2,35 +2,25 @@
  * Starting workflows: the id and input checks, the idempotent insert, and the
  * launch of the run in this process.
  */
-import { hash as digest } from 'node:crypto'
 import { nanoid } from 'nanoid'
-import { deserialize, serialize } from '../core/codec.js'
+import { deserialize } from '../core/codec.js'
+import { prepareInput, type PreparedInput } from '../core/inputs.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
 import { unstorableTextReason } from '../core/text.js'
 import { IdempotencyConflictError, InvalidRequestIdError, InvalidTimeoutError, InvalidWorkflowIdError } from '../errors.js'
 import type { NewWorkflowRow } from '../store/rows.js'
 import { FIRST_EPOCH } from '../store/workflows.js'
-import type { StartOptions } from '../calls.js'
+import type { InternalStart, StartOptions } from '../calls.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import type { Checkpoints } from '../writes/checkpoints.js'
 import { FirstSteps, Opening } from '../writes/opening.js'
 import type { Launch } from './local-runs.js'
 import type { Ownership } from './ownership.js'
 
-/** A workflow input, serialised once and fingerprinted for idempotency checks. */
-export interface PreparedInput {
-  text: string
-  hash: string
-}
-
 /** For the Fastify plugin's request layer, not for users. */
-export interface InternalStart {
-  prepared?: PreparedInput
-  /** The id was derived from a validated key, so it may be longer than a caller's own. */
-  derivedId?: boolean
-  /** Started by this workflow's ctx.startChild. */
-  parentId?: string
-}
+export type { InternalStart, PreparedInput }
+export { prepareInput }
+
 
 export interface StartDeps {
   /** The executor id this process holds now. */
@@ -45,14 +35,6 @@ export interface StartDeps {
   resumeOrphan (workflowId: string): void
   /** Whether a start with a generated id may be carried by its first step's checkpoint (opening.ts). */
   startWithFirstStep: boolean
-}
-
-/** Serialises an input once; refuses values that cannot be stored (400) before anything is written. */
-export function prepareInput (def: WorkflowDefinition<any, any>, input: unknown): PreparedInput {
-  const text = serialize(input, `the input of workflow ${JSON.stringify(def.name)}`)
-  // One-shot hash: a third of the cost of a createHash() object per start.
-  const hash = digest('sha256', `${def.name}\0${text}`, 'base64url')
-  return { text, hash }
 }
 
 export class Starts {

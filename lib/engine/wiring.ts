@@ -23,10 +23,10 @@ import type { Database } from './database.js'
 import { LocalRuns } from './local-runs.js'
 import { Ownership } from './ownership.js'
 import { Control } from './control.js'
-import { Enqueuer } from './enqueue.js'
+import { Enqueuer } from '../client/enqueue.js'
 import { Announcements, Messaging } from '../client/messaging.js'
 import { Queries } from '../client/queries.js'
-import { ResultWaiters } from './results.js'
+import { ResultWaiters } from '../client/results.js'
 import { Starts } from './starts.js'
 
 /** What start() builds; gone again after stop(). */

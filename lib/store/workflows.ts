@@ -103,6 +103,7 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter, after?:
   const desc = f.order !== 'asc'
   const conditions = [
     f.parentId !== undefined && sql`parent_id = ${f.parentId}`,
+    f.queueName !== undefined && sql`queue_name = ${f.queueName}`,
     after !== undefined && (desc
       ? sql`(created_at, workflow_id) < (${after.createdAt}::timestamptz, ${after.workflowId})`
       : sql`(created_at, workflow_id) > (${after.createdAt}::timestamptz, ${after.workflowId})`),

@@ -11,13 +11,13 @@
  */
 import { deserialize } from '../core/codec.js'
 import {
-  InvalidTimeoutError, MaxRecoveryAttemptsError, ResultTimeoutError, ShuttingDownError,
+  MaxRecoveryAttemptsError, ResultTimeoutError, ShuttingDownError,
   WorkflowCancelledError, WorkflowFencedError, WorkflowNotFoundError, WorkflowSuspendedError
 } from '../errors.js'
 import type { ChannelHandler } from '../store/listener.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import type { WorkflowRow } from '../store/rows.js'
-import { LongTimer } from '../core/timers.js'
+import { checkTimeout, LongTimer } from '../core/timers.js'
 
 export type LocalOutcome = { ok: true, value: unknown } | { ok: false, error: unknown }
 
@@ -206,16 +206,6 @@ export class ResultWaiters {
 
 function stoppedWithoutOutcome (outcome: LocalOutcome): boolean {
   return !outcome.ok && (outcome.error instanceof WorkflowFencedError || outcome.error instanceof WorkflowSuspendedError)
-}
-
-/**
- * A timeout in milliseconds: undefined or Infinity waits as long as it takes;
- * otherwise a non-negative number. Anything else is DBOS_ERR_INVALID_TIMEOUT.
- */
-export function checkTimeout (timeoutMs: unknown): number {
-  if (timeoutMs === undefined) return Infinity
-  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) throw new InvalidTimeoutError(String(timeoutMs))
-  return timeoutMs
 }
 
 /** The result of a finished workflow row (throws its error), or `pending` while it runs. */

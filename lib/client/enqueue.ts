@@ -1,6 +1,6 @@
 /** Enqueueing workflows: checks, then an ENQUEUED row for a dispatcher to take. */
 import { nanoid } from 'nanoid'
-import type { EnqueueOptions } from '../calls.js'
+import type { EnqueueOptions, InternalStart } from '../calls.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
 import { unstorableTextReason } from '../core/text.js'
 import {
@@ -11,13 +11,14 @@ import type { QueueDefinition } from '../queue.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { debounce, enqueueWorkflow, type Runner } from '../store/queues.js'
 import type { WorkflowDefinition } from '../workflow.js'
-import { prepareInput, type InternalStart } from './starts.js'
+import { prepareInput } from '../core/inputs.js'
 
 export interface EnqueueDeps {
   sql: Sql
   tables: Tables
   appVersion: string | null
-  queues: Map<string, QueueDefinition>
+  /** The queues one may enqueue on; null: any name (the client, which has no definitions). */
+  queues: Map<string, QueueDefinition> | null
 }
 
 /** About 3,170 years, as for sleeps. */
@@ -37,7 +38,7 @@ export class Enqueuer {
    * anything else is 422. DBOS_ERR_QUEUE_DEDUPLICATED (409) while another
    * workflow with the deduplicationId is ENQUEUED or PENDING in the queue.
    */
-  async enqueue (queue: QueueDefinition | string, def: WorkflowDefinition<any, any>, input: unknown, options: EnqueueOptions, internal: InternalStart): Promise<string> {
+  async enqueue (queue: QueueDefinition | string, def: Pick<WorkflowDefinition<any, any>, 'name' | 'options'>, input: unknown, options: EnqueueOptions, internal: InternalStart): Promise<string> {
     const q = this.#queue(queue)
     const workflowId = options.workflowId ?? nanoid()
     const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH) ?? unstorableTextReason(workflowId)
@@ -75,10 +76,12 @@ export class Enqueuer {
     return workflowId
   }
 
-  #queue (queue: QueueDefinition | string): QueueDefinition {
+  #queue (queue: QueueDefinition | string): { name: string } {
     const name = typeof queue === 'string' ? queue : queue?.name
+    if (typeof name !== 'string' || name.length === 0 || unstorableTextReason(name) !== undefined) throw new UnknownQueueError(String(name))
+    if (this.#deps.queues === null) return { name }
     const known = this.#deps.queues.get(name)
-    if (known === undefined || (typeof queue !== 'string' && known !== queue)) throw new UnknownQueueError(String(name))
+    if (known === undefined || (typeof queue !== 'string' && known !== queue)) throw new UnknownQueueError(name)
     return known
   }
 }
