@@ -72,4 +72,6 @@ export interface InternalStart {
   derivedId?: boolean
   /** Started by this workflow's ctx.startChild. */
   parentId?: string
+  /** Told whether the start inserted the workflow (false: it existed, an idempotent repeat). */
+  report?: (r: { inserted: boolean }) => void
 }

@@ -177,6 +177,10 @@ export const QueueDeduplicatedError = define('DBOS_ERR_QUEUE_DEDUPLICATED', 409,
 export const UnknownQueueError = define('DBOS_ERR_UNKNOWN_QUEUE', 500,
   (name: string) => `Queue ${JSON.stringify(name)} is not registered with this engine: pass its definition in the \`queues\` option`)
 
+/** A durable route with whileRunning 'conflict': a retry came while the first request is still being handled. */
+export const RequestInProgressError = define('DBOS_ERR_REQUEST_IN_PROGRESS', 409,
+  (workflowId: string) => `The request with this idempotency key is still being handled (workflow ${workflowId}); retry later`)
+
 export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
   (why: string) => `Invalid fastify-dbos option: ${why}`)
 

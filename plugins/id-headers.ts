@@ -35,3 +35,29 @@ function occurrences (rawHeaders: string[], name: string): number {
   }
   return n
 }
+
+/**
+ * The idempotency key of a request, from whichever of `names` it carries
+ * (dbos-idempotency-key, and the IETF draft's Idempotency-Key). The draft's
+ * value is a Structured Field string, `"..."`: the quotes (and its \\
+ * escapes) are taken off. Several of the headers with different keys are
+ * refused: which one would the client mean?
+ */
+export function readKeyHeaders (request: FastifyRequest, names: string[], check: (value: string) => string | undefined): IdHeader {
+  let found: IdHeader = ABSENT
+  for (const name of names) {
+    const header = readIdHeader(request, name, (value) => check(unquote(value)))
+    if (header.invalid !== undefined) return header
+    if (header.value === undefined) continue
+    const value = unquote(header.value)
+    if (found.value !== undefined && found.value !== value) return { invalid: `was sent in two headers (${names.join(', ')}) with different values` }
+    found = { value }
+  }
+  return found
+}
+
+/** A Structured Field string without its quotes (`"a\\"b"` is a"b); any other value as it is. */
+function unquote (value: string): string {
+  if (value.length < 2 || !value.startsWith('"') || !value.endsWith('"')) return value
+  return value.slice(1, -1).replace(/\\(["\\])/g, '$1')
+}

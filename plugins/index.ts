@@ -10,8 +10,9 @@ import { invalidKeyReason, invalidRequestIdReason } from '../lib/core/ids.js'
 import { InvalidIdempotencyKeyError, InvalidRequestIdError } from '../lib/errors.js'
 import type { EngineOptions } from '../lib/options.js'
 import { AppWorkflows } from './app-workflows.js'
-import { readIdHeader } from './id-headers.js'
+import { readIdHeader, readKeyHeaders } from './id-headers.js'
 import { RequestWorkflows } from './request-workflows.js'
+import { durableRoutes } from './durable-routes.js'
 
 export const IDEMPOTENCY_KEY_HEADER = 'dbos-idempotency-key'
 export const REQUEST_ID_HEADER = 'dbos-request-id'
@@ -25,6 +26,16 @@ export interface FastifyDbosOptions extends Omit<EngineOptions, 'logger'> {
    * request's first workflow start, so authentication hooks have run.
    */
   idempotencyKeyScope?: (request: FastifyRequest) => string | undefined
+  /**
+   * Request headers an idempotency key is read from (lower case). Default
+   * `['dbos-idempotency-key', 'idempotency-key']`: the IETF draft's
+   * Idempotency-Key too, its quoted form included.
+   */
+  idempotencyKeyHeaders?: string[]
+  /** The request header a request id is read from, and echoed in. Default 'dbos-request-id'. */
+  requestIdHeader?: string
+  /** Durable routes: where the status of a response still being made is served (202 + Location). Default '/dbos/responses'. */
+  responsesPrefix?: string
   /** Defaults to the app's logger. */
   logger?: EngineOptions['logger']
 }
@@ -39,26 +50,35 @@ declare module 'fastify' {
 }
 
 const plugin: FastifyPluginCallback<FastifyDbosOptions> = (fastify: FastifyInstance, options, done) => {
-  const { idempotencyKeyScope, ...engineOptions } = options
+  const { idempotencyKeyScope, idempotencyKeyHeaders, requestIdHeader: requestIdOption, responsesPrefix, ...engineOptions } = options
+  const keyHeaders = (idempotencyKeyHeaders ?? [IDEMPOTENCY_KEY_HEADER, 'idempotency-key']).map((h) => h.toLowerCase())
+  const requestIdHeader = (requestIdOption ?? REQUEST_ID_HEADER).toLowerCase()
   const engine = new Engine({ ...engineOptions, logger: options.logger ?? fastify.log.child({ plugin: 'fastify-dbos' }) })
 
   fastify.decorate('workflows', new AppWorkflows(engine))
   fastify.decorateRequest('workflows', null as unknown as RequestWorkflows)
 
   fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) => {
-    const sentRequestId = readIdHeader(request, REQUEST_ID_HEADER, invalidRequestIdReason)
+    const sentRequestId = readIdHeader(request, requestIdHeader, invalidRequestIdReason)
     if (sentRequestId.invalid !== undefined) return next(new InvalidRequestIdError(sentRequestId.invalid))
     // Not Fastify's req.id: its default (req-1, req-2, ...) restarts at 1 in
     // every process, while workflows keep their request id forever. The log
     // binding links this id to the reqId Fastify's log lines carry.
     const requestId = sentRequestId.value ?? nanoid()
     request.log = reply.log = request.log.child({ dbosRequestId: requestId })
-    reply.header(REQUEST_ID_HEADER, requestId)
-    const key = readIdHeader(request, IDEMPOTENCY_KEY_HEADER, invalidKeyReason)
+    reply.header(requestIdHeader, requestId)
+    const key = readKeyHeaders(request, keyHeaders, invalidKeyReason)
     if (key.invalid !== undefined) return next(new InvalidIdempotencyKeyError(key.invalid))
     const scope = idempotencyKeyScope === undefined ? undefined : () => idempotencyKeyScope(request)
     request.workflows = new RequestWorkflows(engine, requestId, key.value, scope)
     next()
+  })
+
+  durableRoutes(fastify, {
+    engine,
+    responsesPrefix: responsesPrefix ?? '/dbos/responses',
+    requestIdHeader,
+    scope: idempotencyKeyScope
   })
 
   fastify.addHook('onReady', () => engine.start())
@@ -81,4 +101,6 @@ export default dbosPlugin
 export { AppWorkflows } from './app-workflows.js'
 export { RequestWorkflows, type RunOptions } from './request-workflows.js'
 export { sse, lastEventId } from './sse.js'
+export { REPLAYED_HEADER, type DurableRouteOptions } from './durable-routes.js'
+export { DurableRequest, ReplyRecorder, type StoredRequest, type StoredResponse } from './durable-request.js'
 export * from '../lib/index.js'

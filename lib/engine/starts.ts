@@ -71,11 +71,13 @@ export class Starts {
       const opening = new Opening(deps.checkpoints, row, this.#firstSteps)
       deps.launch({ def, workflowId, epoch: FIRST_EPOCH, input: deserialize(text), requestId, writes: opening })
       await opening.durable
+      internal.report?.({ inserted: true })
       return workflowId
     }
     const release = deps.ownership.starting(workflowId)
     try {
       const started = await deps.checkpoints.start(row)
+      internal.report?.({ inserted: started.inserted })
       if (started.inserted) {
         // The body gets the stored form of its input, exactly as a recovery would.
         deps.launch({ def, workflowId, epoch: started.epoch, input: deserialize(text), requestId, deadline: started.deadline })
