@@ -1,0 +1,153 @@
+// Several instances on one Postgres (issue 10), as real child processes
+// (test/fixtures/cluster-app.js): one is killed (SIGKILL) under load, or
+// frozen (SIGSTOP) past its lease and thawed. Side effects and ledger rows
+// are counted in tables to tell what ran once from what ran again, and where.
+import t, { type Test } from 'tap'
+import { deserialize } from '../lib/core/codec.js'
+import { pollUntil } from './helpers/db.js'
+import { byWorkflowAndStep, fleet, PARALLEL_STEPS, type EffectRow, type Fleet, type Instance, type WorkflowRow } from './helpers/scale-out.js'
+
+const SHORT_LEASE = { HEARTBEAT_MS: '200', LEASE_MS: '1000' }
+
+/** What each kind of workflow records: its steps in call order (checkpoints), and its outcome. */
+const KINDS = {
+  sequential: { input: { steps: 4, stepMs: 150 }, steps: ['s1', 's2', 's3', 's4'], output: ['s1', 's2', 's3', 's4'] },
+  ledger: { input: { stepMs: 150 }, steps: ['before', 'transfer', 'after'], output: 2 },
+  parallel: { input: { stepMs: 150 }, steps: ['p0', ...PARALLEL_STEPS, 'p9'], output: PARALLEL_STEPS },
+  sleeper: { input: { stepMs: 150, sleepMs: 3000 }, steps: ['before', 'sleep', 'after'], output: 'slept' }
+} as const
+type Kind = keyof typeof KINDS
+/** Checkpoints that are not ctx.step calls: they record no side effect. */
+const NOT_STEPS = new Set(['transfer', 'sleep'])
+
+/**
+ * Checks the outcome of a run of the fleet where `victim` died (killed, or
+ * frozen and fenced off): every workflow SUCCESS with its output and all of
+ * its checkpoints; every step's side effect recorded once, except a step in
+ * flight on the victim when it died, which may have run again elsewhere
+ * (one per workflow, or some of one parallel group); ledger rows once.
+ */
+async function checkExactlyOnce (t: Test, f: Fleet, kinds: Map<string, Kind>, victim: Instance): Promise<void> {
+  const rows = await f.finished([...kinds.keys()])
+  const steps = await f.steps()
+  const effects = byWorkflowAndStep(await f.effects())
+  const ledger = await f.ledger()
+  let failures = 0
+  const check = (ok: boolean, message: string): void => {
+    // One assertion per kind of failure would hide which workflow failed; one per check would be thousands.
+    if (!ok && failures++ < 10) t.fail(message)
+  }
+  let rerun = 0
+  for (const row of rows) {
+    const kind = KINDS[kinds.get(row.workflow_id)!]
+    const id = row.workflow_id
+    check(row.status === 'SUCCESS', `${id} (${row.name}) is ${row.status}`)
+    check(JSON.stringify(deserialize(row.output!)) === JSON.stringify(kind.output), `${id} returned ${row.output}`)
+    const recorded = steps.filter((s) => s.workflow_id === id)
+    check(JSON.stringify(recorded.map((s) => s.name)) === JSON.stringify(kind.steps), `${id} recorded ${recorded.map((s) => s.name).join(', ')}`)
+    const ran = effects.get(id) ?? new Map<string, EffectRow[]>()
+    const twice: string[] = []
+    for (const name of kind.steps.filter((s) => !NOT_STEPS.has(s))) {
+      const runs = ran.get(name) ?? []
+      check(runs.length === 1 || runs.length === 2, `${id} step ${name} ran ${runs.length} times`)
+      if (runs.length !== 2) continue
+      twice.push(name)
+      // Only a step the victim was running when it died, resumed by another instance.
+      check(runs[0]!.pid === victim.pid && runs[1]!.pid !== victim.pid,
+        `${id} step ${name} ran twice, on ${runs.map((r) => r.executor).join(' then ')}`)
+    }
+    rerun += twice.length > 0 ? 1 : 0
+    check(twice.length <= 1 || twice.every((s) => PARALLEL_STEPS.includes(s)), `${id} ran ${twice.join(', ')} twice`)
+    if (row.name === 'ledger') {
+      const mine = ledger.filter((l) => l.workflow_id === id)
+      check(mine.map((l) => l.entry).join() === 'credit,debit' && mine[0]!.pid === mine[1]!.pid,
+        `${id} has ledger rows ${JSON.stringify(mine)}`)
+    }
+    if (row.name === 'sleeper') {
+      const wakeAt = deserialize(recorded.find((s) => s.name === 'sleep')!.output!) as number
+      const after = ran.get('after')![0]!.at.getTime()
+      check(after >= wakeAt && after < wakeAt + 1500, `${id} woke ${after - wakeAt} ms after its recorded wake-up time`)
+    }
+  }
+  t.equal(failures, 0, `all ${rows.length} workflows finished once, with their checkpoints, side effects and ledger rows`)
+  t.comment(`${rerun} workflows re-ran the step in flight at the kill`)
+}
+
+t.test('three instances, 300 workflows in flight, one killed: each finishes once, only its steps in flight run again', async (t) => {
+  const f = await fleet(t, { env: { ...SHORT_LEASE, SLEEP_IN_MEMORY_MAX_MS: '100' } })
+  const instances = await Promise.all(['one', 'two', 'three'].map((id) => f.launch({ EXECUTOR_ID: id })))
+  const [victim, ...survivors] = instances as [Instance, Instance, Instance]
+  const kinds = new Map<string, Kind>()
+  const started = new Map<Instance, string[]>()
+  await Promise.all(instances.map(async (instance) => {
+    for (const kind of Object.keys(KINDS) as Kind[]) {
+      const ids = await instance.startMany(kind, Array.from({ length: 25 }, () => KINDS[kind].input))
+      for (const id of ids) kinds.set(id, kind)
+      started.set(instance, [...(started.get(instance) ?? []), ...ids])
+    }
+  }))
+  // Killed mid-way: a third of its step executions have begun.
+  await pollUntil(async () => (await f.effects()).filter((e) => e.pid === victim.pid).length >= 100, { what: 'the victim to be under way' })
+  t.same((await victim.kill()).signal, 'SIGKILL')
+  const pendingAtKill = (await f.workflows()).filter((r) => r.executor_id === victim.executorId && r.status === 'PENDING').length
+  t.ok(pendingAtKill > 50, `the victim left ${pendingAtKill} workflows PENDING`)
+
+  await checkExactlyOnce(t, f, kinds, victim)
+  const rows = await f.workflows()
+  const victims = rows.filter((r) => started.get(victim)!.includes(r.workflow_id))
+  t.notOk(rows.some((r) => r.executor_id === victim.executorId && r.status === 'PENDING'), 'nothing is left on the dead executor')
+  t.ok(victims.filter((r) => r.executor_id !== victim.executorId).length >= pendingAtKill, 'its PENDING workflows finished on the others')
+  for (const survivor of survivors) {
+    t.ok(survivor.events('adoption.adopted', (l) => l.from.includes(victim.executorId)).length > 0, `${survivor.executorId} adopted a share`)
+  }
+  t.ok(rows.every((r) => r.attempts <= 2), 'an adopted workflow counts one attempt more, others none')
+})
+
+t.test('a frozen instance (SIGSTOP) past its lease is adopted from; thawed, it writes nothing more', async (t) => {
+  const f = await fleet(t, { env: { ...SHORT_LEASE, SLEEP_IN_MEMORY_MAX_MS: '10000' } })
+  const [zombie, other] = await Promise.all([f.launch({ EXECUTOR_ID: 'zombie' }), f.launch({ EXECUTOR_ID: 'other' })]) as [Instance, Instance]
+  const hold = await f.holdCommits()
+  // Each frozen in a known place, whose side effect has landed: any side effect after the thaw is a step begun after it.
+  const inStep = await Promise.all([1, 2, 3].map(() => zombie.start('gatedSteps', { gate: 'steps' })))
+  const inTx = await zombie.start('gatedTx', { gate: 'tx' })
+  // Its COMMIT waits for the test: the transaction holds its workflow row FOR SHARE meanwhile.
+  const inCommit = await zombie.start('gatedTx', { entry: 'hold' })
+  const inSleep = await zombie.start('sleeper', { stepMs: 0, sleepMs: 2500 })
+  const all = [...inStep, inTx, inCommit, inSleep]
+  const ranOn = async (id: string, step: string) => (await f.effects()).some((e) => e.workflow_id === id && e.step === step && e.pid === zombie.pid)
+  await pollUntil(async () => (await Promise.all(inStep.map((id) => ranOn(id, 'two')))).every(Boolean) && await ranOn(inTx, 'tx') && await hold.waiting() === 1 &&
+    (await f.steps()).some((s) => s.workflow_id === inSleep && s.name === 'sleep'), { what: 'the zombie to be in a step, a transaction, a commit and a sleep' })
+
+  zombie.freeze()
+  await f.openGate('steps')
+  await f.openGate('tx')
+  const adopted = await f.finished([...inStep, inTx, inSleep], 30_000)
+  t.ok(adopted.every((r) => r.status === 'SUCCESS' && r.executor_id === 'other'), 'its work finished on the other instance')
+  t.ok(other.events('adoption.adopted', (l) => l.from.includes('zombie')).length > 0)
+  const [committing] = (await f.workflows()).filter((r) => r.workflow_id === inCommit)
+  t.match(committing, { status: 'PENDING', executor_id: 'zombie' },
+    'the workflow whose transaction is committing was not adopted meanwhile (its row is locked FOR SHARE)')
+
+  // The commit lands under the zombie's epoch; then the workflow is adopted and replays it.
+  await hold.release()
+  await f.finished([inCommit], 30_000)
+  const before = { workflows: await f.workflows(), steps: await f.steps(), effects: await f.effects(), ledger: await f.ledger() }
+  t.same(before.ledger.filter((l) => l.workflow_id === inTx).map((l) => l.executor), ['other'], 'the frozen transaction did not commit; the adopter\'s did, once')
+  t.same(before.ledger.filter((l) => l.workflow_id === inCommit).map((l) => l.executor), ['zombie'], 'the committing transaction committed once, and was replayed')
+  t.same(deserialize(before.workflows.find((r) => r.workflow_id === inTx)!.output!), 1, 'the adopter\'s transaction saw one ledger row')
+
+  zombie.thaw()
+  const silent = await zombie.waitForEvent('executor.silent')
+  t.ok(silent.silentMs > 1000, `it knows it was silent for ${silent.silentMs} ms`)
+  const stopped = await zombie.waitForEvent('executor.zombie_runs_stopped')
+  // Runs whose next write was refused first had ended already (fenced by their epoch).
+  t.ok(stopped.workflowIds.length > 0 && stopped.workflowIds.every((id: string) => all.includes(id)), 'it stopped the runs still going')
+  // Each run ends without writing, whatever it was doing when frozen.
+  await pollUntil(() => all.every((id) => zombie.events('workflow.fenced', (l) => l.workflowId === id).length === 1), { what: 'every zombie run to end fenced off' })
+  const after = { workflows: await f.workflows(), steps: await f.steps(), effects: await f.effects(), ledger: await f.ledger() }
+  t.same(after.workflows, before.workflows, 'no outcome, status or owner changed')
+  t.same(after.steps, before.steps, 'no checkpoint was added')
+  t.same(after.ledger, before.ledger, 'no ledger row was added')
+  t.same(after.effects.filter((e) => !before.effects.some((b) => b.seq === e.seq)), [], 'no step began on the thawed instance')
+  t.ok(after.workflows.every((r) => r.status === 'SUCCESS'))
+})
