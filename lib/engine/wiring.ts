@@ -114,7 +114,8 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       signal,
       sleepInMemoryMaxMs: options.sleepInMemoryMaxMs,
       now: () => clock.now(),
-      suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt)
+      suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt),
+      heartbeatCurrent: () => heartbeat.current()
     },
     complete: (row) => checkpoints.complete(row),
     release: (rows) => releaseWorkflows(sql, tables, rows),

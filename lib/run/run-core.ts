@@ -31,6 +31,13 @@ export interface RunDeps {
    * owns the workflow.
    */
   suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void>
+  /**
+   * Undefined while this process's heartbeat is current. After a silence
+   * (a freeze, a long pause, an unreachable database) a promise that settles
+   * once a beat landed and the runs of workflows adopted meanwhile were
+   * fenced off: a step or transaction awaits it before it begins.
+   */
+  heartbeatCurrent (): Promise<void> | undefined
 }
 
 /** A step's stored outcome: one of the two is set. */
