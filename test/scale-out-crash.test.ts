@@ -2,90 +2,18 @@
 // (test/fixtures/cluster-app.js): one is killed (SIGKILL) under load, or
 // frozen (SIGSTOP) past its lease and thawed. Side effects and ledger rows
 // are counted in tables to tell what ran once from what ran again, and where.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { deserialize } from '../lib/core/codec.js'
 import { pollUntil } from './helpers/db.js'
-import { byWorkflowAndStep, fleet, PARALLEL_STEPS, type EffectRow, type Fleet, type Instance, type WorkflowRow } from './helpers/scale-out.js'
+import { checkExactlyOnce, fleet, startLoad, type Instance } from './helpers/scale-out.js'
 
 const SHORT_LEASE = { HEARTBEAT_MS: '200', LEASE_MS: '1000' }
-
-/** What each kind of workflow records: its steps in call order (checkpoints), and its outcome. */
-const KINDS = {
-  sequential: { input: { steps: 4, stepMs: 150 }, steps: ['s1', 's2', 's3', 's4'], output: ['s1', 's2', 's3', 's4'] },
-  ledger: { input: { stepMs: 150 }, steps: ['before', 'transfer', 'after'], output: 2 },
-  parallel: { input: { stepMs: 150 }, steps: ['p0', ...PARALLEL_STEPS, 'p9'], output: PARALLEL_STEPS },
-  sleeper: { input: { stepMs: 150, sleepMs: 3000 }, steps: ['before', 'sleep', 'after'], output: 'slept' }
-} as const
-type Kind = keyof typeof KINDS
-/** Checkpoints that are not ctx.step calls: they record no side effect. */
-const NOT_STEPS = new Set(['transfer', 'sleep'])
-
-/**
- * Checks the outcome of a run of the fleet where `victim` died (killed, or
- * frozen and fenced off): every workflow SUCCESS with its output and all of
- * its checkpoints; every step's side effect recorded once, except a step in
- * flight on the victim when it died, which may have run again elsewhere
- * (one per workflow, or some of one parallel group); ledger rows once.
- */
-async function checkExactlyOnce (t: Test, f: Fleet, kinds: Map<string, Kind>, victim: Instance): Promise<void> {
-  const rows = await f.finished([...kinds.keys()])
-  const steps = await f.steps()
-  const effects = byWorkflowAndStep(await f.effects())
-  const ledger = await f.ledger()
-  let failures = 0
-  const check = (ok: boolean, message: string): void => {
-    // One assertion per kind of failure would hide which workflow failed; one per check would be thousands.
-    if (!ok && failures++ < 10) t.fail(message)
-  }
-  let rerun = 0
-  for (const row of rows) {
-    const kind = KINDS[kinds.get(row.workflow_id)!]
-    const id = row.workflow_id
-    check(row.status === 'SUCCESS', `${id} (${row.name}) is ${row.status}`)
-    check(JSON.stringify(deserialize(row.output!)) === JSON.stringify(kind.output), `${id} returned ${row.output}`)
-    const recorded = steps.filter((s) => s.workflow_id === id)
-    check(JSON.stringify(recorded.map((s) => s.name)) === JSON.stringify(kind.steps), `${id} recorded ${recorded.map((s) => s.name).join(', ')}`)
-    const ran = effects.get(id) ?? new Map<string, EffectRow[]>()
-    const twice: string[] = []
-    for (const name of kind.steps.filter((s) => !NOT_STEPS.has(s))) {
-      const runs = ran.get(name) ?? []
-      check(runs.length === 1 || runs.length === 2, `${id} step ${name} ran ${runs.length} times`)
-      if (runs.length !== 2) continue
-      twice.push(name)
-      // Only a step the victim was running when it died, resumed by another instance.
-      check(runs[0]!.pid === victim.pid && runs[1]!.pid !== victim.pid,
-        `${id} step ${name} ran twice, on ${runs.map((r) => r.executor).join(' then ')}`)
-    }
-    rerun += twice.length > 0 ? 1 : 0
-    check(twice.length <= 1 || twice.every((s) => PARALLEL_STEPS.includes(s)), `${id} ran ${twice.join(', ')} twice`)
-    if (row.name === 'ledger') {
-      const mine = ledger.filter((l) => l.workflow_id === id)
-      check(mine.map((l) => l.entry).join() === 'credit,debit' && mine[0]!.pid === mine[1]!.pid,
-        `${id} has ledger rows ${JSON.stringify(mine)}`)
-    }
-    if (row.name === 'sleeper') {
-      const wakeAt = deserialize(recorded.find((s) => s.name === 'sleep')!.output!) as number
-      const after = ran.get('after')![0]!.at.getTime()
-      check(after >= wakeAt && after < wakeAt + 1500, `${id} woke ${after - wakeAt} ms after its recorded wake-up time`)
-    }
-  }
-  t.equal(failures, 0, `all ${rows.length} workflows finished once, with their checkpoints, side effects and ledger rows`)
-  t.comment(`${rerun} workflows re-ran the step in flight at the kill`)
-}
 
 t.test('three instances, 300 workflows in flight, one killed: each finishes once, only its steps in flight run again', async (t) => {
   const f = await fleet(t, { env: { ...SHORT_LEASE, SLEEP_IN_MEMORY_MAX_MS: '100' } })
   const instances = await Promise.all(['one', 'two', 'three'].map((id) => f.launch({ EXECUTOR_ID: id })))
   const [victim, ...survivors] = instances as [Instance, Instance, Instance]
-  const kinds = new Map<string, Kind>()
-  const started = new Map<Instance, string[]>()
-  await Promise.all(instances.map(async (instance) => {
-    for (const kind of Object.keys(KINDS) as Kind[]) {
-      const ids = await instance.startMany(kind, Array.from({ length: 25 }, () => KINDS[kind].input))
-      for (const id of ids) kinds.set(id, kind)
-      started.set(instance, [...(started.get(instance) ?? []), ...ids])
-    }
-  }))
+  const { kinds, started } = await startLoad(instances, 25)
   // Killed mid-way: a third of its step executions have begun.
   await pollUntil(async () => (await f.effects()).filter((e) => e.pid === victim.pid).length >= 100, { what: 'the victim to be under way' })
   t.same((await victim.kill()).signal, 'SIGKILL')

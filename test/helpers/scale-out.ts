@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import postgres from 'postgres'
 import type { Test } from 'tap'
+import { deserialize } from '../../lib/core/codec.js'
 import { childEnv, request, spawnFixture, type ChildApp, type Exit, type Line } from '../fixtures/child.js'
 import { databaseUrl, pollUntil, uniqueSchema } from './db.js'
 
@@ -210,4 +211,84 @@ export function byWorkflowAndStep (effects: EffectRow[]): Map<string, Map<string
     steps.set(e.step, runs)
   }
   return out
+}
+
+/** What each kind of workflow records: its steps in call order (checkpoints), and its outcome. */
+export const KINDS = {
+  sequential: { input: { steps: 4, stepMs: 150 }, steps: ['s1', 's2', 's3', 's4'], output: ['s1', 's2', 's3', 's4'] },
+  ledger: { input: { stepMs: 150 }, steps: ['before', 'transfer', 'after'], output: 2 },
+  parallel: { input: { stepMs: 150 }, steps: ['p0', ...PARALLEL_STEPS, 'p9'], output: PARALLEL_STEPS },
+  sleeper: { input: { stepMs: 150, sleepMs: 3000 }, steps: ['before', 'sleep', 'after'], output: 'slept' }
+} as const
+export type Kind = keyof typeof KINDS
+/** Checkpoints that are not ctx.step calls: they record no side effect. */
+const NOT_STEPS = new Set(['transfer', 'sleep'])
+
+/**
+ * Checks the outcome of a run of the fleet where `victim` died (killed, or
+ * frozen and fenced off): every workflow SUCCESS with its output and all of
+ * its checkpoints; every step's side effect recorded once, except a step in
+ * flight on the victim when it died, which may have run again elsewhere
+ * (one per workflow, or some of one parallel group); ledger rows once.
+ */
+export async function checkExactlyOnce (t: Test, f: Fleet, kinds: Map<string, Kind>, victim: Instance): Promise<void> {
+  const rows = await f.finished([...kinds.keys()])
+  const steps = await f.steps()
+  const effects = byWorkflowAndStep(await f.effects())
+  const ledger = await f.ledger()
+  let failures = 0
+  const check = (ok: boolean, message: string): void => {
+    // One assertion per kind of failure would hide which workflow failed; one per check would be thousands.
+    if (!ok && failures++ < 10) t.fail(message)
+  }
+  let rerun = 0
+  for (const row of rows) {
+    const kind = KINDS[kinds.get(row.workflow_id)!]
+    const id = row.workflow_id
+    check(row.status === 'SUCCESS', `${id} (${row.name}) is ${row.status}`)
+    check(JSON.stringify(deserialize(row.output!)) === JSON.stringify(kind.output), `${id} returned ${row.output}`)
+    const recorded = steps.filter((s) => s.workflow_id === id)
+    check(JSON.stringify(recorded.map((s) => s.name)) === JSON.stringify(kind.steps), `${id} recorded ${recorded.map((s) => s.name).join(', ')}`)
+    const ran = effects.get(id) ?? new Map<string, EffectRow[]>()
+    const twice: string[] = []
+    for (const name of kind.steps.filter((s) => !NOT_STEPS.has(s))) {
+      const runs = ran.get(name) ?? []
+      check(runs.length === 1 || runs.length === 2, `${id} step ${name} ran ${runs.length} times`)
+      if (runs.length !== 2) continue
+      twice.push(name)
+      // Only a step the victim was running when it died, resumed by another instance.
+      check(runs[0]!.pid === victim.pid && runs[1]!.pid !== victim.pid,
+        `${id} step ${name} ran twice, on ${runs.map((r) => r.executor).join(' then ')}`)
+    }
+    rerun += twice.length > 0 ? 1 : 0
+    check(twice.length <= 1 || twice.every((s) => PARALLEL_STEPS.includes(s)), `${id} ran ${twice.join(', ')} twice`)
+    if (row.name === 'ledger') {
+      const mine = ledger.filter((l) => l.workflow_id === id)
+      check(mine.map((l) => l.entry).join() === 'credit,debit' && mine[0]!.pid === mine[1]!.pid,
+        `${id} has ledger rows ${JSON.stringify(mine)}`)
+    }
+    if (row.name === 'sleeper') {
+      const wakeAt = deserialize(recorded.find((s) => s.name === 'sleep')!.output!) as number
+      const after = ran.get('after')![0]!.at.getTime()
+      check(after >= wakeAt && after < wakeAt + 1500, `${id} woke ${after - wakeAt} ms after its recorded wake-up time`)
+    }
+  }
+  t.equal(failures, 0, `all ${rows.length} workflows finished once, with their checkpoints, side effects and ledger rows`)
+  t.comment(`${rerun} workflows re-ran a step in flight when the victim died or stopped`)
+}
+
+
+/** Starts `perKind` workflows of each kind on each instance, all at once; returns each one's kind, and who started what. */
+export async function startLoad (instances: Instance[], perKind: number): Promise<{ kinds: Map<string, Kind>, started: Map<Instance, string[]> }> {
+  const kinds = new Map<string, Kind>()
+  const started = new Map<Instance, string[]>()
+  await Promise.all(instances.map(async (instance) => {
+    const ids = await Promise.all((Object.keys(KINDS) as Kind[]).map(async (kind) => {
+      const ids = await instance.startMany(kind, Array.from({ length: perKind }, () => KINDS[kind].input))
+      for (const id of ids) kinds.set(id, kind)
+      return ids
+    }))
+    started.set(instance, ids.flat())
+  }))
+  return { kinds, started }
 }
