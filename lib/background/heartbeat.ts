@@ -12,7 +12,9 @@
  * of its runs it still owns, stops the others at once, and logs it. It adopts
  * nothing until it has beaten steadily for one lease again, so that after a
  * database outage (everyone silent) the first instance back does not take
- * the work of others that are merely a beat behind.
+ * the work of others that are merely a beat behind. Work handed off on
+ * purpose (a graceful stop, setAppVersion) is no such guess: any instance
+ * takes it at once, also one that has just started.
  *
  * A thawed process's runs must not begin anything before that check either:
  * a run whose last await was no write (an in-memory sleep, a transaction's
@@ -25,7 +27,7 @@ import type { Clock } from '../core/clock.js'
 import type { Logger } from '../core/logger.js'
 import { ExecutorIdInUseError } from '../errors.js'
 import type { Sql, Tables } from '../store/connect.js'
-import { beat, markStopped, registerExecutor } from '../store/executors.js'
+import { beat, markStopped, registerExecutor, UNOWNED } from '../store/executors.js'
 import { isConnectionError } from '../store/pg-errors.js'
 
 export interface HeartbeatDeps {
@@ -193,8 +195,13 @@ export class Heartbeat {
       return this.#settleLanded(sentMono)
     }
     this.#settleLanded(sentMono)
-    if (now - this.#steadySince < leaseMs || result.dead.length === 0 || this.#adopting !== undefined) return
-    this.#adopting = this.#deps.adopt(result.dead).catch((err) => {
+    // Work that was handed off (a graceful stop, UNOWNED) is no guess about
+    // who is alive: it is taken at once, by an instance that just started too.
+    const adoptable = now - this.#steadySince >= leaseMs
+      ? result.dead
+      : result.dead.filter((id) => id === UNOWNED || result.stopped.includes(id))
+    if (adoptable.length === 0 || this.#adopting !== undefined) return
+    this.#adopting = this.#deps.adopt(adoptable).catch((err) => {
       logger.error({ event: 'adoption.failed', err }, 'adopting the work of dead executors failed; the next beat tries again')
     }).finally(() => { this.#adopting = undefined })
   }

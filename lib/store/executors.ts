@@ -45,6 +45,8 @@ export interface Beat {
   dbNow: number
   /** Ids of dead executors other than this one: their PENDING workflows are up for adoption. */
   dead: string[]
+  /** Of those, the ones that stopped gracefully (UNOWNED aside): certainly gone, not merely silent. */
+  stopped: string[]
 }
 
 /**
@@ -54,7 +56,7 @@ export interface Beat {
  * statement per heartbeatMs.
  */
 export async function beat (sql: Sql, t: Tables, executorId: string, instance: string): Promise<Beat> {
-  const [row] = await sql<{ held: boolean, db_now: number, dead: string[] }[]>`
+  const [row] = await sql<{ held: boolean, db_now: number, dead: string[], stopped: string[] }[]>`
     WITH beat AS (
       UPDATE ${t.executors} SET heartbeat_at = clock_timestamp()
       WHERE executor_id = ${executorId} AND instance = ${instance}
@@ -67,8 +69,9 @@ export async function beat (sql: Sql, t: Tables, executorId: string, instance: s
                  UNION ALL
                  -- Handed off on purpose (setAppVersion, another version's work at start): nobody's.
                  SELECT ${UNOWNED}::text WHERE EXISTS (
-                   SELECT 1 FROM ${t.workflows} WHERE executor_id = ${UNOWNED} AND status = 'PENDING')) AS dead`
-  return { held: row!.held, dbNow: row!.db_now, dead: row!.dead }
+                   SELECT 1 FROM ${t.workflows} WHERE executor_id = ${UNOWNED} AND status = 'PENDING')) AS dead,
+           ARRAY(SELECT executor_id FROM ${t.executors} WHERE executor_id <> ${executorId} AND stopped_at IS NOT NULL) AS stopped`
+  return { held: row!.held, dbNow: row!.db_now, dead: row!.dead, stopped: row!.stopped }
 }
 
 /**
