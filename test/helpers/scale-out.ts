@@ -88,6 +88,14 @@ export async function fleet (t: Test, { url = databaseUrl, env: common = {} }: {
     workflow_id text NOT NULL, entry text NOT NULL, executor text NOT NULL, pid int NOT NULL)`
   t.teardown(async () => {
     await Promise.all(children.map((c) => c.kill()))
+    // A failed test leaves the instances' logs behind, for a look afterwards.
+    if (!t.passing()) {
+      for (const [i, c] of children.entries()) {
+        const file = path.join(tmpdir(), `${schema}-${i}-${c.process.pid}.log`)
+        await writeFile(file, [...c.lines.map((l) => JSON.stringify(l)), ...c.stderr].join('\n'))
+        t.comment(`instance log: ${file}`)
+      }
+    }
     await sql`DROP SCHEMA IF EXISTS ${sql(schema)} CASCADE`.catch(() => {})
     await sql.end({ timeout: 5 })
     await rm(gateDir, { recursive: true, force: true })
@@ -226,13 +234,14 @@ const NOT_STEPS = new Set(['transfer', 'sleep'])
 
 /**
  * Checks the outcome of a run of the fleet where `victim` died (killed, or
- * frozen and fenced off): every workflow SUCCESS with its output and all of
+ * stopped gracefully, its steps in flight cut short): every workflow SUCCESS with its output and all of
  * its checkpoints; every step's side effect recorded once, except a step in
  * flight on the victim when it died, which may have run again elsewhere
- * (one per workflow, or some of one parallel group); ledger rows once.
+ * (one per workflow, or some of one parallel group); ledger rows once;
+ * sleepers woke at their recorded time (within `lateWakeMs`).
  */
-export async function checkExactlyOnce (t: Test, f: Fleet, kinds: Map<string, Kind>, victim: Instance): Promise<void> {
-  const rows = await f.finished([...kinds.keys()])
+export async function checkExactlyOnce (t: Test, f: Fleet, kinds: Map<string, Kind>, victim: Instance, { timeoutMs = 60_000, lateWakeMs = 1500 } = {}): Promise<void> {
+  const rows = await f.finished([...kinds.keys()], timeoutMs)
   const steps = await f.steps()
   const effects = byWorkflowAndStep(await f.effects())
   const ledger = await f.ledger()
@@ -270,7 +279,7 @@ export async function checkExactlyOnce (t: Test, f: Fleet, kinds: Map<string, Ki
     if (row.name === 'sleeper') {
       const wakeAt = deserialize(recorded.find((s) => s.name === 'sleep')!.output!) as number
       const after = ran.get('after')![0]!.at.getTime()
-      check(after >= wakeAt && after < wakeAt + 1500, `${id} woke ${after - wakeAt} ms after its recorded wake-up time`)
+      check(after >= wakeAt && after < wakeAt + lateWakeMs, `${id} woke ${after - wakeAt} ms after its recorded wake-up time`)
     }
   }
   t.equal(failures, 0, `all ${rows.length} workflows finished once, with their checkpoints, side effects and ledger rows`)
