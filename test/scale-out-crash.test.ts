@@ -64,18 +64,25 @@ t.test('a frozen instance (SIGSTOP) past its lease is adopted from; thawed, it w
   t.same(before.ledger.filter((l) => l.workflow_id === inCommit).map((l) => l.executor), ['zombie'], 'the committing transaction committed once, and was replayed')
   t.same(deserialize(before.workflows.find((r) => r.workflow_id === inTx)!.output!), 1, 'the adopter\'s transaction saw one ledger row')
 
+  // Starts sent to the frozen process are served once it thaws, while it checks what it still owns.
+  const startedOnThaw = Promise.all(Array.from({ length: 10 }, () => zombie.start('sequential', { steps: 2, stepMs: 0 })))
   zombie.thaw()
+  const fresh = await startedOnThaw
   const silent = await zombie.waitForEvent('executor.silent')
   t.ok(silent.silentMs > 1000, `it knows it was silent for ${silent.silentMs} ms`)
   const stopped = await zombie.waitForEvent('executor.zombie_runs_stopped')
   // Runs whose next write was refused first had ended already (fenced by their epoch).
-  t.ok(stopped.workflowIds.length > 0 && stopped.workflowIds.every((id: string) => all.includes(id)), 'it stopped the runs still going')
+  t.ok(stopped.workflowIds.length > 0 && stopped.workflowIds.every((id: string) => all.includes(id)), 'it stopped the runs still going, and only those')
   // Each run ends without writing, whatever it was doing when frozen.
   await pollUntil(() => all.every((id) => zombie.events('workflow.fenced', (l) => l.workflowId === id).length === 1), { what: 'every zombie run to end fenced off' })
+  t.same(zombie.events('workflow.fenced', (l) => fresh.includes(l.workflowId)), [], 'workflows started as it thawed are not taken for adopted ones')
+  const started = await f.finished(fresh, 10_000)
+  t.ok(started.every((r) => r.status === 'SUCCESS' && r.executor_id === 'zombie' && r.attempts === 1), 'they run there, once')
   const after = { workflows: await f.workflows(), steps: await f.steps(), effects: await f.effects(), ledger: await f.ledger() }
-  t.same(after.workflows, before.workflows, 'no outcome, status or owner changed')
-  t.same(after.steps, before.steps, 'no checkpoint was added')
+  const old = <T extends { workflow_id: string }>(rows: T[]): T[] => rows.filter((r) => !fresh.includes(r.workflow_id))
+  t.same(old(after.workflows), before.workflows, 'no outcome, status or owner changed')
+  t.same(old(after.steps), before.steps, 'no checkpoint was added')
   t.same(after.ledger, before.ledger, 'no ledger row was added')
-  t.same(after.effects.filter((e) => !before.effects.some((b) => b.seq === e.seq)), [], 'no step began on the thawed instance')
+  t.same(old(after.effects).filter((e) => !before.effects.some((b) => b.seq === e.seq)), [], 'no step of theirs began on the thawed instance')
   t.ok(after.workflows.every((r) => r.status === 'SUCCESS'))
 })

@@ -89,7 +89,7 @@ export async function fleet (t: Test, { url = databaseUrl, env: common = {} }: {
   t.teardown(async () => {
     await Promise.all(children.map((c) => c.kill()))
     // A failed test leaves the instances' logs behind, for a look afterwards.
-    if (!t.passing()) {
+    if (!t.passing() || process.env.TEST_KEEP_LOGS === '1') {
       for (const [i, c] of children.entries()) {
         const file = path.join(tmpdir(), `${schema}-${i}-${c.process.pid}.log`)
         await writeFile(file, [...c.lines.map((l) => JSON.stringify(l)), ...c.stderr].join('\n'))
