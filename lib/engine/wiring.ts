@@ -8,7 +8,7 @@ import { claimAndResume, recoverUntilDone, resumeWoken, type RecoveryDeps } from
 import { WakeUps } from '../background/wake-ups.js'
 import { Clock } from '../core/clock.js'
 import type { ResolvedOptions } from '../options.js'
-import { stillOwned } from '../store/adoption.js'
+import { lostRuns } from '../store/adoption.js'
 import { Notifications } from '../store/listener.js'
 import { getOutcome, releaseWorkflows } from '../store/workflows.js'
 import type { WorkflowDefinition } from '../workflow.js'
@@ -94,8 +94,8 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       }, dead)
     },
     checkOwnership: async () => {
-      const owned = await stillOwned(sql, tables, executorId(), runs.owned())
-      const fenced = runs.fence(owned)
+      // Only the runs asked about: one launched meanwhile is this process's own.
+      const fenced = runs.fence(await lostRuns(sql, tables, executorId(), runs.owned()))
       if (fenced.length > 0) {
         logger.warn({ event: 'executor.zombie_runs_stopped', count: fenced.length, workflowIds: fenced },
           'stopped the runs of workflows another executor adopted while this process was silent')
