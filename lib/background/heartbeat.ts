@@ -69,6 +69,8 @@ export class Heartbeat {
    * than the one the others judge this process by.
    */
   #sentLanded = 0
+  /** A silence past the lease was seen, and no ownership check has succeeded since. */
+  #unchecked = false
   /** Settles once a beat lands and its ownership check is done (see current). */
   #landed: { promise: Promise<void>, resolve (): void } | undefined
 
@@ -158,7 +160,10 @@ export class Heartbeat {
   }
 
   #run (): void {
-    this.#tick = this.#beat().finally(() => {
+    this.#tick = this.#beat().catch((err) => {
+      // What a beat calls for (the ownership check, a fresh id) failed: the next beat tries again.
+      if (!isConnectionError(err)) this.#deps.logger.error({ event: 'heartbeat.failed', err }, 'heartbeat failed')
+    }).finally(() => {
       this.#tick = undefined
       this.#schedule()
     })
@@ -187,11 +192,16 @@ export class Heartbeat {
       this.#steadySince = now
       return this.#settleLanded(sentMono)
     }
-    if (silence > leaseMs) {
-      logger.warn({ event: 'executor.silent', executorId: this.#executorId, silentMs: Math.round(silence) },
-        'this process could not beat for longer than its lease: checking which of its workflows are still its own')
+    if (silence > leaseMs || this.#unchecked) {
+      if (silence > leaseMs) {
+        logger.warn({ event: 'executor.silent', executorId: this.#executorId, silentMs: Math.round(silence) },
+          'this process could not beat for longer than its lease: checking which of its workflows are still its own')
+      }
       this.#steadySince = now
+      // Until a check succeeds, every beat checks again, and runs wait (current()).
+      this.#unchecked = true
       await this.#deps.checkOwnership()
+      this.#unchecked = false
       return this.#settleLanded(sentMono)
     }
     this.#settleLanded(sentMono)
