@@ -17,6 +17,12 @@
  * instance back must not take the work of others that are merely a beat
  * behind, and a process just started (or just back from a silence) cannot
  * tell them apart yet.
+ *
+ * A thawed process's runs must not begin anything before that check either:
+ * a run whose last await was no write (an in-memory sleep, a transaction's
+ * COMMIT) would go on to its next step at once. So runs ask current() before
+ * a step or transaction begins, and wait once this process has gone three
+ * quarters of its lease without a beat landing.
  */
 import { nanoid } from 'nanoid'
 import type { Clock } from '../core/clock.js'
@@ -59,6 +65,16 @@ export class Heartbeat {
   #lastBeat = 0
   /** Since when beats have landed without a silence past the lease. */
   #steadySince = 0
+  /**
+   * performance.now() when the last beat that landed was sent: the database
+   * stamped it later than that, so the age counted from here is never less
+   * than the one the others judge this process by.
+   */
+  #sentLanded = 0
+  /** A silence past the lease was seen, and no ownership check has succeeded since. */
+  #unchecked = false
+  /** Settles once a beat lands and its ownership check is done (see current). */
+  #landed: { promise: Promise<void>, resolve (): void } | undefined
 
   constructor (deps: HeartbeatDeps) {
     this.#deps = deps
@@ -80,7 +96,12 @@ export class Heartbeat {
     const { sql, tables, logger, leaseMs, heartbeatMs } = this.#deps
     const registration = { executorId: this.#executorId, instance: this.#instance, appVersion: this.#deps.appVersion, leaseMs }
     const deadline = performance.now() + leaseMs + heartbeatMs
-    while (!await registerExecutor(sql, tables, registration)) {
+    for (;;) {
+      const sentAt = performance.now()
+      if (await registerExecutor(sql, tables, registration)) {
+        this.#sentLanded = sentAt
+        break
+      }
       if (performance.now() > deadline) {
         if (this.#deps.chosenId) throw new ExecutorIdInUseError(this.#executorId)
         const taken = this.#executorId
@@ -93,6 +114,32 @@ export class Heartbeat {
       await new Promise((resolve) => setTimeout(resolve, Math.min(heartbeatMs, 250)))
     }
     this.#lastBeat = this.#steadySince = performance.now()
+  }
+
+  /**
+   * Undefined while a beat landed within three quarters of the lease, so
+   * that no other process can have declared this one dead. Otherwise (after a
+   * freeze, a long pause, or while the database is unreachable) a beat now,
+   * and a promise that settles once one lands and the runs of workflows
+   * adopted meanwhile are fenced off. A run awaits it before a step or
+   * transaction begins.
+   */
+  current (): Promise<void> | undefined {
+    if (this.#stopped.signal.aborted || performance.now() - this.#sentLanded < this.#deps.leaseMs * 0.75) return undefined
+    if (this.#landed === undefined) {
+      let resolve!: () => void
+      const promise = new Promise<void>((r) => { resolve = r })
+      this.#landed = { promise, resolve }
+    }
+    const landed = this.#landed.promise
+    this.nudge()
+    return landed
+  }
+
+  #settleLanded (sentAt: number): void {
+    this.#sentLanded = sentAt
+    this.#landed?.resolve()
+    this.#landed = undefined
   }
 
   /** Beats every heartbeatMs until stop(). */
@@ -115,7 +162,10 @@ export class Heartbeat {
   }
 
   #run (): void {
-    this.#tick = this.#beat().finally(() => {
+    this.#tick = this.#beat().catch((err) => {
+      // What a beat calls for (the ownership check, a fresh id) failed: the next beat tries again.
+      if (!isConnectionError(err)) this.#deps.logger.error({ event: 'heartbeat.failed', err }, 'heartbeat failed')
+    }).finally(() => {
       this.#tick = undefined
       this.#schedule()
     })
@@ -123,6 +173,7 @@ export class Heartbeat {
 
   async #beat (): Promise<void> {
     const { sql, tables, clock, logger, leaseMs } = this.#deps
+    const sentMono = performance.now()
     const sentAt = Date.now()
     let result
     try {
@@ -141,15 +192,21 @@ export class Heartbeat {
       this.#deps.lostId()
       await this.#takeFreshId()
       this.#steadySince = now
-      return
+      return this.#settleLanded(sentMono)
     }
-    if (silence > leaseMs) {
-      logger.warn({ event: 'executor.silent', executorId: this.#executorId, silentMs: Math.round(silence) },
-        'this process could not beat for longer than its lease: checking which of its workflows are still its own')
+    if (silence > leaseMs || this.#unchecked) {
+      if (silence > leaseMs) {
+        logger.warn({ event: 'executor.silent', executorId: this.#executorId, silentMs: Math.round(silence) },
+          'this process could not beat for longer than its lease: checking which of its workflows are still its own')
+      }
       this.#steadySince = now
+      // Until a check succeeds, every beat checks again, and runs wait (current()).
+      this.#unchecked = true
       await this.#deps.checkOwnership()
-      return
+      this.#unchecked = false
+      return this.#settleLanded(sentMono)
     }
+    this.#settleLanded(sentMono)
     const dead = now - this.#steadySince < leaseMs ? result.stopped : [...result.stopped, ...result.expired]
     if (dead.length === 0 || this.#adopting !== undefined) return
     this.#adopting = this.#deps.adopt(dead).catch((err) => {
@@ -169,6 +226,8 @@ export class Heartbeat {
   async stop (handOff: boolean): Promise<void> {
     this.#stopped.abort()
     clearTimeout(this.#timer)
+    // Runs waiting in current() end: the engine's stop signal stops them.
+    this.#landed?.resolve()
     await this.#tick
     await this.#adopting
     if (handOff) await markStopped(this.#deps.sql, this.#deps.tables, this.#executorId, this.#instance)

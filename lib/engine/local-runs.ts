@@ -108,14 +108,16 @@ export class LocalRuns {
   }
 
   /**
-   * Stops the runs of workflows this process no longer owns (all of them
-   * when `keep` is undefined): each ends at its next ctx call without
-   * writing anything. Returns their ids.
+   * Stops the runs of workflows this process no longer owns: those in `lost`
+   * (a run holding that epoch; a newer run of the workflow is left alone), or
+   * all of them when `lost` is undefined. Each ends at its next ctx call
+   * without writing anything. Returns their ids.
    */
-  fence (keep?: Set<string>): string[] {
+  fence (lost?: { workflowId: string, epoch: string }[]): string[] {
     const fenced: string[] = []
+    const which = lost === undefined ? undefined : new Set(lost.map((l) => `${l.epoch}:${l.workflowId}`))
     for (const { run } of this.#running.values()) {
-      if (keep?.has(run.workflowId) === true) continue
+      if (which !== undefined && !which.has(`${run.epoch}:${run.workflowId}`)) continue
       run.fence()
       fenced.push(run.workflowId)
     }

@@ -12,7 +12,7 @@ import { deserialize } from '../core/codec.js'
 import { WakeUps } from '../background/wake-ups.js'
 import { Clock } from '../core/clock.js'
 import type { ResolvedOptions } from '../options.js'
-import { stillOwned } from '../store/adoption.js'
+import { lostRuns } from '../store/adoption.js'
 import { Notifications } from '../store/listener.js'
 import { getOutcome, identify, releaseWorkflows } from '../store/workflows.js'
 import { untilReachable } from '../core/retry.js'
@@ -117,8 +117,8 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       }, dead)
     },
     checkOwnership: async () => {
-      const owned = await stillOwned(sql, tables, executorId(), runs.owned())
-      const fenced = runs.fence(owned)
+      // Only the runs asked about: one launched meanwhile is this process's own.
+      const fenced = runs.fence(await lostRuns(sql, tables, executorId(), runs.owned()))
       if (fenced.length > 0) {
         logger.warn({ event: 'executor.zombie_runs_stopped', count: fenced.length, workflowIds: fenced },
           'stopped the runs of workflows another executor adopted while this process was silent')
@@ -151,7 +151,8 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
           unreachable: (err) => err instanceof DatabaseUnavailableError
         })
       },
-      resultOf: (workflowId) => results.wait(workflowId, undefined)
+      resultOf: (workflowId) => results.wait(workflowId, undefined),
+      heartbeatCurrent: () => heartbeat.current()
     },
     complete: (row) => checkpoints.complete(row),
     release: (rows) => releaseWorkflows(sql, tables, rows),

@@ -43,6 +43,13 @@ export interface RunDeps {
   startChild (def: WorkflowDefinition<any, any>, input: unknown, o: { workflowId: string, parentId: string, requestId: string | null }): Promise<void>
   /** Another workflow's result (rejects with its error), as getResult. */
   resultOf (workflowId: string): Promise<unknown>
+  /**
+   * Undefined while this process's heartbeat is current. After a silence
+   * (a freeze, a long pause, an unreachable database) a promise that settles
+   * once a beat landed and the runs of workflows adopted meanwhile were
+   * fenced off: a step or transaction awaits it before it begins.
+   */
+  heartbeatCurrent (): Promise<void> | undefined
 }
 
 /** A step's stored outcome: one of the two is set. */

@@ -38,6 +38,9 @@ export async function step<T> (run: RunCore, name: string, fn: (signal: AbortSig
 async function attempts<T> (run: RunCore, name: string, fn: (signal: AbortSignal) => T | Promise<T>, options: StepOptions, timeoutMs: number | undefined): Promise<{ ok: true, value: T } | { ok: false, error: unknown }> {
   const maxAttempts = Math.max(1, options.retries?.maxAttempts ?? 1)
   for (let attempt = 1; ; attempt++) {
+    // A thawed process does not begin a step of a workflow adopted meanwhile.
+    const current = run.deps.heartbeatCurrent()
+    if (current !== undefined) await current
     run.assertRunning()
     try {
       return { ok: true, value: await (timeoutMs === undefined ? fn(run.signal) : withTimeout(run, name, fn, timeoutMs)) }

@@ -26,6 +26,8 @@ export async function transaction<T> (run: RunCore, name: string, fn: (sql: Tran
   await run.confirmCheckpoints()
   const { deps } = run
   for (let attempt = 1; ; attempt++) {
+    const current = deps.heartbeatCurrent()
+    if (current !== undefined) await current
     run.assertRunning()
     try {
       if (attempt > 1) {

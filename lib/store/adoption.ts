@@ -69,18 +69,21 @@ export async function adoptWorkflows (sql: Sql, t: Tables, dead: string[], scope
 }
 
 /**
- * Of this executor's workflows running here, those still its own: PENDING
- * under the epoch the run holds. A process that was silent for longer than its
- * lease asks this, and stops every other run at once.
+ * Of this executor's runs here, those whose workflow is no longer theirs:
+ * another executor owns it now, or a newer epoch, or it is no longer
+ * PENDING. A process that was silent for longer than its lease asks this,
+ * and stops those runs at once. A run whose workflow has no row yet (its
+ * start is carried by its first checkpoint, writes/opening.ts) is not among
+ * them: nobody else can know of that workflow.
  */
-export async function stillOwned (sql: Sql, t: Tables, executorId: string, runs: { workflowId: string, epoch: string }[]): Promise<Set<string>> {
-  if (runs.length === 0) return new Set()
-  const rows = await sql<{ workflow_id: string }[]>`
-    SELECT w.workflow_id FROM ${t.workflows} w
+export async function lostRuns (sql: Sql, t: Tables, executorId: string, runs: { workflowId: string, epoch: string }[]): Promise<{ workflowId: string, epoch: string }[]> {
+  if (runs.length === 0) return []
+  const rows = await sql<{ workflow_id: string, epoch: string }[]>`
+    SELECT w.workflow_id, v.epoch::text AS epoch FROM ${t.workflows} w
     JOIN unnest(${runs.map((r) => r.workflowId)}::text[], ${runs.map((r) => r.epoch)}::bigint[]) AS v(workflow_id, epoch)
       ON v.workflow_id = w.workflow_id
-    WHERE w.executor_id = ${executorId} AND w.epoch = v.epoch AND w.status = 'PENDING'`
-  return new Set(rows.map((r) => r.workflow_id))
+    WHERE NOT (w.executor_id = ${executorId} AND w.epoch = v.epoch AND w.status = 'PENDING')`
+  return rows.map((r) => ({ workflowId: r.workflow_id, epoch: r.epoch }))
 }
 
 /**

@@ -33,6 +33,9 @@ type Write = { kind: 'step', row: StepWrite } | { kind: 'completion', row: Compl
 
 const BATCH = { maxBatch: 1000, isolateOnError: (err: unknown) => !isConnectionError(err) }
 
+/** A completion left out of its batch: a step write of its workflow failed meanwhile and is being retried (see complete). */
+const HELD_BACK = Symbol('held back')
+
 /** A workflow's completion depends on its own step (or opening) written before it: it must not commit without it. */
 function completionAfterItsStep (later: Write, earlier: Write): boolean {
   if (later.kind !== 'completion' || earlier.kind === 'completion') return false
@@ -47,13 +50,20 @@ export class Checkpoints {
   readonly #signal: AbortSignal
   readonly #starts: Batcher<NewWorkflowRow, StartResult>
   /** Steps and completions share statements: a last step and its completion usually go together. */
-  readonly #writes: Batcher<Write, boolean>
+  readonly #writes: Batcher<Write, boolean | typeof HELD_BACK>
   /**
    * Suspensions by long sleeps, on the write connection too: 10,000 workflows
    * falling asleep at once share statements and commits instead of queueing
    * 10,000 commits on it.
    */
   readonly #suspends: Batcher<Suspension, boolean>
+  /**
+   * Step writes of each workflow that failed once and are being retried. Its
+   * completion waits for them: retried independently, a completion could
+   * commit before its last step's retry, which would then find the workflow
+   * finished and be dropped.
+   */
+  readonly #stepsRetrying = new Map<string, Set<Promise<boolean>>>()
   #outageLogged = false
   /** The last write (or start) found the database unreachable, and none has reached it since. */
   #unreachable = false
@@ -87,7 +97,8 @@ export class Checkpoints {
    * writes/opening.ts); false if the id was taken. One attempt, like start().
    */
   startWithStep (row: StartWithStep): Promise<boolean> {
-    return this.#once(() => this.#writes.push({ kind: 'opening', row }))
+    // Only completions are ever held back.
+    return this.#once(() => this.#writes.push({ kind: 'opening', row }) as Promise<boolean>)
   }
 
   /**
@@ -112,15 +123,51 @@ export class Checkpoints {
    * found written under this run's epoch (an earlier try committed and its
    * answer was lost). False when the workflow is no longer this run's.
    */
-  async recordStep (row: StepWrite): Promise<boolean> {
-    if (await this.#persist(row.workflowId, () => this.#writes.push({ kind: 'step', row }))) return true
-    const own = await this.#persist(row.workflowId, () => findOwnStep(this.#pools.sql, this.#t, row.workflowId, row.epoch, row.stepId))
-    return own !== undefined
+  recordStep (row: StepWrite): Promise<boolean> {
+    let retrying = false
+    const written: Promise<boolean> = (async () => {
+      const push = (): Promise<boolean> => this.#writes.push({ kind: 'step', row }) as Promise<boolean>
+      if (await this.#persist(row.workflowId, push, () => {
+        if (!retrying) this.#trackRetry(row.workflowId, written)
+        retrying = true
+      })) return true
+      const own = await this.#persist(row.workflowId, () => findOwnStep(this.#pools.sql, this.#t, row.workflowId, row.epoch, row.stepId))
+      return own !== undefined
+    })()
+    return written
   }
 
-  /** Records a final outcome; false if it was not ours to write (fenced, or already final). */
+  #trackRetry (workflowId: string, write: Promise<boolean>): void {
+    let retrying = this.#stepsRetrying.get(workflowId)
+    if (retrying === undefined) this.#stepsRetrying.set(workflowId, retrying = new Set())
+    retrying.add(write)
+    const forget = (): void => {
+      retrying.delete(write)
+      if (retrying.size === 0 && this.#stepsRetrying.get(workflowId) === retrying) this.#stepsRetrying.delete(workflowId)
+    }
+    write.then(forget, forget)
+  }
+
+  /**
+   * Records a final outcome; false if it was not ours to write (fenced, or
+   * already final). Pushed after the workflow's last step write, it shares
+   * its batch or follows it; a step write being retried is waited for first,
+   * and if it is not written, neither is the completion.
+   */
   complete (row: Completion): Promise<boolean> {
-    return this.#persist(row.workflowId, () => this.#writes.push({ kind: 'completion', row }))
+    return this.#persist(row.workflowId, async () => {
+      for (;;) {
+        const retrying = this.#stepsRetrying.get(row.workflowId)
+        if (retrying !== undefined) {
+          for (const step of await Promise.allSettled(retrying)) {
+            if (step.status === 'rejected') throw step.reason
+            if (!step.value) return false
+          }
+        }
+        const written = await this.#writes.push({ kind: 'completion', row })
+        if (written !== HELD_BACK) return written
+      }
+    })
   }
 
   /**
@@ -149,12 +196,13 @@ export class Checkpoints {
    * Retries `write` while the database is unreachable, until it answers or the
    * engine stops (then the workflow stays PENDING for the next start).
    */
-  async #persist<R> (workflowId: string, write: () => Promise<R>): Promise<R> {
+  async #persist<R> (workflowId: string, write: () => Promise<R>, onRetry?: () => void): Promise<R> {
     const result = await untilReachable(write, {
       signal: this.#signal,
       stopped: () => new EngineStoppedError(workflowId),
       unreachable: isConnectionError,
       onRetry: (err) => {
+        onRetry?.()
         this.#unreachable = true
         if (this.#outageLogged) return
         this.#outageLogged = true
@@ -210,19 +258,24 @@ export class Checkpoints {
     })
   }
 
-  async #flushWrites (writes: Write[]): Promise<boolean[]> {
+  async #flushWrites (writes: Write[]): Promise<(boolean | typeof HELD_BACK)[]> {
     const began = performance.now()
     const steps: StepWrite[] = []
     const completions: Completion[] = []
     const openings: StartWithStep[] = []
+    const held = new Set<Write>()
     for (const w of writes) {
       if (w.kind === 'step') steps.push(w.row)
+      // Queued behind a batch that failed with its step in it: not before the step's retry.
+      else if (w.kind === 'completion' && this.#stepsRetrying.has(w.row.workflowId)) held.add(w)
       else if (w.kind === 'completion') completions.push(w.row)
       else openings.push(w.row)
     }
+    if (steps.length + completions.length + openings.length === 0) return writes.map(() => HELD_BACK)
     const written = await writeCheckpoints(this.#pools.writes, this.#t, steps, completions, openings)
     this.#commitMs = 0.8 * this.#commitMs + 0.2 * (performance.now() - began)
     return writes.map((w) => {
+      if (held.has(w)) return HELD_BACK
       if (w.kind === 'completion') return written.completed.has(w.row.workflowId)
       // An opening is written when its step is: one statement inserts both.
       const step = w.kind === 'step' ? w.row : w.row.step

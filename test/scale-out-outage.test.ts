@@ -1,0 +1,37 @@
+// Postgres restarts while the living adopt a dead instance's work (issue
+// 10): nothing is lost or run twice. Its own embedded Postgres (never the
+// shared test database), stopped and started again on the same port; the
+// instances are real child processes (test/fixtures/cluster-app.js).
+import t from 'tap'
+import { startCluster } from './helpers/cluster.js'
+import { pollUntil } from './helpers/db.js'
+import { checkExactlyOnce, fleet, startLoad, type Instance } from './helpers/scale-out.js'
+
+t.test('three instances, one killed, Postgres restarted as the others adopt its work: every workflow finishes once', async (t) => {
+  const cluster = await startCluster(t)
+  const f = await fleet(t, { url: cluster.url, env: { HEARTBEAT_MS: '200', LEASE_MS: '1000', SLEEP_IN_MEMORY_MAX_MS: '100' } })
+  const instances = await Promise.all(['one', 'two', 'three'].map((id) => f.launch({ EXECUTOR_ID: id })))
+  const [victim, ...survivors] = instances as [Instance, Instance, Instance]
+  const { kinds } = await startLoad(instances, 25)
+  await pollUntil(async () => (await f.effects()).filter((e) => e.pid === victim.pid).length >= 100, { what: 'the victim to be under way' })
+  await victim.kill()
+
+  // The first batch is adopted; the database goes away while the adopters
+  // resume it and take more, for longer than a lease: when it is back,
+  // every heartbeat is stale, and the survivors must not take each other's work.
+  await pollUntil(() => survivors.some((s) => s.events('adoption.adopted').length > 0), { intervalMs: 5, what: 'adoption to begin' })
+  const downAt = Date.now()
+  await cluster.stop()
+  const adoptedBefore = survivors.flatMap((s) => s.events('adoption.adopted')).reduce((n, l) => n + (l.count as number), 0)
+  await pollUntil(() => Date.now() - downAt > 1500 && survivors.every((s) => s.events('database.unreachable').length > 0),
+    { what: 'the survivors to find the database gone, for longer than a lease' })
+  await cluster.start()
+  t.comment(`Postgres was down for ${Date.now() - downAt} ms`)
+  t.ok(adoptedBefore > 0, `${adoptedBefore} workflows were adopted before the restart`)
+
+  await checkExactlyOnce(t, f, kinds, victim, { lateWakeMs: 20_000 })
+  t.comment(`all finished ${Date.now() - downAt} ms after it went down`)
+  const rows = await f.workflows()
+  t.ok(rows.filter((r) => r.executor_id !== victim.executorId && kinds.has(r.workflow_id)).length > 200, 'the dead executor\'s unfinished work finished on the others')
+  t.ok(survivors.every((s) => s.events('executor.silent').length > 0), 'each survivor knew it had been silent past its lease')
+})
