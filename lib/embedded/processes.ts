@@ -4,9 +4,22 @@ import { readFileSync } from 'node:fs'
 export function isAlive (pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  // A process killed with -9 whose parent has not reaped it yet (a zombie)
+  // still answers signal 0, yet holds nothing: a restart right after the kill
+  // must not find it "in use".
+  return !['Z', 'X'].includes(processState(pid))
+}
+
+/** The state letter Linux reports for a process (R, S, Z...), or '' where unknown. */
+function processState (pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+  } catch {
+    return ''
   }
 }
 
