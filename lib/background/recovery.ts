@@ -31,6 +31,8 @@ import { isConnectionError } from '../store/pg-errors.js'
 export interface Claims {
   /** Running here, being started here, or being claimed here. */
   busy (workflowId: string): boolean
+  /** Busy only with a run here that holds an older epoch than `epoch` (cancelled or fenced, unwinding). */
+  onlyStale (workflowId: string, epoch: string): boolean
   /** The claim on a workflow (release it when done), or undefined if another path holds it. */
   claim (workflowId: string): (() => void) | undefined
 }
@@ -74,22 +76,22 @@ export async function recoverUntilDone (deps: RecoveryDeps): Promise<void> {
 
 async function recoverOnce (deps: RecoveryDeps): Promise<void> {
   const pending = await listPending(deps.sql, deps.tables, deps.executorId(), deps.appVersion)
-  const fresh: string[] = []
+  const fresh: PendingRow[] = []
   const suspects: PendingRow[] = []
   for (const row of pending) {
-    if (deps.claims.busy(row.workflow_id)) continue
+    if (deps.claims.busy(row.workflow_id) && !deps.claims.onlyStale(row.workflow_id, row.epoch)) continue
     if (deps.definition(row.name) === undefined) {
       deps.logger.warn({ event: 'recovery.unknown_definition', workflowId: row.workflow_id, workflowName: row.name },
         'cannot recover workflow: no definition with this name is registered; it stays PENDING')
       continue
     }
-    if (row.attempts <= 1) fresh.push(row.workflow_id)
+    if (row.attempts <= 1) fresh.push(row)
     else if (!deps.probing.active) suspects.push(row)
   }
   if (fresh.length + suspects.length === 0) return
   deps.logger.info({ event: 'recovery.started', count: fresh.length + suspects.length, suspects: suspects.length, executorId: deps.executorId() },
     'recovering pending workflows')
-  for (const workflowId of fresh) await resumeUnlessRunning(deps, workflowId)
+  for (const row of fresh) await resumeUnlessRunning(deps, row)
   if (suspects.length === 0) return
   // Fewest attempts first; the sort is stable, so oldest first among equals.
   suspects.sort((a, b) => a.attempts - b.attempts)
@@ -99,16 +101,16 @@ async function recoverOnce (deps: RecoveryDeps): Promise<void> {
       if (deps.signal.aborted) return
       deps.logger.info({ event: 'recovery.suspect', workflowId: row.workflow_id, attempts: row.attempts },
         'resuming a workflow that was running during more than one crash, alone for a while')
-      if (await resumeUnlessRunning(deps, row.workflow_id)) await deps.settled(row.workflow_id, SUSPECT_PROBE_MS)
+      if (await resumeUnlessRunning(deps, row)) await deps.settled(row.workflow_id, SUSPECT_PROBE_MS)
     }
   } finally {
     deps.probing.active = false
   }
 }
 
-/** Claims and resumes one workflow unless it runs here already; true if it was resumed. */
-async function resumeUnlessRunning (deps: RecoveryDeps, workflowId: string): Promise<boolean> {
-  if (deps.signal.aborted || deps.claims.busy(workflowId)) return false
+/** Claims and resumes one workflow unless it runs here already (a stale run aside); true if it was resumed. */
+async function resumeUnlessRunning (deps: RecoveryDeps, { workflow_id: workflowId, epoch }: PendingRow): Promise<boolean> {
+  if (deps.signal.aborted || (deps.claims.busy(workflowId) && !deps.claims.onlyStale(workflowId, epoch))) return false
   try {
     await claimAndResume(deps, workflowId)
     return deps.claims.busy(workflowId)

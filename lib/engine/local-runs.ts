@@ -61,6 +61,8 @@ export class LocalRuns {
 
   get size (): number { return this.#running.size }
   has (workflowId: string): boolean { return this.#running.has(workflowId) }
+  /** The epoch the workflow's run here holds, if it runs here. */
+  epochOf (workflowId: string): string | undefined { return this.#running.get(workflowId)?.run.epoch }
   /**
    * If the workflow runs here: calls `listener` once with its run's outcome
    * and returns how to stop listening. A listener, not a reaction on the

@@ -10,19 +10,32 @@
  */
 export class Ownership {
   readonly #running: (workflowId: string) => boolean
+  readonly #runningEpoch: (workflowId: string) => string | undefined
   /** Starts in flight, counted: concurrent starts of one id (idempotent retries) each hold one. */
   readonly #starting = new Map<string, number>()
   /** Claims in progress: one at a time per workflow. */
   readonly #claiming = new Set<string>()
 
-  /** `running` tells whether a workflow has a run in this process. */
-  constructor (running: (workflowId: string) => boolean) {
-    this.#running = running
+  /** `runningEpoch` tells the epoch a workflow's run in this process holds, if it has one. */
+  constructor (runningEpoch: (workflowId: string) => string | undefined) {
+    this.#runningEpoch = runningEpoch
+    this.#running = (workflowId) => runningEpoch(workflowId) !== undefined
   }
 
   /** Running here, being started here, or being claimed here. */
   busy (workflowId: string): boolean {
     return this.#running(workflowId) || this.#starting.has(workflowId) || this.#claiming.has(workflowId)
+  }
+
+  /**
+   * Busy only with a run that holds an older epoch than `epoch`, the one the
+   * database records: that run was cancelled or fenced and is still
+   * unwinding (a resume right after a cancel), and a new run may take over
+   * at once. Waiting for it to end would leave the workflow to no one.
+   */
+  onlyStale (workflowId: string, epoch: string): boolean {
+    const held = this.#runningEpoch(workflowId)
+    return held !== undefined && held !== epoch && !this.#starting.has(workflowId) && !this.#claiming.has(workflowId)
   }
 
   /** How many starts of this id are in flight here. */

@@ -85,7 +85,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     passes = Promise.all([passes, recoverUntilDone(recovery)]).then(() => {})
   }
   const executorId = (): string => heartbeat.executorId
-  const ownership = new Ownership((id) => runs.has(id))
+  const ownership = new Ownership((id) => runs.epochOf(id))
   const wakeUps = new WakeUps({
     sql, tables, checkpoints, logger, executorId, clock,
     appVersion: options.appVersion,

@@ -54,7 +54,7 @@ export interface WorkflowRow {
   queue_name: string | null
 }
 
-export interface PendingRow { workflow_id: string, name: string, attempts: number }
+export interface PendingRow { workflow_id: string, name: string, attempts: number, epoch: string }
 
 export interface ClaimedRow {
   workflow_id: string

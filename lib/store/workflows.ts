@@ -131,7 +131,7 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter, after?:
  */
 export async function listPending (sql: Sql, t: Tables, executorId: string, appVersion: string | null): Promise<PendingRow[]> {
   return sql<PendingRow[]>`
-    SELECT workflow_id, name, attempts FROM ${t.workflows}
+    SELECT workflow_id, name, attempts, epoch::text AS epoch FROM ${t.workflows}
     WHERE executor_id = ${executorId} AND status = 'PENDING' AND wake_at IS NULL
       AND app_version IS NOT DISTINCT FROM ${appVersion}::text
     ORDER BY created_at`
