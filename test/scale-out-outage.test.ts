@@ -29,7 +29,11 @@ t.test('three instances, one killed, Postgres restarted as the others adopt its 
   t.comment(`Postgres was down for ${Date.now() - downAt} ms`)
   t.ok(adoptedBefore > 0, `${adoptedBefore} workflows were adopted before the restart`)
 
-  await checkExactlyOnce(t, f, kinds, victim, { lateWakeMs: 20_000 })
+  // Not a bound on lateness: now and then a pool connection of postgres.js
+  // 3.4.9 stays stuck for tens of seconds after a restart (a cancelled write
+  // timer it never resets: LanternOps/breeze#3225), and its instance's
+  // checkpoints wait meanwhile.
+  await checkExactlyOnce(t, f, kinds, victim, { lateWakeMs: 120_000, timeoutMs: 120_000 })
   t.comment(`all finished ${Date.now() - downAt} ms after it went down`)
   const rows = await f.workflows()
   t.ok(rows.filter((r) => r.executor_id !== victim.executorId && kinds.has(r.workflow_id)).length > 200, 'the dead executor\'s unfinished work finished on the others')

@@ -89,7 +89,7 @@ export async function fleet (t: Test, { url = databaseUrl, env: common = {} }: {
   t.teardown(async () => {
     await Promise.all(children.map((c) => c.kill()))
     // A failed test leaves the instances' logs behind, for a look afterwards.
-    if (!t.passing() || process.env.TEST_KEEP_LOGS === '1') {
+    if (!t.passing()) {
       for (const [i, c] of children.entries()) {
         const file = path.join(tmpdir(), `${schema}-${i}-${c.process.pid}.log`)
         await writeFile(file, [...c.lines.map((l) => JSON.stringify(l)), ...c.stderr].join('\n'))
@@ -279,7 +279,8 @@ export async function checkExactlyOnce (t: Test, f: Fleet, kinds: Map<string, Ki
     if (row.name === 'sleeper') {
       const wakeAt = deserialize(recorded.find((s) => s.name === 'sleep')!.output!) as number
       const after = ran.get('after')![0]!.at.getTime()
-      check(after >= wakeAt && after < wakeAt + lateWakeMs, `${id} woke ${after - wakeAt} ms after its recorded wake-up time`)
+      // The woken run judges the time by its estimate of the database's clock: a few ms off at most.
+      check(after >= wakeAt - 50 && after < wakeAt + lateWakeMs, `${id} woke ${after - wakeAt} ms after its recorded wake-up time`)
     }
   }
   t.equal(failures, 0, `all ${rows.length} workflows finished once, with their checkpoints, side effects and ledger rows`)
