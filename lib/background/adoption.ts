@@ -10,6 +10,7 @@ import type { Logger } from '../core/logger.js'
 import { adoptWorkflows } from '../store/adoption.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { forgetDead } from '../store/executors.js'
+import { isConnectionError } from '../store/pg-errors.js'
 
 /** Most workflows one adoption statement takes. */
 const MAX_BATCH = 100
@@ -35,9 +36,18 @@ export async function adopt (deps: AdoptionDeps, dead: string[]): Promise<number
   let total = 0
   for (;;) {
     if (deps.signal.aborted) break
-    const taken = await adoptWorkflows(deps.sql, deps.tables, dead, {
-      executorId: deps.executorId(), names: deps.names(), appVersion: deps.appVersion, maxBatch: MAX_BATCH
-    })
+    let taken: number
+    try {
+      taken = await adoptWorkflows(deps.sql, deps.tables, dead, {
+        executorId: deps.executorId(), names: deps.names(), appVersion: deps.appVersion, maxBatch: MAX_BATCH
+      })
+    } catch (err) {
+      // It may have committed before its answer was lost: what it took is
+      // this executor's now, and the next pass finds nothing to take. A
+      // recovery pass (retried until the database answers) resumes it.
+      if (isConnectionError(err)) await deps.adopted()
+      throw err
+    }
     total += taken
     if (taken > 0) {
       deps.logger.info({ event: 'adoption.adopted', count: taken, from: dead }, 'adopted the PENDING workflows of executors that are gone')
