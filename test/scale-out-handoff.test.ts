@@ -8,9 +8,10 @@ import { pollUntil } from './helpers/db.js'
 import { checkExactlyOnce, fleet, startLoad, type Instance } from './helpers/scale-out.js'
 
 t.test('a graceful stop (SIGTERM) of one of three under load: its unfinished workflows finish on the others at once, not after its lease', async (t) => {
-  // A lease of 30 s: only the hand-off can explain adoption within a second or two.
+  // A lease of 30 s and beats 5 s apart: only the hand-off (marked stopped,
+  // and announced) can explain adoption within a second or two.
   const leaseMs = 30_000
-  const f = await fleet(t, { env: { HEARTBEAT_MS: '200', LEASE_MS: String(leaseMs), SLEEP_IN_MEMORY_MAX_MS: '100', SHUTDOWN_TIMEOUT_MS: '300' } })
+  const f = await fleet(t, { env: { HEARTBEAT_MS: '5000', LEASE_MS: String(leaseMs), SLEEP_IN_MEMORY_MAX_MS: '100', SHUTDOWN_TIMEOUT_MS: '300' } })
   const instances = await Promise.all(['one', 'two', 'three'].map((id) => f.launch({ EXECUTOR_ID: id })))
   const [leaving, ...staying] = instances as [Instance, Instance, Instance]
   const { kinds, started } = await startLoad(instances, 15)
