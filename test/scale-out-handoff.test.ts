@@ -28,15 +28,17 @@ t.test('a graceful stop (SIGTERM) of one of three under load: its unfinished wor
   t.ok(handedOff.length > 10, `it handed ${handedOff.length} unfinished workflows to the others`)
   const adoptions = staying.flatMap((s) => s.events('adoption.adopted', (l) => l.from.includes('one')))
   t.ok(adoptions.length > 0, 'the others adopted its work')
+  t.comment(`adoptions (ms after SIGTERM: count): ${adoptions.map((l) => `${l.time - closing.at}: ${l.count}`).join(', ')}`)
   const firstAdoption = Math.min(...adoptions.map((l) => l.time as number))
-  t.ok(firstAdoption - closing.at < 2000, `adopted ${firstAdoption - closing.at} ms after SIGTERM (lease ${leaseMs} ms)`)
-  // Sleepers wake at their own time; the rest had less than a second of work left.
-  t.ok(handedOff.some((r) => r.name !== 'sleeper'))
+  t.ok(firstAdoption - closing.at < 2000, `adopted ${firstAdoption - closing.at} ms after SIGTERM (lease ${leaseMs} ms, beats ${5000} ms apart)`)
+  // Each instance told takes its share at once (the handed-off work divided
+  // by the living); what a share leaves over waits for a later beat.
+  const atOnce = adoptions.filter((l) => l.time - closing.at < 2000).reduce((n, l) => n + (l.count as number), 0)
+  t.ok(atOnce >= handedOff.length / staying.length, `${atOnce} of ${handedOff.length} adopted within 2 s`)
   const { sql } = f
   const [{ last }] = await sql<{ last: Date }[]>`
-    SELECT max(completed_at) AS last FROM ${sql(`${f.schema}.workflows`)}
-    WHERE workflow_id = ANY(${handedOff.filter((r) => r.name !== 'sleeper').map((r) => r.workflow_id)})`
-  t.ok(last.getTime() - closing.at < 3000, `they finished ${last.getTime() - closing.at} ms after SIGTERM`)
+    SELECT max(completed_at) AS last FROM ${sql(`${f.schema}.workflows`)} WHERE workflow_id = ANY(${handedOff.map((r) => r.workflow_id)})`
+  t.ok(last.getTime() - closing.at < leaseMs, `all finished ${last.getTime() - closing.at} ms after SIGTERM, within what its lease alone would have taken`)
   const rows = await f.workflows()
   t.ok(rows.every((r) => r.attempts === 1), 'a graceful stop counts no attempt, for what it handed off either')
   t.equal(started.get(leaving)!.length, 60)
