@@ -86,11 +86,21 @@ t.test('appVersion: an instance of v2 does not adopt v1 work; setAppVersion move
   t.same(deserialize(done!.output!), 'gated steps done')
   t.equal((await executors())['v1-a'].pendingWorkflows, 2)
 
-  await f.launch({ EXECUTOR_ID: 'v1-b', APP_VERSION: 'v1' })
+  const v1b = await f.launch({ EXECUTOR_ID: 'v1-b', APP_VERSION: 'v1' })
   const last = await f.finished(rest)
   t.ok(last.every((r) => r.status === 'SUCCESS' && r.executor_id === 'v1-b' && r.app_version === 'v1'), 'a new v1 instance adopted the rest')
+
+  // A workflow running on a live v1 instance, moved to v2: it leaves that
+  // instance (its run is fenced off) for the v2 one.
+  const live = await v1b.start('gatedSteps', { gate: 'live' })
+  await pollUntil(async () => (await f.effects()).some((e) => e.workflow_id === live && e.step === 'two'), { what: 'it to be in its second step' })
+  t.equal((await v2.post('/set-app-version', { workflowId: live, appVersion: 'v2' })).status, 200)
+  await f.openGate('live')
+  const [liveRow] = await f.finished([live])
+  t.match(liveRow, { status: 'SUCCESS', executor_id: 'v2-a', app_version: 'v2' }, 'moved off a live instance of another version')
+  await v1b.waitForEvent('workflow.fenced', (l) => l.workflowId === live)
   const effects = await f.effects()
-  t.same(effects.filter((e) => e.step === 'one').length, 5, 'first steps ran once each')
-  t.ok(effects.filter((e) => e.step === 'three').every((e) => e.executor === (v2Work.includes(e.workflow_id) || e.workflow_id === moved ? 'v2-a' : 'v1-b')),
+  t.same(effects.filter((e) => e.step === 'one').length, 6, 'first steps ran once each')
+  t.ok(effects.filter((e) => e.step === 'three').every((e) => e.executor === (v2Work.includes(e.workflow_id) || [moved, live].includes(e.workflow_id) ? 'v2-a' : 'v1-b')),
     'each last step ran on an instance of its version')
 })
