@@ -86,3 +86,34 @@ t.test('a frozen instance (SIGSTOP) past its lease is adopted from; thawed, it w
   t.same(old(after.effects).filter((e) => !before.effects.some((b) => b.seq === e.seq)), [], 'no step of theirs began on the thawed instance')
   t.ok(after.workflows.every((r) => r.status === 'SUCCESS'))
 })
+
+t.test('a frozen instance whose work was adopted but not resumed yet: checkpoints of its steps in flight are refused (the adoption bumped the epoch)', async (t) => {
+  const f = await fleet(t, { env: SHORT_LEASE })
+  // Run once, killed, and recovered on the same id: attempts 2, so the
+  // adopter takes them for suspects and resumes them one at a time.
+  const first = await f.launch({ EXECUTOR_ID: 'zombie' })
+  const ids = await Promise.all([1, 2, 3].map(() => first.start('gatedSteps', { gate: 's', perExecutor: true })))
+  const inTwo = async (pid: number) => (await f.effects()).filter((e) => e.step === 'two' && e.pid === pid).length === ids.length
+  await pollUntil(() => inTwo(first.pid), { what: 'the first run to be in step two' })
+  await first.kill()
+  const [zombie, other] = await Promise.all([f.launch({ EXECUTOR_ID: 'zombie' }), f.launch({ EXECUTOR_ID: 'other' })]) as [Instance, Instance]
+  await pollUntil(() => inTwo(zombie.pid), { what: 'the recovered runs to be in step two' })
+
+  zombie.freeze()
+  await other.waitForEvent('recovery.suspect')
+  const before = await f.workflows()
+  t.ok(before.every((r) => r.executor_id === 'other'), 'adopted')
+  t.ok(before.some((r) => Number(r.attempts) === 2), 'some not resumed yet (their epoch is the adoption\'s)')
+  const steps = await f.steps()
+  // Its steps in flight end as it thaws and issue their checkpoints at once.
+  await f.openGate('s-zombie')
+  zombie.thaw()
+  await pollUntil(() => ids.every((id) => zombie.events('workflow.fenced', (l) => l.workflowId === id).length === 1), { what: 'every thawed run to end fenced off' })
+  t.same(await f.steps(), steps, 'no checkpoint of the thawed instance landed')
+
+  await f.openGate('s-other')
+  const rows = await f.finished(ids)
+  t.ok(rows.every((r) => r.status === 'SUCCESS' && r.executor_id === 'other'))
+  const effects = await f.effects()
+  t.same(ids.map((id) => effects.filter((e) => e.workflow_id === id && e.step === 'three').map((e) => e.executor)), ids.map(() => ['other']), 'each last step ran once, on the adopter')
+})

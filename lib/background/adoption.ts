@@ -10,6 +10,7 @@ import type { Logger } from '../core/logger.js'
 import { adoptionShare, adoptWorkflows } from '../store/adoption.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { forgetDead } from '../store/executors.js'
+import { isConnectionError } from '../store/pg-errors.js'
 
 /** Most workflows one adoption statement takes. */
 const MAX_BATCH = 100
@@ -35,15 +36,24 @@ export interface AdoptionDeps {
  * heartbeat; what nobody took (an instance that died meanwhile, work this one
  * cannot run) is shared again at the next beat.
  */
-export async function adopt (deps: AdoptionDeps, dead: string[]): Promise<number> {
+export async function adopt (deps: AdoptionDeps, dead: string[]): Promise<{ taken: number, more: boolean }> {
   const { orphans, live } = await adoptionShare(deps.sql, deps.tables, dead)
   const share = Math.ceil(orphans / Math.max(1, live))
   let total = 0
   while (total < share && !deps.signal.aborted) {
     const limit = Math.min(MAX_BATCH, share - total)
-    const taken = await adoptWorkflows(deps.sql, deps.tables, dead, {
-      executorId: deps.executorId(), names: deps.names(), appVersion: deps.appVersion, limit
-    })
+    let taken: number
+    try {
+      taken = await adoptWorkflows(deps.sql, deps.tables, dead, {
+        executorId: deps.executorId(), names: deps.names(), appVersion: deps.appVersion, limit
+      })
+    } catch (err) {
+      // It may have committed before its answer was lost: what it took is
+      // this executor's now, and the next pass finds nothing to take. A
+      // recovery pass (retried until the database answers) resumes it.
+      if (isConnectionError(err)) await deps.adopted()
+      throw err
+    }
     total += taken
     if (taken > 0) {
       deps.logger.info({ event: 'adoption.adopted', count: taken, from: dead }, 'adopted the PENDING workflows of executors that are gone')
@@ -51,8 +61,14 @@ export async function adopt (deps: AdoptionDeps, dead: string[]): Promise<number
       await deps.adopted()
     }
     // Less than asked for: nothing more here that this instance can take.
-    if (taken < limit) break
+    if (taken < limit) return { taken: await forget(deps, dead, total), more: false }
   }
+  // Its whole share taken: the others' shares were counted from fewer
+  // orphans if they adopted first, so some may be left. Another pass soon.
+  return { taken: await forget(deps, dead, total), more: total > 0 && !deps.signal.aborted }
+}
+
+async function forget (deps: AdoptionDeps, dead: string[], total: number): Promise<number> {
   await forgetDead(deps.sql, deps.tables, dead)
   return total
 }

@@ -45,8 +45,8 @@ export interface HeartbeatDeps {
   appVersion: string | null
   heartbeatMs: number
   leaseMs: number
-  /** Dead executors seen at a steady beat: adopt their work. */
-  adopt (dead: string[]): Promise<void>
+  /** Dead executors seen at a steady beat: adopt their work. True when this instance took its whole share, so that some may be left. */
+  adopt (dead: string[]): Promise<boolean>
   /** After a silence past the lease: stop the runs of workflows no longer ours. */
   checkOwnership (): Promise<void>
   /** The id was taken over by another process: stop every run here (its work is the new holder's). */
@@ -209,7 +209,12 @@ export class Heartbeat {
     this.#settleLanded(sentMono)
     const dead = now - this.#steadySince < leaseMs ? result.stopped : [...result.stopped, ...result.expired]
     if (dead.length === 0 || this.#adopting !== undefined) return
-    this.#adopting = this.#deps.adopt(dead).catch((err) => {
+    this.#adopting = this.#deps.adopt(dead).then((more) => {
+      // Shares are counted from what is left when each instance looks: the
+      // last to look may leave some. A beat soon (a few ms apart, so that
+      // instances interleave) takes a share of the rest, not a beat later.
+      if (more) setTimeout(() => this.nudge(), 5 + Math.random() * 20).unref()
+    }, (err) => {
       logger.error({ event: 'adoption.failed', err }, 'adopting the work of dead executors failed; the next beat tries again')
     }).finally(() => { this.#adopting = undefined })
   }

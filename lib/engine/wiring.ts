@@ -105,7 +105,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     heartbeatMs: options.heartbeatMs,
     leaseMs: options.leaseMs,
     adopt: async (dead) => {
-      await adopt({
+      const { more } = await adopt({
         sql, tables, logger, signal, executorId, names,
         appVersion: options.appVersion,
         adopted: async () => {
@@ -115,6 +115,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
           wakeUps.messaged(null)
         }
       }, dead)
+      return more
     },
     checkOwnership: async () => {
       // Only the runs asked about: one launched meanwhile is this process's own.
