@@ -159,25 +159,38 @@ async function handle (c: DurableRoutesContext, route: DurableRoute, request: Fa
   return sendStored(reply, route, response)
 }
 
-/** 202 while the response is being made: where to ask again. */
+const JSON_TYPE = 'application/json; charset=utf-8'
+
+/**
+ * 202 while the response is being made: where to ask again. The body is
+ * serialized here, as text: the route's response schema describes what its
+ * handler sends, and one for '2xx' or 'default' would strip this body to {}.
+ */
 function pending (reply: FastifyReply, c: DurableRoutesContext, workflowId: string): FastifyReply {
   return reply.code(202)
     .header('location', `${c.responsesPrefix}/${encodeURIComponent(workflowId)}`)
     .header('retry-after', '1')
-    .send({ workflowId, status: 'PENDING' })
+    .type(JSON_TYPE)
+    .send(JSON.stringify({ workflowId, status: 'PENDING' }))
 }
 
 /**
  * The stored response, through Fastify's serialization: on the durable
  * route itself its response schema applies as to any reply; at the
- * responses route (`elsewhere`) that schema is compiled for the reply.
+ * responses route (`elsewhere`) that schema is compiled and applied here,
+ * as Fastify would: to bodies that are not already text or bytes, with a
+ * JSON content type unless the handler set one. (A serializer set with
+ * reply.serializer() would skip Fastify's content type.)
  */
 function sendStored (reply: FastifyReply, route: DurableRoute, response: StoredResponse, elsewhere = false): FastifyReply {
   reply.code(response.statusCode)
   for (const [name, value] of Object.entries(response.headers)) reply.header(name, value)
   const schema = elsewhere ? schemaFor(route.responseSchemas, response.statusCode) : undefined
-  if (schema !== undefined) reply.serializer(reply.compileSerializationSchema(schema as Record<string, unknown>, String(response.statusCode)) as (payload: unknown) => string)
-  return reply.send(response.body)
+  const body = response.body
+  if (schema === undefined || body === undefined || typeof body === 'string' || body instanceof Uint8Array) return reply.send(body)
+  const serialize = reply.compileSerializationSchema(schema as Record<string, unknown>, String(response.statusCode)) as (payload: unknown) => string
+  if (!reply.hasHeader('content-type')) reply.type(JSON_TYPE)
+  return reply.send(serialize(body))
 }
 
 function schemaFor (schemas: Record<string, unknown> | undefined, statusCode: number): unknown {
