@@ -11,7 +11,10 @@ import { hash as digest } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import { serialize } from '../lib/core/codec.js'
 import type { Engine } from '../lib/engine/engine.js'
-import { InvalidOptionError, RequestInProgressError, ResultTimeoutError, WorkflowNotFoundError } from '../lib/errors.js'
+import {
+  DatabaseUnavailableError, EngineStoppedError, InvalidOptionError, NotReadyError, RequestInProgressError, ResultTimeoutError, ShuttingDownError,
+  WorkflowNotFoundError
+} from '../lib/errors.js'
 import { defineWorkflow, type WorkflowDefinition } from '../lib/workflow.js'
 import { DurableRequest, ReplyRecorder, type StoredRequest, type StoredResponse } from './durable-request.js'
 
@@ -141,23 +144,29 @@ async function handle (c: DurableRoutesContext, route: DurableRoute, request: Fa
   const handle = await c.engine.startWorkflow(route.def, stored, { workflowId: key, requestId: workflows.requestId },
     { prepared: { text, hash }, derivedId: key !== undefined, report: (r) => { inserted = r.inserted } })
   const workflowId = handle.workflowId
-  if (!inserted) {
-    reply.header(REPLAYED_HEADER, 'true')
-    if (route.options.whileRunning === 'conflict') {
-      const { status } = await handle.getStatus()
-      if (status === 'PENDING' || status === 'ENQUEUED') throw new RequestInProgressError(workflowId)
-    }
+  if (!inserted && route.options.whileRunning === 'conflict') {
+    const { status } = await handle.getStatus()
+    if (status === 'PENDING' || status === 'ENQUEUED') throw new RequestInProgressError(workflowId)
   }
   let response: StoredResponse
   try {
     response = await handle.getResult({ timeoutMs: route.options.respondAfterMs }) as StoredResponse
   } catch (err) {
-    if (route.options.respondAfterMs !== undefined && (err as { code?: string }).code === ResultTimeoutError.code) return pending(reply, c, workflowId)
+    const code = (err as { code?: string }).code
+    if (route.options.respondAfterMs !== undefined && code === ResultTimeoutError.code) return pending(reply, c, workflowId)
     // The handler threw: its stored error answers, now and on every retry.
+    if (!inserted && !NOT_OUTCOMES.has(code)) reply.header(REPLAYED_HEADER, 'true')
     throw err
   }
+  // Only a response given again is marked: not the first, not a 409 or a 202.
+  if (!inserted) reply.header(REPLAYED_HEADER, 'true')
   return sendStored(reply, route, response)
 }
+
+/** Errors of the wait for an outcome, not the outcome itself: a retry that gets one was not given a stored response. */
+const NOT_OUTCOMES = new Set<string | undefined>([
+  ResultTimeoutError.code, ShuttingDownError.code, EngineStoppedError.code, DatabaseUnavailableError.code, NotReadyError.code
+])
 
 const JSON_TYPE = 'application/json; charset=utf-8'
 
