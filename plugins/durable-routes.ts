@@ -68,7 +68,11 @@ interface DurableRoute {
 export function durableRoutes (fastify: FastifyInstance, c: DurableRoutesContext): void {
   const routes = new Map<string, DurableRoute>()
 
-  fastify.addHook('onRoute', (route: RouteOptions) => {
+  // A function, not an arrow: Fastify calls onRoute hooks with the instance
+  // the route is declared in, and binds handlers to it. The handler must see
+  // that instance (its decorators) as `this`, not the plugin's.
+  fastify.addHook('onRoute', function (this: FastifyInstance, route: RouteOptions) {
+    const instance = this
     const durable = (route.config as { durable?: boolean | DurableRouteOptions } | undefined)?.durable
     if (durable === undefined || durable === false) return
     const options = normalize(durable, route)
@@ -78,7 +82,7 @@ export function durableRoutes (fastify: FastifyInstance, c: DurableRoutesContext
     const skip = [c.requestIdHeader]
     const def = defineWorkflow<StoredRequest, StoredResponse>(name, async (ctx, stored) => {
       const reply = new ReplyRecorder(skip)
-      const returned = await (handler as (req: unknown, reply: unknown) => unknown).call(fastify, new DurableRequest(ctx, stored), reply)
+      const returned = await (handler as (req: unknown, reply: unknown) => unknown).call(instance, new DurableRequest(ctx, stored), reply)
       return reply.response(returned)
     })
     c.engine.register(def)
