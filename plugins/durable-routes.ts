@@ -81,8 +81,10 @@ export function durableRoutes (fastify: FastifyInstance, c: DurableRoutesContext
     const handler = route.handler
     const skip = [c.requestIdHeader]
     const def = defineWorkflow<StoredRequest, StoredResponse>(name, async (ctx, stored) => {
-      const reply = new ReplyRecorder(skip)
-      const returned = await (handler as (req: unknown, reply: unknown) => unknown).call(instance, new DurableRequest(ctx, stored), reply)
+      // Fastify's reqId of the request that started it, and the plugin's ids, also on recovery.
+      const log = instance.log.child({ reqId: stored.id, dbosRequestId: ctx.requestId, workflowId: ctx.workflowId })
+      const reply = new ReplyRecorder(skip, log)
+      const returned = await (handler as (req: unknown, reply: unknown) => unknown).call(instance, new DurableRequest(ctx, stored, log), reply)
       return reply.response(returned)
     })
     c.engine.register(def)
