@@ -43,6 +43,13 @@ export interface DurableRouteOptions {
   context?: (request: FastifyRequest) => unknown
 }
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Runs the handler as a workflow whose response is stored and replayed to retries: see docs/Guides/durable-routes.md. */
+    durable?: boolean | DurableRouteOptions
+  }
+}
+
 /** The response header that marks a stored response given again (Stripe's name for it). */
 export const REPLAYED_HEADER = 'idempotent-replayed'
 /** Durable route workflows are named so, and only they are served at the responses route. */
