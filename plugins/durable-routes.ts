@@ -54,6 +54,8 @@ declare module 'fastify' {
 export const REPLAYED_HEADER = 'idempotent-replayed'
 /** Durable route workflows are named so, and only they are served at the responses route. */
 const PREFIX = 'route:'
+/** Set in the config of every route the onRoute hook made durable. */
+const kMadeDurable = Symbol('fastify-dbos.madeDurable')
 
 export interface DurableRoutesContext {
   engine: Engine
@@ -97,9 +99,20 @@ export function durableRoutes (fastify: FastifyInstance, c: DurableRoutesContext
     c.engine.register(def)
     const entry: DurableRoute = { def, options, responseSchemas: (route.schema as { response?: Record<string, unknown> } | undefined)?.response }
     routes.set(name, entry)
+    route.config = { ...route.config, [kMadeDurable]: true } as RouteOptions['config']
     route.handler = async function durableHandler (request: FastifyRequest, reply: FastifyReply) {
       return handle(c, entry, request, reply)
     }
+  })
+
+  // A route declared before this plugin loaded (`app.register(dbosPlugin)`
+  // not awaited, then `app.post(...)`) never met the onRoute hook: its
+  // handler would run as a plain one, its req.step undefined, nothing stored.
+  // Hooks, unlike onRoute, reach every route: refuse it before it runs.
+  fastify.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, next: (err?: Error) => void) => {
+    const config = request.routeOptions.config as { durable?: unknown, [kMadeDurable]?: true } | undefined
+    if (config?.durable === undefined || config.durable === false || config[kMadeDurable] === true) return next()
+    next(new InvalidOptionError(`durable route ${request.routeOptions.method} ${request.routeOptions.url} was declared before the plugin was registered, so it is not durable: await app.register(dbosPlugin, ...) before declaring it`))
   })
 
   fastify.get(`${c.responsesPrefix}/:workflowId`, async (request, reply) => {
