@@ -369,3 +369,21 @@ t.test('a bad durable option is refused when the route is declared', async (t) =
   t.throws(() => app.post('/bad', { config: { durable: { whileRunning: 'queue' as 'wait' } } }, async () => 'x'), { code: 'DBOS_ERR_INVALID_OPTION' })
   t.throws(() => app.post('/bad2', { config: { durable: { respondAfterMs: -1 } } }, async () => 'x'), { code: 'DBOS_ERR_INVALID_OPTION' })
 })
+
+t.test('a durable route declared before the plugin loaded is refused at its requests, before its handler runs', async (t) => {
+  const counter = new Counter()
+  const schema = uniqueSchema()
+  const app = Fastify({ logger: false })
+  t.teardown(async () => { await app.close(); await dropSchema(schema) })
+  // Not awaited: the route below is declared before the plugin's onRoute hook exists.
+  void app.register(dbosPlugin, { databaseUrl, logger: silentLogger, ...testDefaults, schema })
+  app.post('/early', { config: { durable: true } }, async () => { counter.hit('early'); return 'ran as a plain handler' })
+  app.post('/plain', async () => 'plain routes are unaffected')
+  await app.ready()
+  const res = await app.inject({ method: 'POST', url: '/early', headers: { [KEY]: 'e-1' }, payload: {} })
+  t.equal(res.statusCode, 500)
+  t.equal(errorBody(res).code, 'DBOS_ERR_INVALID_OPTION')
+  t.match(errorBody(res).message, /POST \/early/, 'the message names the route')
+  t.equal(counter.get('early'), 0, 'the handler never ran')
+  t.equal((await app.inject({ method: 'POST', url: '/plain', payload: {} })).statusCode, 200)
+})
