@@ -387,3 +387,23 @@ t.test('a durable route declared before the plugin loaded is refused at its requ
   t.equal(counter.get('early'), 0, 'the handler never ran')
   t.equal((await app.inject({ method: 'POST', url: '/plain', payload: {} })).statusCode, 200)
 })
+
+t.test('a preHandler can require a key (the guide\'s recipe): refused before any workflow starts', async (t) => {
+  const counter = new Counter()
+  const schema = uniqueSchema()
+  const app = await buildApp(t, { schema })
+  app.post('/strict', {
+    config: { durable: true },
+    preHandler: async (req, reply) => {
+      if (req.workflows.idempotencyKey === undefined) return reply.code(400).send({ code: 'KEY_REQUIRED' })
+    }
+  }, async () => { counter.hit('strict'); return { ok: true } })
+  const refused = await app.inject({ method: 'POST', url: '/strict', payload: {} })
+  t.equal(refused.statusCode, 400)
+  t.same(refused.json(), { code: 'KEY_REQUIRED' })
+  t.equal(counter.get('strict'), 0)
+  t.same(await app.workflows.list(), [], 'no workflow was started')
+  const ok = await app.inject({ method: 'POST', url: '/strict', headers: { [KEY]: 's-1' }, payload: {} })
+  t.same(ok.json(), { ok: true })
+  t.equal(counter.get('strict'), 1)
+})
