@@ -220,7 +220,7 @@ function pending (reply: FastifyReply, c: DurableRoutesContext, workflowId: stri
 function sendStored (reply: FastifyReply, route: DurableRoute, response: StoredResponse, elsewhere = false): FastifyReply {
   reply.code(response.statusCode)
   for (const [name, value] of Object.entries(response.headers)) reply.header(name, value)
-  const schema = elsewhere ? schemaFor(route.responseSchemas, response.statusCode) : undefined
+  const schema = elsewhere ? schemaFor(route.responseSchemas, response.statusCode, reply.getHeader('content-type')) : undefined
   const body = response.body
   if (schema === undefined || body === undefined || typeof body === 'string' || body instanceof Uint8Array) return reply.send(body)
   const serialize = reply.compileSerializationSchema(schema as Record<string, unknown>, String(response.statusCode)) as (payload: unknown) => string
@@ -228,10 +228,21 @@ function sendStored (reply: FastifyReply, route: DurableRoute, response: StoredR
   return reply.send(serialize(body))
 }
 
-function schemaFor (schemas: Record<string, unknown> | undefined, statusCode: number): unknown {
+/**
+ * The route's response schema for a stored response, chosen as Fastify
+ * chooses it: by status (exact, then `2xx`, then `default`), then, for a
+ * schema given per media type (`{ content: { 'application/json': { schema } } }`),
+ * by the response's content type, else the catch-all media type; none if neither matches.
+ */
+function schemaFor (schemas: Record<string, unknown> | undefined, statusCode: number, contentType: unknown): unknown {
   if (schemas === undefined) return undefined
   const code = String(statusCode)
-  return schemas[code] ?? schemas[`${code[0]}xx`] ?? schemas[`${code[0]}XX`] ?? schemas.default
+  const entry = schemas[code] ?? schemas[`${code[0]}xx`] ?? schemas[`${code[0]}XX`] ?? schemas.default
+  const content = (entry as { content?: Record<string, { schema?: unknown } | undefined> } | undefined)?.content
+  if (content === undefined) return entry
+  // No content type yet: Fastify will send the object as JSON.
+  const mediaType = typeof contentType === 'string' ? contentType.split(';')[0]!.trim().toLowerCase() : 'application/json'
+  return (content[mediaType] ?? content['*/*'])?.schema
 }
 
 function pathOf (url: string): string {
