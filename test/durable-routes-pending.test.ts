@@ -166,6 +166,34 @@ t.test('a response schema for a status applies to replays on the route and at th
   }
 })
 
+t.test('a response schema given per media type applies at the Location as on the route', async (t) => {
+  const app = await buildApp(t)
+  const only = (name: string) => ({ schema: { type: 'object', properties: { [name]: { type: 'string' } } } })
+  const schema = {
+    response: {
+      200: { content: { 'application/json': only('json'), 'application/vnd.v2+json': only('v2') } },
+      '2xx': { content: { '*/*': only('any') } }
+    }
+  }
+  app.post('/media', { config: { durable: true }, schema }, async (req, reply) => {
+    const { type, status } = req.body as { type?: string, status: number }
+    if (type !== undefined) reply.type(type)
+    return reply.code(status).send({ json: 'j', v2: 'v', any: 'a', secret: 'never sent' })
+  })
+  const cases = [
+    ['m-1', { status: 200 }, { json: 'j' }],
+    ['m-2', { status: 200, type: 'application/vnd.v2+json' }, { v2: 'v' }],
+    ['m-3', { status: 201 }, { any: 'a' }]
+  ] as const
+  for (const [key, body, expected] of cases) {
+    const first = await app.inject({ method: 'POST', url: '/media', headers: { [KEY]: key }, payload: body })
+    const there = await app.inject({ method: 'GET', url: `/dbos/responses/${key}` })
+    t.same(first.json(), expected, `${key}: on the route`)
+    t.same(there.json(), expected, `${key}: at the Location`)
+    t.notMatch(there.body, /never sent/)
+  }
+})
+
 t.test('the responses route serves durable route responses only: other workflows and unknown ids are 404', async (t) => {
   const plain = defineWorkflow('plain', async () => ({ secret: 'not a response' }))
   const app = await buildApp(t, { workflows: [plain] })
