@@ -12,8 +12,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from
 import { serialize } from '../lib/core/codec.js'
 import type { Engine } from '../lib/engine/engine.js'
 import {
-  DatabaseUnavailableError, EngineStoppedError, InvalidOptionError, NotReadyError, RequestInProgressError, ResultTimeoutError, ShuttingDownError,
-  WorkflowNotFoundError
+  DatabaseUnavailableError, EngineStoppedError, InvalidOptionError, InvalidWorkflowIdError, NotReadyError,
+  RequestInProgressError, ResultTimeoutError, ShuttingDownError, WorkflowNotFoundError
 } from '../lib/errors.js'
 import { defineWorkflow, type WorkflowDefinition } from '../lib/workflow.js'
 import { DurableRequest, ReplyRecorder, type StoredRequest, type StoredResponse } from './durable-request.js'
@@ -119,7 +119,13 @@ export function durableRoutes (fastify: FastifyInstance, c: DurableRoutesContext
     const { workflowId } = request.params as { workflowId: string }
     const scope = c.scope?.(request)
     // Only durable responses, and under a key scope only the requester's own: nothing else leaks.
-    const status = await c.engine.getStatus(workflowId).catch(() => undefined)
+    const status = await c.engine.getStatus(workflowId).catch((err: { code?: string }) => {
+      // No such workflow (or no id any workflow could have): 404 below. An
+      // outage is no answer about the workflow: its 503 goes to the client,
+      // who polls again, rather than a 404 that tells it to give up.
+      if (err?.code === WorkflowNotFoundError.code || err?.code === InvalidWorkflowIdError.code) return undefined
+      throw err
+    })
     const route = status === undefined ? undefined : routes.get(status.name)
     if (route === undefined || (c.scope !== undefined && !workflowId.startsWith(`${encodeURIComponent(scope ?? '')}:`) && !isGenerated(workflowId))) {
       throw new WorkflowNotFoundError(workflowId)
