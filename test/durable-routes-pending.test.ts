@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { defineWorkflow } from '../plugins/index.js'
-import { buildApp, pollUntil } from './helpers/db.js'
+import { adminSql, buildApp, pollUntil, uniqueSchema } from './helpers/db.js'
 import { Counter, errorBody, gate } from './helpers/workflows.js'
 
 const KEY = 'idempotency-key'
@@ -258,4 +258,22 @@ t.test('responsesPrefix moves the responses route', async (t) => {
   hold.open()
   await pollUntil(async () => (await app.inject({ method: 'GET', url: '/api/pending/s-1' })).statusCode === 200, { what: 'the response' })
   t.same((await app.inject({ method: 'GET', url: '/api/pending/s-1' })).json(), { done: true })
+})
+
+t.test('the responses route answers 503 when the database does not answer, not 404', async (t) => {
+  const schema = uniqueSchema()
+  const app = await buildApp(t, { schema })
+  app.post('/r', { config: { durable: true } }, async () => ({ ok: true }))
+  t.equal((await app.inject({ method: 'POST', url: '/r', headers: { [KEY]: 'o-1' }, payload: {} })).statusCode, 200)
+  // A lock no read gets past stands for a database that does not answer (reads give up after 5 s).
+  const sql = adminSql(t)
+  const locked = sql.begin(async (tx) => {
+    await tx`LOCK TABLE ${tx(schema)}.workflows IN ACCESS EXCLUSIVE MODE`
+    const res = await app.inject({ method: 'GET', url: '/dbos/responses/o-1' })
+    return res
+  })
+  const res = await locked
+  t.equal(res.statusCode, 503)
+  t.equal(errorBody(res).code, 'DBOS_ERR_DATABASE_UNAVAILABLE', 'the client learns to ask again')
+  t.equal((await app.inject({ method: 'GET', url: '/dbos/responses/o-1' })).statusCode, 200, 'and gets the response once it answers')
 })
