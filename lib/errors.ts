@@ -181,6 +181,13 @@ export const UnknownQueueError = define('DBOS_ERR_UNKNOWN_QUEUE', 500,
 export const RequestInProgressError = define('DBOS_ERR_REQUEST_IN_PROGRESS', 409,
   (workflowId: string) => `The request with this idempotency key is still being handled (workflow ${workflowId}); retry later`)
 
+/**
+ * A durable route's handler used what a stored request or response cannot
+ * have (reply.hijack(), a stream body, req.raw): a bug in the route, not the client's.
+ */
+export const DurableRouteUnsupportedError = define('DBOS_ERR_DURABLE_ROUTE_UNSUPPORTED', 500,
+  (what: string) => `${what} is not available in a durable route: its handler runs as a workflow (on recovery, without the request) and what it sends is stored; send a value (an object, text or bytes)`)
+
 export const InvalidOptionError = define('DBOS_ERR_INVALID_OPTION', 500,
   (why: string) => `Invalid fastify-dbos option: ${why}`)
 

@@ -5,7 +5,9 @@
  * workflow; and a reply that records what the handler sends, to be stored
  * with the workflow and replayed to retries.
  */
+import type { FastifyBaseLogger } from 'fastify'
 import type { ChildHandle, ChildOptions, RecvOptions, SendOptions, StepOptions, TransactionOptions, TransactionSql, WorkflowContext } from '../lib/context.js'
+import { DurableRouteUnsupportedError } from '../lib/errors.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
 
 /** The request as stored with the workflow. */
@@ -45,10 +47,13 @@ export class DurableRequest {
   readonly context: any
   /** Fastify's request id of the request that started this run's workflow. */
   readonly id: string
+  /** The route's logger, bound to the workflow id and the request's ids (on recovery too). */
+  readonly log: FastifyBaseLogger
   readonly #ctx: WorkflowContext
 
-  constructor (ctx: WorkflowContext, stored: StoredRequest) {
+  constructor (ctx: WorkflowContext, stored: StoredRequest, log: FastifyBaseLogger) {
     this.#ctx = ctx
+    this.log = log
     this.method = stored.method
     this.url = stored.url
     this.routeUrl = stored.routeUrl
@@ -65,6 +70,10 @@ export class DurableRequest {
   get requestId (): string | null { return this.#ctx.requestId }
   /** The whole WorkflowContext, for what is not mirrored here. */
   get ctx (): WorkflowContext { return this.#ctx }
+  /** There is no live request on recovery: what the handler needs must be stored (DurableRouteOptions.headers, context). */
+  get raw (): never { throw new DurableRouteUnsupportedError('req.raw') }
+  /** Workflows a durable handler starts are its children: req.startChild, req.runChild. */
+  get workflows (): never { throw new DurableRouteUnsupportedError('req.workflows (start workflows with req.startChild or req.runChild)') }
 
   step<T> (name: string, fn: (signal: AbortSignal) => T | Promise<T>, options?: StepOptions): Promise<T> { return this.#ctx.step(name, fn, options) }
   transaction<T> (name: string, fn: (sql: TransactionSql) => Promise<T>, options?: TransactionOptions): Promise<T> { return this.#ctx.transaction(name, fn, options) }
@@ -84,21 +93,31 @@ export class DurableRequest {
 /** Response headers not stored: the transport's, and the per-request id the plugin sets anew. */
 const NOT_STORED = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'date'])
 
-/** The `reply` of a durable handler: it records status, headers and body. */
+/**
+ * The `reply` of a durable handler: it records status, headers and body.
+ * What cannot be stored (a stream, a hijacked socket) throws
+ * DBOS_ERR_DURABLE_ROUTE_UNSUPPORTED at the call, rather than failing later
+ * as an unstorable output or a missing method.
+ */
 export class ReplyRecorder {
   statusCode = 200
   sent = false
+  /** The route's logger, as on the request. */
+  readonly log: FastifyBaseLogger
   readonly #headers: Record<string, string | number | string[]> = {}
   #body: unknown
+  #codeSet = false
   readonly #skip: Set<string>
 
   /** `skip`: headers not to store (the request-id header, which each response gets anew). */
-  constructor (skip: string[]) {
+  constructor (skip: string[], log: FastifyBaseLogger) {
     this.#skip = new Set([...NOT_STORED, ...skip])
+    this.log = log
   }
 
   code (statusCode: number): this {
     this.statusCode = statusCode
+    this.#codeSet = true
     return this
   }
 
@@ -115,6 +134,10 @@ export class ReplyRecorder {
   headers (values: Record<string, string | number | string[]>): this {
     for (const [name, value] of Object.entries(values)) this.header(name, value)
     return this
+  }
+
+  getHeaders (): Record<string, string | number | string[]> {
+    return { ...this.#headers }
   }
 
   getHeader (name: string): string | number | string[] | undefined {
@@ -134,10 +157,26 @@ export class ReplyRecorder {
     return this.header('content-type', contentType)
   }
 
+  /** As Fastify's: the first send wins. */
   send (body?: unknown): this {
+    if (this.sent) return this
+    if (isStream(body)) throw new DurableRouteUnsupportedError('reply.send() of a stream')
     this.#body = body
     this.sent = true
     return this
+  }
+
+  /** Fastify 5's redirect(url, code): 302 unless a code was given or set before. */
+  redirect (url: string, code?: number): this {
+    return this.header('location', url).code(code ?? (this.#codeSet ? this.statusCode : 302)).send()
+  }
+
+  hijack (): never {
+    throw new DurableRouteUnsupportedError('reply.hijack()')
+  }
+
+  get raw (): never {
+    throw new DurableRouteUnsupportedError('reply.raw')
   }
 
   /** What the handler sent: `send`'s body, else what it returned. */
@@ -145,4 +184,11 @@ export class ReplyRecorder {
     const body = this.sent || returned === this ? this.#body : returned
     return { statusCode: this.statusCode, headers: { ...this.#headers }, body }
   }
+}
+
+/** What Fastify's send streams rather than serializes: a Node stream, a web ReadableStream, a Response. */
+function isStream (body: unknown): boolean {
+  if (body === null || typeof body !== 'object') return false
+  const b = body as { pipe?: unknown, getReader?: unknown }
+  return typeof b.pipe === 'function' || typeof b.getReader === 'function' || Object.prototype.toString.call(body) === '[object Response]'
 }
