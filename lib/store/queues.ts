@@ -34,35 +34,43 @@ export type Runner = Pick<Sql, 'unsafe'> | Pick<postgres.TransactionSql, 'unsafe
  * workflow exists if and only if that transaction commits, and the
  * announcement is delivered at its commit. ON CONFLICT DO NOTHING covers the
  * id, the deduplication id and the debounce key at once, so no unique
- * violation ever aborts the caller's transaction; the statement then tells
- * which one it was.
+ * violation ever aborts the caller's transaction.
+ *
+ * What was in the way is read by a second statement: ON CONFLICT waits for
+ * a concurrent insert of the same key and then meets its row, but the
+ * INSERT's own snapshot (taken before that insert committed) does not show
+ * it; the next statement's snapshot (READ COMMITTED) does. Found nothing (the
+ * row left the queue's ENQUEUED or PENDING states meanwhile): try again.
  */
 export async function enqueueWorkflow (sql: Runner, t: Tables, r: QueuedRow): Promise<EnqueueResult> {
   const w = `${t.schema}.workflows`
-  const rows = await sql.unsafe(`
-    WITH ins AS (
-      INSERT INTO ${w} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch,
-                        parent_id, timeout_ms, queue_name, priority, queue_seq, visible_at, partition_key,
-                        deduplication_id, debounce_key)
-      VALUES ($1, $2, 'ENQUEUED', $3, $4, $5, '${UNOWNED}', $6::text, 1,
-              $7::text, $8::float8, $9, $10::int, nextval('${t.schema}.queue_seq'),
-              clock_timestamp() + $11::float8 * interval '1 millisecond', $12::text, $13::text, $14::text)
-      ON CONFLICT DO NOTHING
-      RETURNING workflow_id),
-    note AS (SELECT pg_notify($15, $9) FROM ins)
-    SELECT (SELECT workflow_id FROM ins) AS inserted, (SELECT count(*) FROM note) AS notified,
-           (SELECT name FROM ${w} WHERE workflow_id = $1) AS name,
-           (SELECT input_hash FROM ${w} WHERE workflow_id = $1) AS input_hash,
-           EXISTS (SELECT 1 FROM ${w} WHERE queue_name = $9 AND deduplication_id = $13::text
-                   AND status IN ('ENQUEUED', 'PENDING')) AS dedup`,
-  [r.workflowId, r.name, r.input, r.inputHash, r.requestId, r.appVersion, r.parentId, r.timeoutMs, r.queue, r.priority,
-    r.delayMs, r.partitionKey, r.deduplicationId, r.debounceKey, t.queueChannel]) as unknown as { inserted: string | null, name: string | null, input_hash: string | null, dedup: boolean }[]
-  const row = rows[0]!
-  if (row.inserted !== null) return { enqueued: true, workflowId: row.inserted }
-  if (row.name !== null) return { enqueued: false, existing: { name: row.name, inputHash: row.input_hash! } }
-  if (row.dedup) return { enqueued: false, deduplicated: true }
-  // A debounce key taken by a concurrent enqueue: debounce() looks again.
-  return { enqueued: false, existing: { name: '', inputHash: '' } }
+  for (;;) {
+    const inserted = await sql.unsafe(`
+      WITH ins AS (
+        INSERT INTO ${w} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch,
+                          parent_id, timeout_ms, queue_name, priority, queue_seq, visible_at, partition_key,
+                          deduplication_id, debounce_key)
+        VALUES ($1, $2, 'ENQUEUED', $3, $4, $5, '${UNOWNED}', $6::text, 1,
+                $7::text, $8::float8, $9, $10::int, nextval('${t.schema}.queue_seq'),
+                clock_timestamp() + $11::float8 * interval '1 millisecond', $12::text, $13::text, $14::text)
+        ON CONFLICT DO NOTHING
+        RETURNING workflow_id)
+      SELECT workflow_id, pg_notify($15, $9) FROM ins`,
+    [r.workflowId, r.name, r.input, r.inputHash, r.requestId, r.appVersion, r.parentId, r.timeoutMs, r.queue, r.priority,
+      r.delayMs, r.partitionKey, r.deduplicationId, r.debounceKey, t.queueChannel]) as unknown as { workflow_id: string }[]
+    if (inserted[0] !== undefined) return { enqueued: true, workflowId: inserted[0].workflow_id }
+    const [row] = await sql.unsafe(`
+      SELECT (SELECT name FROM ${w} WHERE workflow_id = $1) AS name,
+             (SELECT input_hash FROM ${w} WHERE workflow_id = $1) AS input_hash,
+             EXISTS (SELECT 1 FROM ${w} WHERE queue_name = $2 AND deduplication_id = $3::text
+                     AND status IN ('ENQUEUED', 'PENDING')) AS dedup,
+             (SELECT name FROM ${w} WHERE queue_name = $2 AND debounce_key = $4::text AND status = 'ENQUEUED') AS debouncing`,
+    [r.workflowId, r.queue, r.deduplicationId, r.debounceKey]) as unknown as { name: string | null, input_hash: string | null, dedup: boolean, debouncing: string | null }[]
+    if (row!.name !== null) return { enqueued: false, existing: { name: row!.name, inputHash: row!.input_hash! } }
+    if (row!.dedup) return { enqueued: false, deduplicated: true }
+    // A debounce key taken by a concurrent enqueue: debounce() looks again.
+    if (row!.debouncing !== null) return { enqueued: false, existing: { name: '', inputHash: '' } }
+  }
 }
 
 /**
