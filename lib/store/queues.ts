@@ -19,6 +19,8 @@ export type EnqueueResult =
   | { enqueued: false, existing: { name: string, inputHash: string } }
   /** Another workflow with this deduplicationId is ENQUEUED or PENDING in the queue. */
   | { enqueued: false, deduplicated: true }
+  /** A workflow (of definition `name`) with this debounce key is ENQUEUED in the queue. */
+  | { enqueued: false, debouncing: { name: string } }
 
 /**
  * Runs SQL on our pool or on the caller's own postgres.js transaction, which
@@ -68,8 +70,7 @@ export async function enqueueWorkflow (sql: Runner, t: Tables, r: QueuedRow): Pr
     [r.workflowId, r.queue, r.deduplicationId, r.debounceKey]) as unknown as { name: string | null, input_hash: string | null, dedup: boolean, debouncing: string | null }[]
     if (row!.name !== null) return { enqueued: false, existing: { name: row!.name, inputHash: row!.input_hash! } }
     if (row!.dedup) return { enqueued: false, deduplicated: true }
-    // A debounce key taken by a concurrent enqueue: debounce() looks again.
-    if (row!.debouncing !== null) return { enqueued: false, existing: { name: '', inputHash: '' } }
+    if (row!.debouncing !== null) return { enqueued: false, debouncing: { name: row!.debouncing } }
   }
 }
 
@@ -77,23 +78,26 @@ export async function enqueueWorkflow (sql: Runner, t: Tables, r: QueuedRow): Pr
  * A debounced enqueue: while a workflow of this queue with `key` is still
  * ENQUEUED, it takes the new input and waits `periodMs` more (a burst
  * collapses into one workflow, started with the last input); otherwise a
- * new one is enqueued, visible after `periodMs`. Returns the workflow's id.
+ * new one is enqueued, visible after `periodMs`. Returns the workflow's id,
+ * or the definition of another workflow that holds the key (nothing done).
  * The UPDATE locks the waiting row, so two debounced enqueues of one key
  * serialise; one that races an insert of the same key finds it next time.
  */
-export async function debounce (sql: Runner, t: Tables, r: QueuedRow, periodMs: number): Promise<string> {
+export async function debounce (sql: Runner, t: Tables, r: QueuedRow, periodMs: number): Promise<{ workflowId: string } | { heldBy: string }> {
   for (;;) {
     const updated = await sql.unsafe(`
       UPDATE ${t.schema}.workflows
       SET input = $1, input_hash = $2, visible_at = clock_timestamp() + $3::float8 * interval '1 millisecond', updated_at = now()
       WHERE queue_name = $4 AND debounce_key = $5 AND status = 'ENQUEUED' AND name = $6
       RETURNING workflow_id`, [r.input, r.inputHash, periodMs, r.queue, r.debounceKey, r.name]) as unknown as { workflow_id: string }[]
-    if (updated[0] !== undefined) return updated[0].workflow_id
+    if (updated[0] !== undefined) return { workflowId: updated[0].workflow_id }
     const result = await enqueueWorkflow(sql, t, { ...r, delayMs: periodMs })
-    if (result.enqueued) return result.workflowId
-    // Only a concurrent enqueue of the same key can have been in the way (the
-    // id is generated): it is ENQUEUED now, and the UPDATE finds it.
-    if ('existing' in result && result.existing.name !== '') return r.workflowId
+    if (result.enqueued) return { workflowId: result.workflowId }
+    // A workflow of another definition waits with the key: its input cannot be ours.
+    if ('debouncing' in result && result.debouncing.name !== r.name) return { heldBy: result.debouncing.name }
+    // Otherwise a concurrent enqueue of the same key got in first: it is
+    // ENQUEUED now (or already taken), and the UPDATE finds it (or the
+    // insert succeeds) next time round. The id is generated: it never exists.
   }
 }
 
