@@ -194,19 +194,17 @@ const PARTITION_WINDOW = 10_000
  * A partitioned queue: within each partition key, in priority then FIFO
  * order, as many as the key's free concurrency and rate allow; across keys,
  * in the same order, at most `n`. Looks at the first PARTITION_WINDOW ready
- * rows in order.
+ * rows in order, leaving out the keys at their limit (`full`): a key's
+ * backlog of more than the window would otherwise fill it, ahead of every
+ * other key's work, which then waited until that backlog drained. (Rows of
+ * full keys ahead in the order are still read and skipped: the cost of a
+ * dispatch grows with the backlog of full keys ahead of the first ready key.)
  */
 async function partitionedCandidates (tx: postgres.TransactionSql, t: Tables, s: DispatchScope, n: number): Promise<string[]> {
   const { concurrency, rateLimit } = s.limits
   const period = rateLimit?.periodMs ?? 0
   const rows = await tx<{ workflow_id: string }[]>`
-    WITH ready AS (
-      SELECT workflow_id, partition_key, priority, queue_seq FROM ${t.workflows}
-      WHERE queue_name = ${s.queue} AND status = 'ENQUEUED' AND visible_at <= clock_timestamp()
-        AND name = ANY(${s.names}::text[]) AND app_version IS NOT DISTINCT FROM ${s.appVersion}::text
-      ORDER BY priority, queue_seq
-      LIMIT ${PARTITION_WINDOW}),
-    running AS (
+    WITH running AS (
       SELECT partition_key, count(*)::int AS n FROM ${t.workflows}
       WHERE queue_name = ${s.queue} AND status = 'PENDING' GROUP BY partition_key),
     recent AS (
@@ -214,6 +212,19 @@ async function partitionedCandidates (tx: postgres.TransactionSql, t: Tables, s:
       WHERE queue_name = ${s.queue} AND ${rateLimit !== null}
         AND dequeued_at > clock_timestamp() - ${period}::float8 * interval '1 millisecond'
       GROUP BY partition_key),
+    full_keys AS (
+      SELECT partition_key FROM running WHERE n >= coalesce(${concurrency}::int, 2147483647)
+      UNION
+      SELECT partition_key FROM recent WHERE n >= coalesce(${rateLimit?.limit ?? null}::int, 2147483647)),
+    ready AS (
+      SELECT workflow_id, partition_key, priority, queue_seq FROM ${t.workflows} w
+      WHERE queue_name = ${s.queue} AND status = 'ENQUEUED' AND visible_at <= clock_timestamp()
+        AND name = ANY(${s.names}::text[]) AND app_version IS NOT DISTINCT FROM ${s.appVersion}::text
+        -- Uncorrelated: the NOT IN is a hashed lookup, the NOT EXISTS runs once.
+        AND CASE WHEN w.partition_key IS NULL THEN NOT EXISTS (SELECT 1 FROM full_keys WHERE partition_key IS NULL)
+                 ELSE w.partition_key NOT IN (SELECT partition_key FROM full_keys WHERE partition_key IS NOT NULL) END
+      ORDER BY priority, queue_seq
+      LIMIT ${PARTITION_WINDOW}),
     ranked AS (
       SELECT r.workflow_id, r.priority, r.queue_seq,
              row_number() OVER (PARTITION BY r.partition_key ORDER BY r.priority, r.queue_seq) AS rank,
