@@ -195,6 +195,35 @@ t.test('debounce: a burst collapses into one workflow that runs once, with the l
   t.equal((await waiting.getStatus()).status, 'ENQUEUED')
 })
 
+t.test('a cancelled workflow frees its slot; a queued workflow\'s timeout counts from when it is taken', async (t) => {
+  const counter = new Counter()
+  const hold = gate()
+  const wf = worker(counter, hold)
+  const quick = defineWorkflow('quick', async (ctx, input: { ms: number }) => {
+    await ctx.step('wait', () => new Promise((resolve) => setTimeout(resolve, input.ms)))
+    return input.ms
+  })
+  const q = defineQueue('single', { concurrency: 1 })
+  const schema = uniqueSchema()
+  const app = await buildApp(t, { workflows: [wf, quick], queues: [q], schema, resultPollIntervalMs: 100 })
+  await app.ready()
+  const stuck = await app.workflows.enqueue(q, wf, { n: 1 })
+  await pollUntil(() => hold.entered === 1, { what: 'the first to hold the slot' })
+  // Waits in the queue far longer than its timeout; runs within it once taken.
+  const patient = await app.workflows.enqueue(q, quick, { ms: 50 }, { timeoutMs: 1000 })
+  const tooSlow = await app.workflows.enqueue(q, quick, { ms: 5000 }, { timeoutMs: 300 })
+  const sql = adminSql(t)
+  await pollUntil(async () => (await sql<{ waited: boolean }[]>`
+    SELECT clock_timestamp() - created_at > interval '1500 milliseconds' AS waited FROM ${sql(schema)}.workflows WHERE workflow_id = ${patient.workflowId}`)[0]!.waited,
+  { what: 'the queued ones to wait longer than their timeouts' })
+  t.equal((await patient.getStatus()).status, 'ENQUEUED', 'still waiting behind the first')
+  await app.workflows.cancel(stuck.workflowId)
+  t.equal(await patient.getResult({ timeoutMs: 20_000 }), 50, 'the cancelled one\'s slot went to the next, whose timeout had not started while it waited')
+  await t.rejects(tooSlow.getResult({ timeoutMs: 20_000 }), { code: 'DBOS_ERR_WORKFLOW_TIMEOUT' }, 'one that runs past its timeout is cancelled')
+  t.equal((await tooSlow.getStatus()).status, 'CANCELLED')
+  hold.open()
+})
+
 t.test('refused: bad limits, unknown queues, unregistered workflows, bad enqueue options', async (t) => {
   const bad: [string, unknown][] = [
     ['', {}], ['x'.repeat(257), {}], ['nul\u0000', {}],
