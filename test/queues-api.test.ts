@@ -36,8 +36,8 @@ t.test('deduplication: of 50 concurrent enqueues from two instances, one is acce
   const wf = worker(counter, hold)
   const q = defineQueue('dedup')
   const schema = uniqueSchema()
-  const a = await buildApp(t, { workflows: [wf], queues: [q], schema }, { keepSchema: true })
-  const b = await buildApp(t, { workflows: [wf], queues: [q], schema })
+  const a = await buildApp(t, { workflows: [wf], queues: [q], schema, resultPollIntervalMs: 100 }, { keepSchema: true })
+  const b = await buildApp(t, { workflows: [wf], queues: [q], schema, resultPollIntervalMs: 100 })
   for (const app of [a, b]) {
     app.post('/enqueue', async (req) => ({ workflowId: (await app.workflows.enqueue(q, wf, req.body as { n: number }, { deduplicationId: 'order-7' })).workflowId }))
     await app.ready()
@@ -168,12 +168,13 @@ t.test('debounce: a burst collapses into one workflow that runs once, with the l
   const schema = uniqueSchema()
   const app = await buildApp(t, { workflows: [wf, other], queues: [q], schema })
   await app.ready()
-  const debounce = { key: 'user-1', periodMs: 2000 }
+  // Each enqueue of the burst comes well within a period of the one before.
+  const debounce = { key: 'user-1', periodMs: 1000 }
   const ids: string[] = []
   for (let n = 1; n <= 10; n++) ids.push((await app.workflows.enqueue(q, wf, { n }, { debounce })).workflowId)
   t.equal(new Set(ids).size, 1, 'every enqueue of the burst got the same workflow')
   // Another key is its own workflow.
-  const apart = await app.workflows.enqueue(q, wf, { n: 50 }, { debounce: { key: 'user-2', periodMs: 2000 } })
+  const apart = await app.workflows.enqueue(q, wf, { n: 50 }, { debounce: { key: 'user-2', periodMs: 1000 } })
   t.not(apart.workflowId, ids[0])
   const handle = await app.workflows.retrieve<number>(ids[0]!)
   t.equal(await handle.getResult({ timeoutMs: 30_000 }), 10, 'it ran with the last input')
@@ -211,7 +212,7 @@ t.test('a cancelled workflow frees its slot; a queued workflow\'s timeout counts
   await pollUntil(() => hold.entered === 1, { what: 'the first to hold the slot' })
   // Waits in the queue far longer than its timeout; runs within it once taken.
   const patient = await app.workflows.enqueue(q, quick, { ms: 50 }, { timeoutMs: 1000 })
-  const tooSlow = await app.workflows.enqueue(q, quick, { ms: 5000 }, { timeoutMs: 300 })
+  const tooSlow = await app.workflows.enqueue(q, quick, { ms: 2000 }, { timeoutMs: 300 })
   const sql = adminSql(t)
   await pollUntil(async () => (await sql<{ waited: boolean }[]>`
     SELECT clock_timestamp() - created_at > interval '1500 milliseconds' AS waited FROM ${sql(schema)}.workflows WHERE workflow_id = ${patient.workflowId}`)[0]!.waited,
