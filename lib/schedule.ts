@@ -50,8 +50,11 @@ export function defineSchedule (name: string, cron: string, workflow: WorkflowDe
     throw new InvalidOptionError('defineSchedule: name must be a non-empty string of at most 200 characters, without "@"')
   }
   try {
-    // Parses (and checks the time zone) without running anything.
-    new Cron(cron, { timezone: options.timezone, paused: true }).stop()
+    // Parses without running anything. The time zone is only read when a
+    // run is computed: nextRun() checks it (an unknown one throws RangeError).
+    const parsed = new Cron(cron, { timezone: options.timezone, paused: true })
+    parsed.nextRun()
+    parsed.stop()
   } catch (err) {
     throw new InvalidOptionError(`defineSchedule ${name}: ${(err as Error).message}`)
   }

@@ -68,11 +68,17 @@ export class Enqueuer {
       debounceKey: db?.key ?? null
     }
     const sql: Runner = options.sql ?? this.#deps.sql
-    if (db !== undefined) return debounce(sql, this.#deps.tables, row, db.periodMs)
+    if (db !== undefined) {
+      const debounced = await debounce(sql, this.#deps.tables, row, db.periodMs)
+      if ('heldBy' in debounced) throw new InvalidArgumentError(`debounce key ${JSON.stringify(db.key)} is held by a waiting workflow of another definition (${JSON.stringify(debounced.heldBy)}) in queue ${JSON.stringify(q.name)}`)
+      return debounced.workflowId
+    }
     const result = await enqueueWorkflow(sql, this.#deps.tables, row)
     if (result.enqueued) return result.workflowId
     if ('deduplicated' in result) throw new QueueDeduplicatedError(q.name, deduplicationId!)
-    if (result.existing.name !== def.name || result.existing.inputHash !== hash) throw new IdempotencyConflictError()
+    // Without a debounce key, only the id can be what was in the way.
+    const existing = 'existing' in result ? result.existing : { name: '', inputHash: '' }
+    if (existing.name !== def.name || existing.inputHash !== hash) throw new IdempotencyConflictError()
     return workflowId
   }
 

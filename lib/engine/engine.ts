@@ -44,6 +44,12 @@ export class Engine implements HandleSource {
     // Every retry sleep and running step listens for the stop signal.
     setMaxListeners(0, this.#abort.signal)
     this.register(...this.options.workflows)
+    // A second definition under one name would be dropped silently: enqueues with the other would fail, or its limits be ignored.
+    for (const [what, list] of [['queue', this.options.queues], ['schedule', this.options.schedules]] as const) {
+      const names = list.map((d) => d.name)
+      const twice = names.find((name, i) => names.indexOf(name) !== i)
+      if (twice !== undefined) throw new InvalidOptionError(`two ${what}s are named ${JSON.stringify(twice)}`)
+    }
     for (const schedule of this.options.schedules) {
       if (this.#defs.get(schedule.workflow.name) !== schedule.workflow) {
         throw new InvalidOptionError(`schedule ${schedule.name}: its workflow ${JSON.stringify(schedule.workflow.name)} must be in the workflows option`)

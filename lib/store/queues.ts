@@ -19,6 +19,8 @@ export type EnqueueResult =
   | { enqueued: false, existing: { name: string, inputHash: string } }
   /** Another workflow with this deduplicationId is ENQUEUED or PENDING in the queue. */
   | { enqueued: false, deduplicated: true }
+  /** A workflow (of definition `name`) with this debounce key is ENQUEUED in the queue. */
+  | { enqueued: false, debouncing: { name: string } }
 
 /**
  * Runs SQL on our pool or on the caller's own postgres.js transaction, which
@@ -34,58 +36,68 @@ export type Runner = Pick<Sql, 'unsafe'> | Pick<postgres.TransactionSql, 'unsafe
  * workflow exists if and only if that transaction commits, and the
  * announcement is delivered at its commit. ON CONFLICT DO NOTHING covers the
  * id, the deduplication id and the debounce key at once, so no unique
- * violation ever aborts the caller's transaction; the statement then tells
- * which one it was.
+ * violation ever aborts the caller's transaction.
+ *
+ * What was in the way is read by a second statement: ON CONFLICT waits for
+ * a concurrent insert of the same key and then meets its row, but the
+ * INSERT's own snapshot (taken before that insert committed) does not show
+ * it; the next statement's snapshot (READ COMMITTED) does. Found nothing (the
+ * row left the queue's ENQUEUED or PENDING states meanwhile): try again.
  */
 export async function enqueueWorkflow (sql: Runner, t: Tables, r: QueuedRow): Promise<EnqueueResult> {
   const w = `${t.schema}.workflows`
-  const rows = await sql.unsafe(`
-    WITH ins AS (
-      INSERT INTO ${w} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch,
-                        parent_id, timeout_ms, queue_name, priority, queue_seq, visible_at, partition_key,
-                        deduplication_id, debounce_key)
-      VALUES ($1, $2, 'ENQUEUED', $3, $4, $5, '${UNOWNED}', $6::text, 1,
-              $7::text, $8::float8, $9, $10::int, nextval('${t.schema}.queue_seq'),
-              clock_timestamp() + $11::float8 * interval '1 millisecond', $12::text, $13::text, $14::text)
-      ON CONFLICT DO NOTHING
-      RETURNING workflow_id),
-    note AS (SELECT pg_notify($15, $9) FROM ins)
-    SELECT (SELECT workflow_id FROM ins) AS inserted, (SELECT count(*) FROM note) AS notified,
-           (SELECT name FROM ${w} WHERE workflow_id = $1) AS name,
-           (SELECT input_hash FROM ${w} WHERE workflow_id = $1) AS input_hash,
-           EXISTS (SELECT 1 FROM ${w} WHERE queue_name = $9 AND deduplication_id = $13::text
-                   AND status IN ('ENQUEUED', 'PENDING')) AS dedup`,
-  [r.workflowId, r.name, r.input, r.inputHash, r.requestId, r.appVersion, r.parentId, r.timeoutMs, r.queue, r.priority,
-    r.delayMs, r.partitionKey, r.deduplicationId, r.debounceKey, t.queueChannel]) as unknown as { inserted: string | null, name: string | null, input_hash: string | null, dedup: boolean }[]
-  const row = rows[0]!
-  if (row.inserted !== null) return { enqueued: true, workflowId: row.inserted }
-  if (row.name !== null) return { enqueued: false, existing: { name: row.name, inputHash: row.input_hash! } }
-  if (row.dedup) return { enqueued: false, deduplicated: true }
-  // A debounce key taken by a concurrent enqueue: debounce() looks again.
-  return { enqueued: false, existing: { name: '', inputHash: '' } }
+  for (;;) {
+    const inserted = await sql.unsafe(`
+      WITH ins AS (
+        INSERT INTO ${w} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch,
+                          parent_id, timeout_ms, queue_name, priority, queue_seq, visible_at, partition_key,
+                          deduplication_id, debounce_key)
+        VALUES ($1, $2, 'ENQUEUED', $3, $4, $5, '${UNOWNED}', $6::text, 1,
+                $7::text, $8::float8, $9, $10::int, nextval('${t.schema}.queue_seq'),
+                clock_timestamp() + $11::float8 * interval '1 millisecond', $12::text, $13::text, $14::text)
+        ON CONFLICT DO NOTHING
+        RETURNING workflow_id)
+      SELECT workflow_id, pg_notify($15, $9) FROM ins`,
+    [r.workflowId, r.name, r.input, r.inputHash, r.requestId, r.appVersion, r.parentId, r.timeoutMs, r.queue, r.priority,
+      r.delayMs, r.partitionKey, r.deduplicationId, r.debounceKey, t.queueChannel]) as unknown as { workflow_id: string }[]
+    if (inserted[0] !== undefined) return { enqueued: true, workflowId: inserted[0].workflow_id }
+    const [row] = await sql.unsafe(`
+      SELECT (SELECT name FROM ${w} WHERE workflow_id = $1) AS name,
+             (SELECT input_hash FROM ${w} WHERE workflow_id = $1) AS input_hash,
+             EXISTS (SELECT 1 FROM ${w} WHERE queue_name = $2 AND deduplication_id = $3::text
+                     AND status IN ('ENQUEUED', 'PENDING')) AS dedup,
+             (SELECT name FROM ${w} WHERE queue_name = $2 AND debounce_key = $4::text AND status = 'ENQUEUED') AS debouncing`,
+    [r.workflowId, r.queue, r.deduplicationId, r.debounceKey]) as unknown as { name: string | null, input_hash: string | null, dedup: boolean, debouncing: string | null }[]
+    if (row!.name !== null) return { enqueued: false, existing: { name: row!.name, inputHash: row!.input_hash! } }
+    if (row!.dedup) return { enqueued: false, deduplicated: true }
+    if (row!.debouncing !== null) return { enqueued: false, debouncing: { name: row!.debouncing } }
+  }
 }
 
 /**
  * A debounced enqueue: while a workflow of this queue with `key` is still
  * ENQUEUED, it takes the new input and waits `periodMs` more (a burst
  * collapses into one workflow, started with the last input); otherwise a
- * new one is enqueued, visible after `periodMs`. Returns the workflow's id.
+ * new one is enqueued, visible after `periodMs`. Returns the workflow's id,
+ * or the definition of another workflow that holds the key (nothing done).
  * The UPDATE locks the waiting row, so two debounced enqueues of one key
  * serialise; one that races an insert of the same key finds it next time.
  */
-export async function debounce (sql: Runner, t: Tables, r: QueuedRow, periodMs: number): Promise<string> {
+export async function debounce (sql: Runner, t: Tables, r: QueuedRow, periodMs: number): Promise<{ workflowId: string } | { heldBy: string }> {
   for (;;) {
     const updated = await sql.unsafe(`
       UPDATE ${t.schema}.workflows
       SET input = $1, input_hash = $2, visible_at = clock_timestamp() + $3::float8 * interval '1 millisecond', updated_at = now()
       WHERE queue_name = $4 AND debounce_key = $5 AND status = 'ENQUEUED' AND name = $6
       RETURNING workflow_id`, [r.input, r.inputHash, periodMs, r.queue, r.debounceKey, r.name]) as unknown as { workflow_id: string }[]
-    if (updated[0] !== undefined) return updated[0].workflow_id
+    if (updated[0] !== undefined) return { workflowId: updated[0].workflow_id }
     const result = await enqueueWorkflow(sql, t, { ...r, delayMs: periodMs })
-    if (result.enqueued) return result.workflowId
-    // Only a concurrent enqueue of the same key can have been in the way (the
-    // id is generated): it is ENQUEUED now, and the UPDATE finds it.
-    if ('existing' in result && result.existing.name !== '') return r.workflowId
+    if (result.enqueued) return { workflowId: result.workflowId }
+    // A workflow of another definition waits with the key: its input cannot be ours.
+    if ('debouncing' in result && result.debouncing.name !== r.name) return { heldBy: result.debouncing.name }
+    // Otherwise a concurrent enqueue of the same key got in first: it is
+    // ENQUEUED now (or already taken), and the UPDATE finds it (or the
+    // insert succeeds) next time round. The id is generated: it never exists.
   }
 }
 
@@ -182,19 +194,17 @@ const PARTITION_WINDOW = 10_000
  * A partitioned queue: within each partition key, in priority then FIFO
  * order, as many as the key's free concurrency and rate allow; across keys,
  * in the same order, at most `n`. Looks at the first PARTITION_WINDOW ready
- * rows in order.
+ * rows in order, leaving out the keys at their limit (`full`): a key's
+ * backlog of more than the window would otherwise fill it, ahead of every
+ * other key's work, which then waited until that backlog drained. (Rows of
+ * full keys ahead in the order are still read and skipped: the cost of a
+ * dispatch grows with the backlog of full keys ahead of the first ready key.)
  */
 async function partitionedCandidates (tx: postgres.TransactionSql, t: Tables, s: DispatchScope, n: number): Promise<string[]> {
   const { concurrency, rateLimit } = s.limits
   const period = rateLimit?.periodMs ?? 0
   const rows = await tx<{ workflow_id: string }[]>`
-    WITH ready AS (
-      SELECT workflow_id, partition_key, priority, queue_seq FROM ${t.workflows}
-      WHERE queue_name = ${s.queue} AND status = 'ENQUEUED' AND visible_at <= clock_timestamp()
-        AND name = ANY(${s.names}::text[]) AND app_version IS NOT DISTINCT FROM ${s.appVersion}::text
-      ORDER BY priority, queue_seq
-      LIMIT ${PARTITION_WINDOW}),
-    running AS (
+    WITH running AS (
       SELECT partition_key, count(*)::int AS n FROM ${t.workflows}
       WHERE queue_name = ${s.queue} AND status = 'PENDING' GROUP BY partition_key),
     recent AS (
@@ -202,6 +212,19 @@ async function partitionedCandidates (tx: postgres.TransactionSql, t: Tables, s:
       WHERE queue_name = ${s.queue} AND ${rateLimit !== null}
         AND dequeued_at > clock_timestamp() - ${period}::float8 * interval '1 millisecond'
       GROUP BY partition_key),
+    full_keys AS (
+      SELECT partition_key FROM running WHERE n >= coalesce(${concurrency}::int, 2147483647)
+      UNION
+      SELECT partition_key FROM recent WHERE n >= coalesce(${rateLimit?.limit ?? null}::int, 2147483647)),
+    ready AS (
+      SELECT workflow_id, partition_key, priority, queue_seq FROM ${t.workflows} w
+      WHERE queue_name = ${s.queue} AND status = 'ENQUEUED' AND visible_at <= clock_timestamp()
+        AND name = ANY(${s.names}::text[]) AND app_version IS NOT DISTINCT FROM ${s.appVersion}::text
+        -- Uncorrelated: the NOT IN is a hashed lookup, the NOT EXISTS runs once.
+        AND CASE WHEN w.partition_key IS NULL THEN NOT EXISTS (SELECT 1 FROM full_keys WHERE partition_key IS NULL)
+                 ELSE w.partition_key NOT IN (SELECT partition_key FROM full_keys WHERE partition_key IS NOT NULL) END
+      ORDER BY priority, queue_seq
+      LIMIT ${PARTITION_WINDOW}),
     ranked AS (
       SELECT r.workflow_id, r.priority, r.queue_seq,
              row_number() OVER (PARTITION BY r.partition_key ORDER BY r.priority, r.queue_seq) AS rank,
