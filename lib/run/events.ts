@@ -16,8 +16,12 @@ async function publish (run: RunCore, name: string, write: (stepId: number, star
   const stepId = run.takeStepId()
   run.assertNotSuspended()
   if (run.replay(stepId, name) !== undefined) return
-  // Earlier checkpoints first: what this publishes must not be seen before them.
-  await run.confirmIssued()
+  // Earlier checkpoints first: what this publishes must not be seen before
+  // them. And the start itself: the write is one statement with the
+  // workflow's row (owner check), which a first step carries only later
+  // (writes/opening.ts), so a workflow whose first call publishes wrote
+  // nothing and was fenced.
+  await run.confirmCheckpoints()
   run.assertRunning()
   if (await write(stepId, run.startTime()) === 'fenced') {
     run.fence()
