@@ -35,7 +35,10 @@ export class Ownership {
    */
   onlyStale (workflowId: string, epoch: string): boolean {
     const held = this.#runningEpoch(workflowId)
-    return held !== undefined && held !== epoch && !this.#starting.has(workflowId) && !this.#claiming.has(workflowId)
+    // Older, not merely different: `epoch` may come from a list read before
+    // another path here (adoption, a wake-up) took the workflow for a newer
+    // run, and that run must not be taken over by this process itself.
+    return held !== undefined && BigInt(held) < BigInt(epoch) && !this.#starting.has(workflowId) && !this.#claiming.has(workflowId)
   }
 
   /** How many starts of this id are in flight here. */
