@@ -74,17 +74,25 @@ t.test('the client\'s other calls, against an engine on the same schema', async 
   t.same((await client.list({ queueName: 'work' })).map((w) => w.workflowId), [handle.workflowId], 'list by queue')
   t.same((await client.listPage({ queueName: 'work', limit: 1 })).workflows.map((w) => w.workflowId), [handle.workflowId], 'listPage')
 
-  // On a queue no instance takes from: it waits, is cancelled, then resumed
-  // (a live instance that has it adopts it).
+  // On a queue no instance takes from: it waits, is cancelled, then resumed:
+  // a queued workflow goes back on its queue (its limits still apply), so it
+  // waits there again.
   const parked = await client.enqueue<string>('parked', 'talker', { n: 3 })
   t.equal((await parked.getStatus()).status, 'ENQUEUED')
   await client.cancel(parked.workflowId)
   t.equal((await parked.getStatus()).status, 'CANCELLED', 'cancel of a queued workflow')
   await t.rejects(parked.getResult({ timeoutMs: 5000 }), { code: 'DBOS_ERR_WORKFLOW_CANCELLED' })
   await client.resume(parked.workflowId)
-  await client.getEvent(parked.workflowId, 'stage', { timeoutMs: 20_000 })
-  await client.send(parked.workflowId, 'back')
-  t.equal(await parked.getResult({ timeoutMs: 20_000 }), 'back:3', 'resumed, it ran')
+  t.match(await parked.getStatus(), { status: 'ENQUEUED', queueName: 'parked' }, 'resumed, it is back on its queue')
+  await client.cancel(parked.workflowId)
+
+  // Resumed on a queue an instance takes from, it runs.
+  const queued = await client.enqueue<string>('work', 'talker', { n: 4 })
+  await client.getEvent(queued.workflowId, 'stage', { timeoutMs: 20_000 })
+  await client.cancel(queued.workflowId)
+  await client.resume(queued.workflowId)
+  await client.send(queued.workflowId, 'back')
+  t.equal(await queued.getResult({ timeoutMs: 20_000 }), 'back:4', 'resumed from its queue, it ran')
 
   const forked = await client.fork<string>(handle.workflowId, { fromStep: 0 })
   await client.getEvent(forked.workflowId, 'stage', { timeoutMs: 20_000 })

@@ -5,24 +5,21 @@
  * and reads, waits for, messages, cancels, resumes and forks workflows. It
  * owns only its connections: close() and the script can exit.
  */
-import { nanoid } from 'nanoid'
 import type { DeleteFinishedOptions, EnqueueOptions, ForkOptions, GetEventOptions, ReadStreamOptions, SendOptions } from '../calls.js'
-import { invalidIdReason } from '../core/ids.js'
 import { consoleLogger, type Logger } from '../core/logger.js'
 import { unstorableTextReason } from '../core/text.js'
 import {
-  DatabaseUnavailableError, InvalidArgumentError, InvalidForkStepError, InvalidOptionError, InvalidWorkflowIdError,
-  WorkflowNotFoundError, WorkflowNotResumableError
+  DatabaseUnavailableError, InvalidArgumentError, InvalidOptionError
 } from '../errors.js'
 import type { ListFilter } from '../list-filter.js'
 import type { EventInfo, StepInfo, StreamValue, WorkflowPage, WorkflowStatus } from '../status.js'
 import { connect, openPool, tables, type Sql, type Tables } from '../store/connect.js'
-import { cancelTree, deleteFinished, fork, reopen } from '../store/control.js'
 import { announceAdoptable, UNOWNED } from '../store/executors.js'
 import { Notifications } from '../store/listener.js'
 import { migrate } from '../store/migrate.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import { getOutcome } from '../store/workflows.js'
+import { cancelWorkflow, deleteFinishedInBatches, forkTarget, forkWorkflow, reopenWorkflow, type ControlSql } from './control.js'
 import { Enqueuer } from './enqueue.js'
 import { Announcements, Messaging } from './messaging.js'
 import { Queries } from './queries.js'
@@ -55,6 +52,7 @@ export class WorkflowClient {
   readonly #sql: Sql
   readonly #transactions: Sql
   readonly #tables: Tables
+  readonly #control: ControlSql
   readonly #notifications: Notifications
   readonly #abort = new AbortController()
   readonly #results = new ResultWaiters()
@@ -74,6 +72,7 @@ export class WorkflowClient {
     this.#sql = connect(url, options.poolSize ?? 2, pooled)
     this.#transactions = connect(url, 1, pooled)
     this.#tables = tables(this.#sql, schema)
+    this.#control = { sql: this.#sql, transactions: this.#transactions, tables: this.#tables }
     this.#notifications = new Notifications(url, logger, { enabled: options.transactionPooling !== true })
     const { signal } = this.#abort
     this.#results.connect({
@@ -183,48 +182,33 @@ export class WorkflowClient {
   /** Cancels a workflow and its children; its owner stops it at once (cancel channel). */
   async cancel (workflowId: string): Promise<void> {
     await this.#open()
-    checkId(workflowId)
-    if (await cancelTree(this.#sql, this.#tables, workflowId, null) === null) throw new WorkflowNotFoundError(workflowId)
+    await cancelWorkflow(this.#control, workflowId)
   }
 
-  /** Continues a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow; a live instance that can run it adopts it. */
+  /**
+   * Continues a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow;
+   * a live instance that can run it adopts it (a queued one goes back on its
+   * queue).
+   */
   async resume<O = unknown> (workflowId: string): Promise<ClientHandle<O>> {
     await this.#open()
-    checkId(workflowId)
-    const result = await reopen(this.#transactions, this.#tables, workflowId, UNOWNED)
-    if (result === 'not-found') throw new WorkflowNotFoundError(workflowId)
-    if (result === 'succeeded') throw new WorkflowNotResumableError(workflowId)
-    if (result === 'resumed') await announceAdoptable(this.#sql, this.#tables)
+    if (await reopenWorkflow(this.#control, workflowId, UNOWNED) === 'resumed') await announceAdoptable(this.#sql, this.#tables)
     return this.#handle<O>(workflowId)
   }
 
   /** A new workflow reusing the source's results before `fromStep`; a live instance that can run it adopts it. */
   async fork<O = unknown> (workflowId: string, options: ForkOptions): Promise<ClientHandle<O>> {
     await this.#open()
-    checkId(workflowId)
-    const { fromStep } = options
-    if (!Number.isSafeInteger(fromStep) || fromStep < 0) throw new InvalidForkStepError(String(fromStep), 0)
-    const newId = options.workflowId ?? nanoid()
-    const bad = invalidIdReason(newId) ?? unstorableTextReason(newId)
-    if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
+    const { fromStep, newId } = forkTarget(workflowId, options)
     const source = await this.#queries.getStatus(workflowId)
-    const result = await fork(this.#transactions, this.#tables, { sourceId: workflowId, newId, fromStep, owner: UNOWNED, appVersion: source.appVersion })
-    if (result === 'source-not-found') throw new WorkflowNotFoundError(workflowId)
-    if (result === 'exists') throw new InvalidWorkflowIdError(`${JSON.stringify(newId)} is taken`)
-    if (typeof result === 'object') throw new InvalidForkStepError(String(fromStep), result.invalidStep)
-    await announceAdoptable(this.#sql, this.#tables)
+    const forked = await forkWorkflow(this.#control, { sourceId: workflowId, newId, fromStep, owner: UNOWNED, appVersion: source.appVersion })
+    if (forked === 'forked') await announceAdoptable(this.#sql, this.#tables)
     return this.#handle<O>(newId)
   }
 
   async deleteFinished (options: DeleteFinishedOptions): Promise<number> {
     await this.#open()
-    const batchSize = options.batchSize ?? 1000
-    let total = 0
-    for (;;) {
-      const n = await deleteFinished(this.#sql, this.#tables, options.olderThanMs, batchSize)
-      total += n
-      if (n < batchSize) return total
-    }
+    return deleteFinishedInBatches(this.#control, options)
   }
 
   /** Closes the client's connections; waits in progress end with DBOS_ERR_SHUTTING_DOWN. */
@@ -242,10 +226,4 @@ export class WorkflowClient {
       getResult: (options) => this.getResult<O>(workflowId, options)
     }
   }
-}
-
-function checkId (workflowId: unknown): void {
-  if (typeof workflowId !== 'string') throw new InvalidWorkflowIdError('must be a string')
-  const bad = unstorableTextReason(workflowId)
-  if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
 }

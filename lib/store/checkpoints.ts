@@ -9,7 +9,7 @@
 import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
 import { newWorkflows } from './workflows.js'
-import type { Completion, NewWorkflowRow, StartWithStep, StepWrite } from './rows.js'
+import type { Completion, StartWithStep, StepWrite } from './rows.js'
 
 export interface CheckpointsWritten {
   /** `${stepId}:${workflowId}` of each step row inserted. */

@@ -1,5 +1,6 @@
 /** SQL for managing workflows from outside their runs: cancel, resume, fork, retention. */
 import type { Sql, Tables } from './connect.js'
+import { UNIQUE_VIOLATION } from './pg-errors.js'
 
 /**
  * Cancels a workflow and its descendants (ctx.startChild) that are not
@@ -37,7 +38,8 @@ export async function cancelTree (sql: Sql, t: Tables, workflowId: string, error
   return rows.flatMap((r) => r.workflow_id === null ? [] : [r.workflow_id])
 }
 
-export type ResumeResult = 'resumed' | 'running' | 'succeeded' | 'not-found'
+/** 'enqueued': back on its queue (it was a queued workflow), for a dispatcher to take within the queue's limits. 'deduplicated': back on its queue it would share its deduplication id with another workflow waiting or running there. */
+export type ResumeResult = 'resumed' | 'enqueued' | 'running' | 'succeeded' | 'not-found' | { deduplicated: { queue: string, deduplicationId: string } }
 
 /**
  * Makes a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow
@@ -45,12 +47,15 @@ export type ResumeResult = 'resumed' | 'running' | 'succeeded' | 'not-found'
  * it continues from its last step that completed without an error: the
  * first step recorded with an error and everything after it are forgotten
  * (messages those steps consumed are unconsumed, events they set dropped),
- * so they run again. In one transaction: the workflow row is locked first.
- * `sql` must be a pool that carries nothing but transactions (see Pools).
+ * so they run again. A queued workflow goes back on its queue instead
+ * (ENQUEUED, nobody's), so that its queue's limits hold for it as for the
+ * others. In one transaction: the workflow row is locked first. `sql` must
+ * be a pool that carries nothing but transactions (see Pools).
  */
 export async function reopen (sql: Sql, t: Tables, workflowId: string, owner: string): Promise<ResumeResult> {
   return sql.begin(async (tx) => {
-    const [w] = await tx<{ status: string }[]>`SELECT status FROM ${t.workflows} WHERE workflow_id = ${workflowId} FOR UPDATE`
+    const [w] = await tx<{ status: string, queue_name: string | null, deduplication_id: string | null }[]>`
+      SELECT status, queue_name, deduplication_id FROM ${t.workflows} WHERE workflow_id = ${workflowId} FOR UPDATE`
     if (w === undefined) return 'not-found'
     if (w.status === 'PENDING' || w.status === 'ENQUEUED') return 'running'
     if (w.status === 'SUCCESS') return 'succeeded'
@@ -62,6 +67,22 @@ export async function reopen (sql: Sql, t: Tables, workflowId: string, owner: st
       await tx`DELETE FROM ${t.events} WHERE workflow_id = ${workflowId} AND step_id >= ${first!.step}`
       await tx`DELETE FROM ${t.streams} WHERE workflow_id = ${workflowId} AND step_id >= ${first!.step}`
     }
+    if (w.queue_name !== null) {
+      try {
+        await tx.savepoint((sp) => sp`
+          UPDATE ${t.workflows}
+          SET status = 'ENQUEUED', output = NULL, error = NULL, completed_at = NULL, attempts = 0, epoch = epoch + 1,
+              executor_id = '', deadline_at = NULL, wake_at = NULL, waiting_topic = NULL, updated_at = now(),
+              queue_seq = nextval(${t.schema + '.queue_seq'}), visible_at = clock_timestamp(), dequeued_at = NULL,
+              debounce_key = NULL
+          WHERE workflow_id = ${workflowId}`)
+      } catch (err) {
+        if ((err as { code?: unknown }).code === UNIQUE_VIOLATION) return { deduplicated: { queue: w.queue_name, deduplicationId: w.deduplication_id ?? '' } }
+        throw err
+      }
+      await tx`SELECT pg_notify(${t.queueChannel}, ${w.queue_name})`
+      return 'enqueued'
+    }
     await tx`
       UPDATE ${t.workflows}
       SET status = 'PENDING', output = NULL, error = NULL, completed_at = NULL, attempts = 0, epoch = epoch + 1,
@@ -71,7 +92,8 @@ export async function reopen (sql: Sql, t: Tables, workflowId: string, owner: st
   }) as Promise<ResumeResult>
 }
 
-export type ForkResult = 'forked' | 'exists' | 'source-not-found' | { invalidStep: number }
+/** 'enqueued': forked from a queued workflow, the fork waits on the same queue (within its limits). */
+export type ForkResult = 'forked' | 'enqueued' | 'exists' | 'source-not-found' | { invalidStep: number }
 
 /**
  * A new PENDING workflow `newId` with the definition and input of `sourceId`
@@ -82,14 +104,20 @@ export type ForkResult = 'forked' | 'exists' | 'source-not-found' | { invalidSte
  */
 export async function fork (sql: Sql, t: Tables, f: { sourceId: string, newId: string, fromStep: number, owner: string, appVersion: string | null }): Promise<ForkResult> {
   return sql.begin(async (tx) => {
-    const [source] = await tx<{ name: string }[]>`SELECT name FROM ${t.workflows} WHERE workflow_id = ${f.sourceId}`
+    const [source] = await tx<{ name: string, queue_name: string | null }[]>`SELECT name, queue_name FROM ${t.workflows} WHERE workflow_id = ${f.sourceId}`
     if (source === undefined) return 'source-not-found'
     const [last] = await tx<{ step: number | null }[]>`SELECT max(step_id) AS step FROM ${t.steps} WHERE workflow_id = ${f.sourceId}`
     const limit = (last!.step ?? -1) + 1
     if (f.fromStep > limit) return { invalidStep: limit }
+    // attempts 0: the claim that runs it counts the first. A fork of a queued
+    // workflow waits on its queue (no deduplication id: it is another workflow).
+    const queued = source.queue_name !== null
     const inserted = await tx`
-      INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch)
-      SELECT ${f.newId}, name, 'PENDING', input, input_hash, request_id, ${f.owner}, ${f.appVersion}::text, 1
+      INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch, attempts,
+                                  queue_name, priority, queue_seq, visible_at, partition_key, timeout_ms)
+      SELECT ${f.newId}, name, ${queued ? 'ENQUEUED' : 'PENDING'}, input, input_hash, request_id, ${queued ? '' : f.owner}, ${f.appVersion}::text, 1, 0,
+             queue_name, priority, CASE WHEN ${queued} THEN nextval(${t.schema + '.queue_seq'}) END,
+             CASE WHEN ${queued} THEN clock_timestamp() END, partition_key, timeout_ms
       FROM ${t.workflows} WHERE workflow_id = ${f.sourceId}
       ON CONFLICT (workflow_id) DO NOTHING
       RETURNING 1`
@@ -106,7 +134,9 @@ export async function fork (sql: Sql, t: Tables, f: { sourceId: string, newId: s
       INSERT INTO ${t.streams} (workflow_id, key, "offset", step_id, value, closed, created_at)
       SELECT ${f.newId}, key, "offset", step_id, value, closed, created_at FROM ${t.streams}
       WHERE workflow_id = ${f.sourceId} AND step_id < ${f.fromStep}`
-    return 'forked'
+    if (!queued) return 'forked'
+    await tx`SELECT pg_notify(${t.queueChannel}, ${source.queue_name})`
+    return 'enqueued'
   }) as Promise<ForkResult>
 }
 

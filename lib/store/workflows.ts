@@ -7,7 +7,7 @@
 import type postgres from 'postgres'
 import type { Sql, Tables } from './connect.js'
 import { DEFAULT_LIST_LIMIT, type ListFilter } from '../list-filter.js'
-import type { ClaimedRow, Completion, ExistingWorkflow, InsertedWorkflow, NewWorkflowRow, PendingRow, WorkflowRow } from './rows.js'
+import type { ClaimedRow, ExistingWorkflow, InsertedWorkflow, NewWorkflowRow, PendingRow, WorkflowRow } from './rows.js'
 
 /**
  * A new workflow's epoch, written by every start (newWorkflows). A run
