@@ -3,7 +3,8 @@
 // workflows in flight resume promptly once it answers again (postgres.js's
 // own reconnect wait, 20 s by default, used to sit under the engine's retries).
 import t from 'tap'
-import { DatabaseUnavailableError, defineWorkflow, Engine } from '../lib/index.js'
+import { DatabaseUnavailableError, defineQueue, defineWorkflow, Engine } from '../lib/index.js'
+import { WorkflowClient } from '../lib/client/index.js'
 import { reconnectDelay } from '../lib/store/connect.js'
 import { retryWait } from '../lib/core/retry.js'
 import { startCluster } from './helpers/cluster.js'
@@ -61,4 +62,62 @@ t.test('200 workflows in flight through a 4-second outage', async (t) => {
   t.ok(resumedIn < 5000, `finished ${resumedIn} ms after the database was back`)
   const statuses = await engine.list({ limit: 1000 })
   t.same(new Set(statuses.map((s) => s.status)), new Set(['SUCCESS']))
+})
+
+t.test('while the database is down, every other call answers 503 with its code, not the driver error', async (t) => {
+  const cluster = await startCluster(t)
+  const done = defineWorkflow('done', async (ctx) => {
+    await ctx.setEvent('k', 1)
+    await ctx.writeStream('s', 1)
+    return ctx.step('only', () => 'ok')
+  })
+  const failing = defineWorkflow('failing', async () => { throw new Error('no') })
+  const q = defineQueue('outageQueue')
+  const schema = uniqueSchema('outage')
+  const engine = new Engine({ databaseUrl: cluster.url, schema, workflows: [done, failing], queues: [q], logger: silentLogger })
+  await engine.start()
+  t.teardown(() => engine.stop())
+  const finished = await engine.startWorkflow(done, undefined)
+  await finished.getResult({ timeoutMs: 20_000 })
+  const failed = await engine.startWorkflow(failing, undefined)
+  await t.rejects(failed.getResult({ timeoutMs: 20_000 }))
+  const client = new WorkflowClient({ databaseUrl: cluster.url, schema, logger: silentLogger })
+  t.teardown(() => client.close())
+  await client.getStatus(finished.workflowId) // connected and migrated before the outage
+
+  await cluster.stop()
+  const id = finished.workflowId
+  const firstValue = async (values: AsyncGenerator<unknown>): Promise<unknown> => (await values.next()).value
+  const calls: Record<string, () => Promise<unknown>> = {
+    'engine.enqueue': () => engine.enqueue(q, done, undefined),
+    'engine.send': () => engine.send(failed.workflowId, 'm'),
+    'engine.listEvents': () => engine.listEvents(id),
+    'engine.getEvent': () => engine.getEvent(id, 'k', { timeoutMs: 0 }),
+    'engine.readStream': () => firstValue(engine.readStream(id, 's')),
+    'engine.cancel': () => engine.cancel(id),
+    'engine.resume': () => engine.resume(failed.workflowId),
+    'engine.fork': () => engine.fork(id, { fromStep: 0 }),
+    'engine.deleteFinished': () => engine.deleteFinished({ olderThanMs: 0 }),
+    'engine.setAppVersion': () => engine.setAppVersion(id, 'v2'),
+    'engine.executors': () => engine.executors(),
+    'engine.schedules.list': () => engine.schedules.list(),
+    'client.enqueue': () => client.enqueue('outageQueue', 'done', undefined),
+    'client.send': () => client.send(failed.workflowId, 'm'),
+    'client.listEvents': () => client.listEvents(id),
+    'client.getEvent': () => client.getEvent(id, 'k', { timeoutMs: 0 }),
+    'client.readStream': () => firstValue(client.readStream(id, 's')),
+    'client.cancel': () => client.cancel(id),
+    'client.resume': () => client.resume(failed.workflowId),
+    'client.fork': () => client.fork(id, { fromStep: 0 }),
+    'client.deleteFinished': () => client.deleteFinished({ olderThanMs: 0 })
+  }
+  const answers: Record<string, string> = {}
+  for (const [name, call] of Object.entries(calls)) {
+    answers[name] = await Promise.race([
+      call().then(() => 'answered', (err: { code?: string, statusCode?: number }) => `${err.code} ${err.statusCode}`),
+      new Promise<string>((resolve) => setTimeout(() => resolve('no answer within 8 s'), 8000))
+    ])
+  }
+  t.same(answers, Object.fromEntries(Object.keys(calls).map((name) => [name, `${DatabaseUnavailableError.code} 503`])))
+  await cluster.start()
 })

@@ -18,6 +18,7 @@ import { announceAdoptable, UNOWNED } from '../store/executors.js'
 import { Notifications } from '../store/listener.js'
 import { migrate } from '../store/migrate.js'
 import { isConnectionError } from '../store/pg-errors.js'
+import { streamAs503, unavailableAs503 } from '../store/unavailable.js'
 import { getOutcome } from '../store/workflows.js'
 import { cancelWorkflow, deleteFinishedInBatches, forkTarget, forkWorkflow, reopenWorkflow, type ControlSql } from './control.js'
 import { Enqueuer } from './enqueue.js'
@@ -120,11 +121,13 @@ export class WorkflowClient {
    */
   async enqueue<O = unknown> (queueName: string, workflowName: string, input: unknown, options: EnqueueOptions = {}): Promise<ClientHandle<O>> {
     await this.#open()
-    if (typeof workflowName !== 'string' || workflowName.length === 0 || unstorableTextReason(workflowName) !== undefined) {
-      throw new InvalidArgumentError('workflowName must be a non-empty string')
-    }
-    const id = await this.#enqueuer.enqueue(queueName, { name: workflowName, options: {} }, input, options, {})
-    return this.#handle<O>(id)
+    return unavailableAs503(async () => {
+      if (typeof workflowName !== 'string' || workflowName.length === 0 || unstorableTextReason(workflowName) !== undefined) {
+        throw new InvalidArgumentError('workflowName must be a non-empty string')
+      }
+      const id = await this.#enqueuer.enqueue(queueName, { name: workflowName, options: {} }, input, options, {})
+      return this.#handle<O>(id)
+    })
   }
 
   /** A handle to an existing workflow; 404 if there is none. */
@@ -161,28 +164,28 @@ export class WorkflowClient {
 
   async send (workflowId: string, message: unknown, options?: SendOptions): Promise<void> {
     await this.#open()
-    return this.#messaging.send(workflowId, message, options)
+    return unavailableAs503(() => this.#messaging.send(workflowId, message, options))
   }
 
   async getEvent<T = unknown> (workflowId: string, key: string, options?: GetEventOptions): Promise<T | null> {
     await this.#open()
-    return this.#messaging.getEvent(workflowId, key, options) as Promise<T | null>
+    return unavailableAs503(() => this.#messaging.getEvent(workflowId, key, options)) as Promise<T | null>
   }
 
   async listEvents (workflowId: string): Promise<EventInfo[]> {
     await this.#open()
-    return this.#messaging.listEvents(workflowId)
+    return unavailableAs503(() => this.#messaging.listEvents(workflowId))
   }
 
   async * readStream<T = unknown> (workflowId: string, key: string, options?: ReadStreamOptions): AsyncGenerator<StreamValue<T>, void, undefined> {
     await this.#open()
-    yield * this.#messaging.readStream(workflowId, key, options) as AsyncGenerator<StreamValue<T>, void, undefined>
+    yield * streamAs503(() => this.#messaging.readStream(workflowId, key, options)) as AsyncGenerator<StreamValue<T>, void, undefined>
   }
 
   /** Cancels a workflow and its children; its owner stops it at once (cancel channel). */
   async cancel (workflowId: string): Promise<void> {
     await this.#open()
-    await cancelWorkflow(this.#control, workflowId)
+    await unavailableAs503(() => cancelWorkflow(this.#control, workflowId))
   }
 
   /**
@@ -192,23 +195,27 @@ export class WorkflowClient {
    */
   async resume<O = unknown> (workflowId: string): Promise<ClientHandle<O>> {
     await this.#open()
-    if (await reopenWorkflow(this.#control, workflowId, UNOWNED) === 'resumed') await announceAdoptable(this.#sql, this.#tables)
-    return this.#handle<O>(workflowId)
+    return unavailableAs503(async () => {
+      if (await reopenWorkflow(this.#control, workflowId, UNOWNED) === 'resumed') await announceAdoptable(this.#sql, this.#tables)
+      return this.#handle<O>(workflowId)
+    })
   }
 
   /** A new workflow reusing the source's results before `fromStep`; a live instance that can run it adopts it. */
   async fork<O = unknown> (workflowId: string, options: ForkOptions): Promise<ClientHandle<O>> {
     await this.#open()
-    const { fromStep, newId } = forkTarget(workflowId, options)
-    const source = await this.#queries.getStatus(workflowId)
-    const forked = await forkWorkflow(this.#control, { sourceId: workflowId, newId, fromStep, owner: UNOWNED, appVersion: source.appVersion })
-    if (forked === 'forked') await announceAdoptable(this.#sql, this.#tables)
-    return this.#handle<O>(newId)
+    return unavailableAs503(async () => {
+      const { fromStep, newId } = forkTarget(workflowId, options)
+      const source = await this.#queries.getStatus(workflowId)
+      const forked = await forkWorkflow(this.#control, { sourceId: workflowId, newId, fromStep, owner: UNOWNED, appVersion: source.appVersion })
+      if (forked === 'forked') await announceAdoptable(this.#sql, this.#tables)
+      return this.#handle<O>(newId)
+    })
   }
 
   async deleteFinished (options: DeleteFinishedOptions): Promise<number> {
     await this.#open()
-    return deleteFinishedInBatches(this.#control, options)
+    return unavailableAs503(() => deleteFinishedInBatches(this.#control, options))
   }
 
   /** Closes the client's connections; waits in progress end with DBOS_ERR_SHUTTING_DOWN. */

@@ -20,6 +20,7 @@ import type { EventInfo, ExecutorInfo, StepInfo, StreamValue, WorkflowPage, Work
 import { handOffOtherVersions, setAppVersion } from '../store/adoption.js'
 import { announceAdoptable, listExecutors } from '../store/executors.js'
 import { isConnectionError } from '../store/pg-errors.js'
+import { streamAs503, unavailableAs503 } from '../store/unavailable.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import { openDatabase } from './database.js'
 import { checkReadId } from '../client/queries.js'
@@ -82,7 +83,7 @@ export class Engine implements HandleSource {
   async enqueue<I, O> (queue: QueueDefinition | string, def: WorkflowDefinition<I, O>, input: I, options: EnqueueOptions = {}, internal: InternalStart = {}): Promise<WorkflowHandle<O>> {
     const live = this.#accepting()
     if (this.#defs.get(def.name) !== def) throw new UnknownWorkflowError(def.name)
-    return new WorkflowHandle<O>(this, await live.enqueuer.enqueue(queue, def, input, options, internal))
+    return new WorkflowHandle<O>(this, await unavailableAs503(() => live.enqueuer.enqueue(queue, def, input, options, internal)))
   }
 
   /** Cron schedules: their state, and pausing or resuming them for every instance. */
@@ -258,7 +259,7 @@ export class Engine implements HandleSource {
   async executors (): Promise<ExecutorInfo[]> {
     const live = this.#connected()
     const self = live.heartbeat.executorId
-    return (await listExecutors(live.db.pools.sql, live.db.tables)).map((r) => ({
+    return (await unavailableAs503(() => listExecutors(live.db.pools.sql, live.db.tables))).map((r) => ({
       executorId: r.executor_id,
       appVersion: r.app_version,
       leaseMs: r.lease_ms,
@@ -284,49 +285,59 @@ export class Engine implements HandleSource {
     if (appVersion !== null && (typeof appVersion !== 'string' || appVersion.length === 0)) throw new InvalidOptionError('appVersion must be a non-empty string or null')
     const live = this.#connected()
     const sql = live.db.pools.sql
-    if (!await setAppVersion(sql, live.db.tables, workflowId, appVersion)) throw new WorkflowNotPendingError(workflowId)
-    await announceAdoptable(sql, live.db.tables)
+    await unavailableAs503(async () => {
+      if (!await setAppVersion(sql, live.db.tables, workflowId, appVersion)) throw new WorkflowNotPendingError(workflowId)
+      await announceAdoptable(sql, live.db.tables)
+    })
   }
 
   /** Delivers a message to a workflow's ctx.recv (see docs/Guides/messages.md). 404 unknown, 409 finished. */
   async send (workflowId: string, message: unknown, options?: SendOptions): Promise<void> {
-    return this.#connected().messaging.send(workflowId, message, options)
+    const live = this.#connected()
+    return unavailableAs503(() => live.messaging.send(workflowId, message, options))
   }
 
   /** The latest value of a workflow's event `key`, waiting up to `timeoutMs` for one; null then. */
   async getEvent<T = unknown> (workflowId: string, key: string, options?: GetEventOptions): Promise<T | null> {
-    return this.#connected().messaging.getEvent(workflowId, key, options) as Promise<T | null>
+    const live = this.#connected()
+    return unavailableAs503(() => live.messaging.getEvent(workflowId, key, options)) as Promise<T | null>
   }
 
   /** Every event a workflow set, in order. */
   async listEvents (workflowId: string): Promise<EventInfo[]> {
-    return this.#connected().messaging.listEvents(workflowId)
+    const live = this.#connected()
+    return unavailableAs503(() => live.messaging.listEvents(workflowId))
   }
 
   /** The values of a workflow's stream `key` from offset `from`, as they come; ends when it is closed or the workflow finishes. */
   readStream<T = unknown> (workflowId: string, key: string, options?: ReadStreamOptions): AsyncGenerator<StreamValue<T>, void, undefined> {
-    return this.#connected().messaging.readStream(workflowId, key, options) as AsyncGenerator<StreamValue<T>, void, undefined>
+    const live = this.#connected()
+    return streamAs503(() => live.messaging.readStream(workflowId, key, options)) as AsyncGenerator<StreamValue<T>, void, undefined>
   }
 
   /** Cancels a workflow and its children (see docs/Guides/cancel-resume-fork.md). */
   async cancel (workflowId: string): Promise<void> {
-    return this.#connected().control.cancel(workflowId)
+    const live = this.#connected()
+    return unavailableAs503(() => live.control.cancel(workflowId))
   }
 
   /** Continues a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow from its last completed step. */
   async resume<O = unknown> (workflowId: string): Promise<WorkflowHandle<O>> {
-    await this.#connected().control.resume(workflowId)
+    const live = this.#connected()
+    await unavailableAs503(() => live.control.resume(workflowId))
     return new WorkflowHandle<O>(this, workflowId)
   }
 
   /** A new workflow reusing the results of the source's steps before `fromStep`. */
   async fork<O = unknown> (workflowId: string, options: ForkOptions): Promise<WorkflowHandle<O>> {
-    return new WorkflowHandle<O>(this, await this.#accepting().control.fork(workflowId, options))
+    const live = this.#accepting()
+    return new WorkflowHandle<O>(this, await unavailableAs503(() => live.control.fork(workflowId, options)))
   }
 
   /** Deletes workflows that finished at least `olderThanMs` ago, with everything that belongs to them. */
   async deleteFinished (options: DeleteFinishedOptions): Promise<number> {
-    return this.#connected().control.deleteFinished(options)
+    const live = this.#connected()
+    return unavailableAs503(() => live.control.deleteFinished(options))
   }
 
   /** A page of workflows and the cursor of the next one (keyset paging: as fast deep in a million rows as at the start). */

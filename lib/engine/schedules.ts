@@ -1,6 +1,7 @@
 /** app.workflows.schedules: the cron schedules' shared state, for every instance. */
 import { InvalidArgumentError } from '../errors.js'
 import { listSchedules, setPaused } from '../store/schedules.js'
+import { unavailableAs503 } from '../store/unavailable.js'
 import type { Database } from './database.js'
 
 export interface ScheduleInfo {
@@ -21,7 +22,7 @@ export class Schedules {
 
   async list (): Promise<ScheduleInfo[]> {
     const { pools, tables } = this.#db()
-    return (await listSchedules(pools.sql, tables)).map((r) => ({ name: r.name, cron: r.cron, timezone: r.timezone, paused: r.paused, lastTick: r.last_tick }))
+    return (await unavailableAs503(() => listSchedules(pools.sql, tables))).map((r) => ({ name: r.name, cron: r.cron, timezone: r.timezone, paused: r.paused, lastTick: r.last_tick }))
   }
 
   /** Its ticks are skipped on every instance until resume(). */
@@ -35,6 +36,6 @@ export class Schedules {
 
   async #set (name: string, paused: boolean): Promise<void> {
     const { pools, tables } = this.#db()
-    if (!await setPaused(pools.sql, tables, name, paused)) throw new InvalidArgumentError(`there is no schedule named ${JSON.stringify(name)}`)
+    if (!await unavailableAs503(() => setPaused(pools.sql, tables, name, paused))) throw new InvalidArgumentError(`there is no schedule named ${JSON.stringify(name)}`)
   }
 }
