@@ -251,9 +251,14 @@ t.test('refused: bad limits, unknown queues, unregistered workflows, bad enqueue
     { priority: 1.5 }, { priority: 2 ** 31 }, { delayMs: -1 }, { delayMs: NaN }, { delayMs: '10' },
     { deduplicationId: 5 }, { partitionKey: {} }, { partitionKey: 'nul\u0000' },
     { debounce: { key: 'k', periodMs: 0 } }, { debounce: { key: 5, periodMs: 10 } }, { debounce: { key: 'k', periodMs: 10 }, workflowId: 'w' },
-    { debounce: { key: 'k', periodMs: 10 }, deduplicationId: 'd' }, { sql: {} }, { timeoutMs: -5 }
+    { debounce: { key: 'k', periodMs: 10 }, deduplicationId: 'd' }, { sql: {} }
   ]
   for (const o of options) await t.rejects(app.workflows.enqueue(q, wf, { n: 1 }, o as any), { code: 'DBOS_ERR_INVALID_ARGUMENT', statusCode: 400 }, JSON.stringify(o))
+  // A timeout gets the code a start gives it.
+  for (const timeoutMs of [-5, 0, NaN, '10', 1e15]) {
+    await t.rejects(app.workflows.enqueue(q, wf, { n: 1 }, { timeoutMs } as any), { code: 'DBOS_ERR_INVALID_TIMEOUT', statusCode: 400 }, `timeoutMs ${String(timeoutMs)}`)
+  }
+  await t.rejects(app.workflows.enqueue(q, wf, { n: 1 }, { requestId: 'a\u0000b' }), { code: 'DBOS_ERR_INVALID_REQUEST_ID' })
   await t.rejects(app.workflows.enqueue(q, wf, { n: 1 }, { workflowId: '' }), { code: 'DBOS_ERR_INVALID_WORKFLOW_ID' })
   t.equal(counter.get('input:1'), 0)
   t.same(await app.workflows.list({ queueName: 'known' }), [], 'nothing was enqueued')

@@ -1,10 +1,9 @@
 /** Enqueueing workflows: checks, then an ENQUEUED row for a dispatcher to take. */
-import { nanoid } from 'nanoid'
 import type { EnqueueOptions, InternalStart } from '../calls.js'
-import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
+import { checkRequestId, checkWorkflowTimeout, workflowIdFor } from '../core/start-checks.js'
 import { unstorableTextReason } from '../core/text.js'
 import {
-  IdempotencyConflictError, InvalidArgumentError, InvalidRequestIdError, InvalidWorkflowIdError,
+  IdempotencyConflictError, InvalidArgumentError,
   QueueDeduplicatedError, UnknownQueueError
 } from '../errors.js'
 import type { QueueDefinition } from '../queue.js'
@@ -40,18 +39,13 @@ export class Enqueuer {
    */
   async enqueue (queue: QueueDefinition | string, def: Pick<WorkflowDefinition<any, any>, 'name' | 'options'>, input: unknown, options: EnqueueOptions, internal: InternalStart): Promise<string> {
     const q = this.#queue(queue)
-    const workflowId = options.workflowId ?? nanoid()
-    const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH) ?? unstorableTextReason(workflowId)
-    if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
-    const requestId = options.requestId ?? null
-    const badRequestId = requestId === null ? undefined : invalidIdReason(requestId) ?? unstorableTextReason(requestId)
-    if (badRequestId !== undefined) throw new InvalidRequestIdError(badRequestId)
+    const workflowId = workflowIdFor(options.workflowId, internal.derivedId === true)
+    const requestId = checkRequestId(options.requestId)
     const priority = options.priority ?? 0
     if (!Number.isInteger(priority) || Math.abs(priority) > 2 ** 31 - 1) throw new InvalidArgumentError('priority must be an integer')
     const delayMs = options.delayMs ?? 0
     if (typeof delayMs !== 'number' || !(delayMs >= 0 && delayMs <= MAX_DELAY_MS)) throw new InvalidArgumentError('delayMs must be a number of milliseconds from 0 to 1e14')
-    const timeoutMs = options.timeoutMs ?? def.options.timeoutMs ?? null
-    if (timeoutMs !== null && (typeof timeoutMs !== 'number' || !(timeoutMs > 0 && timeoutMs <= MAX_DELAY_MS))) throw new InvalidArgumentError('timeoutMs must be a positive number of milliseconds')
+    const timeoutMs = checkWorkflowTimeout(options.timeoutMs ?? def.options.timeoutMs)
     const partitionKey = optionalText('partitionKey', options.partitionKey)
     const deduplicationId = optionalText('deduplicationId', options.deduplicationId)
     const db = options.debounce

@@ -2,12 +2,10 @@
  * Starting workflows: the id and input checks, the idempotent insert, and the
  * launch of the run in this process.
  */
-import { nanoid } from 'nanoid'
 import { deserialize } from '../core/codec.js'
 import { prepareInput, type PreparedInput } from '../core/inputs.js'
-import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from '../core/ids.js'
-import { unstorableTextReason } from '../core/text.js'
-import { IdempotencyConflictError, InvalidRequestIdError, InvalidTimeoutError, InvalidWorkflowIdError } from '../errors.js'
+import { checkRequestId, checkWorkflowTimeout, workflowIdFor } from '../core/start-checks.js'
+import { IdempotencyConflictError } from '../errors.js'
 import type { NewWorkflowRow } from '../store/rows.js'
 import { FIRST_EPOCH } from '../store/workflows.js'
 import type { InternalStart, StartOptions } from '../calls.js'
@@ -52,12 +50,8 @@ export class Starts {
    */
   async start (def: WorkflowDefinition<any, any>, input: unknown, options: StartOptions, internal: InternalStart): Promise<string> {
     const deps = this.#deps
-    const workflowId = options.workflowId ?? nanoid()
-    const bad = invalidIdReason(workflowId, internal.derivedId === true ? MAX_DERIVED_ID_LENGTH : MAX_ID_LENGTH) ?? unstorableTextReason(workflowId)
-    if (bad !== undefined) throw new InvalidWorkflowIdError(bad)
-    const requestId = options.requestId ?? null
-    const badRequestId = requestId === null ? undefined : invalidIdReason(requestId) ?? unstorableTextReason(requestId)
-    if (badRequestId !== undefined) throw new InvalidRequestIdError(badRequestId)
+    const workflowId = workflowIdFor(options.workflowId, internal.derivedId === true)
+    const requestId = checkRequestId(options.requestId)
     const { text, hash } = internal.prepared ?? prepareInput(def, input)
     const timeoutMs = checkWorkflowTimeout(options.timeoutMs ?? def.options.timeoutMs)
     const parentId = internal.parentId ?? null
@@ -97,12 +91,3 @@ export class Starts {
   }
 }
 
-/** A workflow timeout: undefined for none, else a positive number of milliseconds (DBOS_ERR_INVALID_TIMEOUT otherwise). */
-function checkWorkflowTimeout (timeoutMs: unknown): number | null {
-  if (timeoutMs === undefined || timeoutMs === Infinity) return null
-  if (typeof timeoutMs !== 'number' || !(timeoutMs > 0) || timeoutMs > MAX_TIMEOUT_MS) throw new InvalidTimeoutError(String(timeoutMs))
-  return timeoutMs
-}
-
-/** About 3,170 years, as for sleeps: every deadline stays within years Postgres and postgres.js agree on. */
-const MAX_TIMEOUT_MS = 1e14
