@@ -174,6 +174,10 @@ export const QueueDeduplicatedError = define('DBOS_ERR_QUEUE_DEDUPLICATED', 409,
   (queue: string, deduplicationId: string) => `A workflow with deduplication id ${JSON.stringify(deduplicationId)} is already queued or running in queue ${JSON.stringify(queue)}`)
 
 /** enqueue() on a queue this engine does not have: pass its definition in the `queues` option. */
+/** app.workflows.schedules.pause/resume of a name no schedule has (in the schedules table). */
+export const ScheduleNotFoundError = define('DBOS_ERR_SCHEDULE_NOT_FOUND', 404,
+  (name: string) => `Schedule ${JSON.stringify(name)} not found: no instance on this database has registered it`)
+
 export const UnknownQueueError = define('DBOS_ERR_UNKNOWN_QUEUE', 500,
   (name: string) => `Queue ${JSON.stringify(name)} is not registered with this engine: pass its definition in the \`queues\` option`)
 

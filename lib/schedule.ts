@@ -24,8 +24,9 @@ export interface ScheduleOptions {
   queue?: QueueDefinition
   /**
    * Ticks missed while no instance ran: 'skip' (the default) starts only
-   * ticks from now on; 'backfill' starts each missed one (at most 1,000),
-   * oldest first, when an instance starts.
+   * ticks from now on; 'backfill' starts each missed one when an instance
+   * starts, oldest first; after a very long outage, only the latest 1,000.
+   * Ticks that came while the schedule was paused are never backfilled.
    */
   missed?: 'skip' | 'backfill'
 }

@@ -2,7 +2,7 @@
 // instance, ticks enqueued on a queue, and the definitions that are refused.
 import t from 'tap'
 import { defineQueue, defineSchedule, defineWorkflow, Engine, type ScheduledInput } from '../plugins/index.js'
-import { adminSql, buildApp, databaseUrl, pollUntil, uniqueSchema } from './helpers/db.js'
+import { adminSql, buildApp, buildEngine, databaseUrl, pollUntil, uniqueSchema } from './helpers/db.js'
 
 const EVERY_SECOND = '* * * * * *'
 
@@ -43,8 +43,32 @@ t.test('pause and resume: shared by every instance; a paused schedule starts not
   for (const r of ran) counts.set(`${r.schedule}@${r.at}`, (counts.get(`${r.schedule}@${r.at}`) ?? 0) + 1)
   t.ok([...counts.values()].every((n) => n === 1), 'each tick ran once across the two instances')
 
-  await t.rejects(a.workflows.schedules.pause('nope'), { code: 'DBOS_ERR_INVALID_ARGUMENT', statusCode: 400 })
-  await t.rejects(a.workflows.schedules.resume('nope'), { code: 'DBOS_ERR_INVALID_ARGUMENT', statusCode: 400 })
+  await t.rejects(a.workflows.schedules.pause('nope'), { code: 'DBOS_ERR_SCHEDULE_NOT_FOUND', statusCode: 404 })
+  await t.rejects(a.workflows.schedules.resume('nope'), { code: 'DBOS_ERR_SCHEDULE_NOT_FOUND', statusCode: 404 })
+})
+
+t.test('ticks that came while paused are not backfilled after the resume', async (t) => {
+  const ran: number[] = []
+  const ticker = defineWorkflow('ticker', async (ctx, input: ScheduledInput) => {
+    await ctx.step('tick', () => { ran.push(input.scheduledAt.getTime()) })
+  })
+  const schedules = [defineSchedule('filler', EVERY_SECOND, ticker, { missed: 'backfill' })]
+  const schema = uniqueSchema()
+  const first = await buildEngine(t, { workflows: [ticker], schedules, schema })
+  await pollUntil(() => ran.length > 0, { what: 'a tick' })
+  await first.schedules.pause('filler')
+  const pausedAt = Date.now()
+  await new Promise((resolve) => setTimeout(resolve, 3000))
+  await first.stop()
+  // An instance without the schedule resumes it; then one with it starts and backfills.
+  const other = await buildEngine(t, { workflows: [ticker], schema })
+  await other.schedules.resume('filler')
+  const resumedAt = Date.now()
+  await other.stop()
+  const last = await buildEngine(t, { workflows: [ticker], schedules, schema })
+  await pollUntil(() => ran.some((at) => at > resumedAt + 1000), { timeoutMs: 15_000, what: 'a tick after the resume' })
+  t.ok(last.executorId.length > 0)
+  t.same(ran.filter((at) => at > pausedAt + 1100 && at < resumedAt - 1100), [], 'no tick of the pause ran, then or in the backfill')
 })
 
 t.test('a schedule with a queue enqueues each tick on it', async (t) => {

@@ -4,7 +4,8 @@
  * schedule starts (or enqueues) its workflow with the id
  * `<schedule>@<tick, ISO 8601>`: the id is unique, so however many instances
  * fire, the tick runs once. A paused schedule (shared state in the schedules
- * table) skips its ticks. Missed ticks: see ScheduleOptions.missed.
+ * table) skips its ticks (they count as done: a backfill does not run them
+ * later). Missed ticks: see ScheduleOptions.missed.
  */
 import { Cron } from 'croner'
 import type { Clock } from '../core/clock.js'
@@ -41,7 +42,7 @@ export class Scheduler {
   async start (): Promise<void> {
     for (const schedule of this.#schedules) {
       const row = await upsertSchedule(this.#deps.sql, this.#deps.tables, { name: schedule.name, cron: schedule.cron, timezone: schedule.options.timezone ?? null })
-      if (schedule.options.missed === 'backfill' && row.last_tick !== null && !row.paused) this.#track(this.#backfill(schedule, row.last_tick))
+      if (schedule.options.missed === 'backfill' && row.last_tick !== null) this.#track(this.#backfill(schedule, row.last_tick))
       this.#arm(schedule)
     }
   }
@@ -73,7 +74,9 @@ export class Scheduler {
     const { sql, tables, logger } = this.#deps
     try {
       const state = await getSchedule(sql, tables, schedule.name)
-      if (state?.paused === true) return
+      // A tick skipped while paused is done with, as one that ran: a backfill
+      // after the schedule is resumed must not run what the pause skipped.
+      if (state?.paused === true) return await markTick(sql, tables, schedule.name, tick)
       await this.#deps.fire(schedule, Scheduler.workflowId(schedule.name, tick), { scheduledAt: tick, schedule: schedule.name })
       await markTick(sql, tables, schedule.name, tick)
     } catch (err) {
@@ -81,12 +84,17 @@ export class Scheduler {
     }
   }
 
-  /** Starts the ticks missed since `last`, oldest first. */
+  /** Starts the ticks missed since `last` (the latest MAX_BACKFILL of them), oldest first. */
   async #backfill (schedule: ScheduleDefinition, last: Date): Promise<void> {
     const cron = new Cron(schedule.cron, { timezone: schedule.options.timezone, paused: true })
     const now = this.#deps.clock.now()
-    const missed: Date[] = []
-    for (let at = cron.nextRun(last); at !== null && at.getTime() <= now && missed.length < MAX_BACKFILL; at = cron.nextRun(at)) missed.push(at)
+    let missed: Date[] = []
+    for (let at = cron.nextRun(last); at !== null && at.getTime() <= now; at = cron.nextRun(at)) {
+      missed.push(at)
+      // The newest are kept: after a long outage, the recent ticks matter most.
+      if (missed.length >= 2 * MAX_BACKFILL) missed = missed.slice(-MAX_BACKFILL)
+    }
+    missed = missed.slice(-MAX_BACKFILL)
     if (missed.length > 0) this.#deps.logger.info({ event: 'schedule.backfill', schedule: schedule.name, count: missed.length }, 'starting the ticks missed while no instance ran')
     for (const tick of missed) {
       if (this.#stopped) return

@@ -1,5 +1,5 @@
 /** app.workflows.schedules: the cron schedules' shared state, for every instance. */
-import { InvalidArgumentError } from '../errors.js'
+import { ScheduleNotFoundError } from '../errors.js'
 import { listSchedules, setPaused } from '../store/schedules.js'
 import { unavailableAs503 } from '../store/unavailable.js'
 import type { Database } from './database.js'
@@ -9,7 +9,7 @@ export interface ScheduleInfo {
   cron: string
   timezone: string | null
   paused: boolean
-  /** The latest tick whose workflow was started. */
+  /** The latest tick handled: its workflow started, or skipped while paused. */
   lastTick: Date | null
 }
 
@@ -36,6 +36,6 @@ export class Schedules {
 
   async #set (name: string, paused: boolean): Promise<void> {
     const { pools, tables } = this.#db()
-    if (!await unavailableAs503(() => setPaused(pools.sql, tables, name, paused))) throw new InvalidArgumentError(`there is no schedule named ${JSON.stringify(name)}`)
+    if (!await unavailableAs503(() => setPaused(pools.sql, tables, name, paused))) throw new ScheduleNotFoundError(name)
   }
 }
