@@ -16,8 +16,11 @@ import type { StreamValue } from '../lib/status.js'
  */
 export function lastEventId (request: FastifyRequest): number {
   const header = request.headers['last-event-id']
-  const id = Number(Array.isArray(header) ? header[0] : header)
-  return Number.isSafeInteger(id) && id >= 0 ? id + 1 : 0
+  const text = (Array.isArray(header) ? header[0] : header)?.trim() ?? ''
+  // Only the decimal offsets we send: Number() would read '' as 0 (skipping
+  // the first value) and '1e2' or '0x10' as offsets never sent.
+  if (!/^\d{1,15}$/.test(text)) return 0
+  return Number(text) + 1
 }
 
 /**
