@@ -24,8 +24,8 @@ export class AppWorkflows {
   }
 
   async run<I, O> (def: WorkflowDefinition<I, O>, input: I, options: RunOptions & { requestId?: string } = {}): Promise<O> {
-    const { timeoutMs, ...startOptions } = options
-    return (await this.start(def, input, startOptions)).getResult({ timeoutMs })
+    const { waitMs, ...startOptions } = options
+    return (await this.start(def, input, startOptions)).getResult({ timeoutMs: waitMs })
   }
 
   retrieve<O = unknown> (workflowId: string): Promise<WorkflowHandle<O>> {

@@ -16,7 +16,16 @@ import type { WorkflowHandle, GetResultOptions } from '../lib/handle.js'
 import { derivedWorkflowId, scopedKey } from '../lib/core/ids.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
 
-export interface RunOptions extends Omit<StartOptions, 'requestId'>, GetResultOptions {}
+/**
+ * run(): start options as for start() (`timeoutMs` is the workflow's
+ * timeout: past it the workflow is cancelled and run() rejects with
+ * DBOS_ERR_WORKFLOW_TIMEOUT), plus `waitMs`, how long to wait for the
+ * outcome: past it run() rejects with 504 DBOS_ERR_RESULT_TIMEOUT and the
+ * workflow runs on.
+ */
+export interface RunOptions extends Omit<StartOptions, 'requestId'> {
+  waitMs?: GetResultOptions['timeoutMs']
+}
 
 export class RequestWorkflows {
   readonly #engine: Engine
@@ -88,9 +97,9 @@ export class RequestWorkflows {
 
   /** Starts a workflow and waits for its result. */
   async run<I, O> (def: WorkflowDefinition<I, O>, input: I, options: RunOptions = {}): Promise<O> {
-    const { timeoutMs, ...startOptions } = options
+    const { waitMs, ...startOptions } = options
     const handle = await this.start(def, input, startOptions)
-    return handle.getResult({ timeoutMs })
+    return handle.getResult({ timeoutMs: waitMs })
   }
 
   /** A handle to an existing workflow; 404 if there is none. */

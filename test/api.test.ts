@@ -104,7 +104,7 @@ t.test('getResult({ timeoutMs }) gives up with DBOS_ERR_RESULT_TIMEOUT and leave
   const hold = gate()
   const slow = defineWorkflow('slow', async (ctx) => ctx.step('wait', async () => { await hold.wait(); return 'late' }))
   const app = await buildApp(t, { workflows: [slow] })
-  app.post('/slow', async (req) => req.workflows.run(slow, undefined, { timeoutMs: 20 }))
+  app.post('/slow', async (req) => req.workflows.run(slow, undefined, { waitMs: 20 }))
   const res = await app.inject({ method: 'POST', url: '/slow', headers: { 'dbos-idempotency-key': 'slow-1' } })
   t.equal(res.statusCode, 504)
   t.equal(errorBody(res).code, 'DBOS_ERR_RESULT_TIMEOUT')
@@ -113,6 +113,23 @@ t.test('getResult({ timeoutMs }) gives up with DBOS_ERR_RESULT_TIMEOUT and leave
   t.equal((await handle.getStatus()).status, 'PENDING')
   hold.open()
   t.equal(await handle.getResult({ timeoutMs: 15_000 }), 'late')
+})
+
+t.test('run(): timeoutMs is the workflow\'s timeout, as for start; waitMs only bounds the wait', async (t) => {
+  const hold = gate()
+  t.teardown(() => hold.open())
+  const slow = defineWorkflow('slowRun', async (ctx) => ctx.step('wait', async () => { await hold.wait(); return 'late' }))
+  const app = await buildApp(t, { workflows: [slow] })
+  app.post('/deadline', async (req) => req.workflows.run(slow, undefined, { timeoutMs: 200 }))
+  const res = await app.inject({ method: 'POST', url: '/deadline', headers: { 'dbos-idempotency-key': 'deadline-1' } })
+  t.equal(errorBody(res).code, 'DBOS_ERR_WORKFLOW_TIMEOUT', 'past its timeout, the workflow is cancelled and run() says so')
+  t.equal((await app.workflows.getStatus('deadline-1')).status, 'CANCELLED')
+  await t.rejects(app.workflows.run(slow, undefined, { waitMs: 20 }), { code: 'DBOS_ERR_RESULT_TIMEOUT' }, 'app.workflows.run: waitMs')
+  // A cancel answers the waiters at once, though the run is still in its step (it ignores its signal).
+  const running = await app.workflows.start(slow, undefined)
+  const waiting = running.getResult({ timeoutMs: 10_000 })
+  await app.workflows.cancel(running.workflowId)
+  await t.rejects(waiting, { code: 'DBOS_ERR_WORKFLOW_CANCELLED' }, 'cancelled: its waiter is answered, not left to its timeout')
 })
 
 t.test('Date, BigInt, Map, Set, undefined and Error round-trip through input and output', async (t) => {

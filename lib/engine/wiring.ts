@@ -232,8 +232,18 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     definition: (name) => definitions.get(name),
     identify: (workflowId) => identify(sql, tables, workflowId),
     runHere: (workflowId) => claimAndResume(recovery, workflowId),
-    cancelledHere: (ids, reason) => runs.cancel(ids, reason)
+    cancelledHere: (ids, reason) => cancelHere(ids, reason)
   })
+  /**
+   * Stops the runs here of workflows just cancelled in the database, and
+   * wakes their waiters: a run may take a while to unwind (a step that
+   * ignores its signal), but the outcome is recorded already, and getResult
+   * answers with it at once.
+   */
+  const cancelHere = (ids: string[], reason: (workflowId: string) => Error): void => {
+    runs.cancel(ids, reason)
+    for (const id of ids) results.wake(id)
+  }
   /** `<executor>\n<workflow id>[\n<kind>]` payloads: the workflow id when the executor is this one. */
   const mine = (payload: string): string | undefined => {
     const [owner, id] = payload.split('\n')
@@ -263,7 +273,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
         notify: (payload) => {
           const id = mine(payload)
           const Reason = payload.endsWith('\ntimeout') ? WorkflowTimeoutError : WorkflowCancelledError
-          if (id !== undefined) runs.cancel([id], (w) => new Reason(w))
+          if (id !== undefined) cancelHere([id], (w) => new Reason(w))
         },
         resubscribed: () => {}
       })
