@@ -38,8 +38,10 @@ export interface DispatcherDeps {
   executorId (): string
   appVersion: string | null
   names (): string[]
-  /** Runs a workflow this dispatcher took (as recovery resumes one: no steps recorded yet). */
+  /** Runs a workflow this dispatcher took (as recovery resumes one: no steps recorded yet); launches it before it returns. */
   run (row: ClaimedRow): Promise<void>
+  /** Marks a dispatch in flight until the returned function is called (Ownership.dispatching). */
+  dispatching (): () => void
   /** Without LISTEN (transactionPooling), poll as if work were waiting. */
   polling: boolean
 }
@@ -105,12 +107,22 @@ export class Dispatcher {
   async #look (): Promise<number> {
     const d = this.#deps
     for (;;) {
-      const result = await untilReachable(() => dispatch(d.transactions, d.tables, {
-        queue: this.#queue, executorId: d.executorId(), names: d.names(), appVersion: d.appVersion, limits: this.#limits, batch: BATCH
-      }), { signal: d.signal, stopped: () => STOPPED, unreachable: isConnectionError })
-      await Promise.all(result.claimed.map((row) => d.run(row).catch((err) => {
-        d.logger.error({ event: 'queue.run_failed', err, workflowId: row.workflow_id }, 'could not run a dequeued workflow; it stays PENDING for recovery')
-      })))
+      // Marked in flight until its runs are launched, not merely until it
+      // commits (see Ownership.dispatching): d.run launches synchronously.
+      const done = d.dispatching()
+      let result: Awaited<ReturnType<typeof dispatch>>
+      let runs: Promise<void>[]
+      try {
+        result = await untilReachable(() => dispatch(d.transactions, d.tables, {
+          queue: this.#queue, executorId: d.executorId(), names: d.names(), appVersion: d.appVersion, limits: this.#limits, batch: BATCH
+        }), { signal: d.signal, stopped: () => STOPPED, unreachable: isConnectionError })
+        runs = result.claimed.map((row) => d.run(row).catch((err) => {
+          d.logger.error({ event: 'queue.run_failed', err, workflowId: row.workflow_id }, 'could not run a dequeued workflow; it stays PENDING for recovery')
+        }))
+      } finally {
+        done()
+      }
+      await Promise.all(runs)
       // A full batch: take more at once.
       if (result.claimed.length === BATCH) continue
       const now = d.clock.now()

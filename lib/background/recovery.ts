@@ -35,6 +35,8 @@ export interface Claims {
   onlyStale (workflowId: string, epoch: string): boolean
   /** The claim on a workflow (release it when done), or undefined if another path holds it. */
   claim (workflowId: string): (() => void) | undefined
+  /** Resolves once no queue dispatch here is between its commit and the launch of its runs. */
+  dispatched (): Promise<void>
 }
 
 export interface RecoveryDeps {
@@ -110,6 +112,9 @@ async function recoverOnce (deps: RecoveryDeps): Promise<void> {
 
 /** Claims and resumes one workflow unless it runs here already (a stale run aside); true if it was resumed. */
 async function resumeUnlessRunning (deps: RecoveryDeps, { workflow_id: workflowId, epoch }: PendingRow): Promise<boolean> {
+  // A row a dispatch here just took is ours and not running yet: wait for
+  // its launch before judging (see Ownership.dispatching).
+  await deps.claims.dispatched()
   if (deps.signal.aborted || (deps.claims.busy(workflowId) && !deps.claims.onlyStale(workflowId, epoch))) return false
   try {
     await claimAndResume(deps, workflowId)

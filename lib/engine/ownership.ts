@@ -15,6 +15,9 @@ export class Ownership {
   readonly #starting = new Map<string, number>()
   /** Claims in progress: one at a time per workflow. */
   readonly #claiming = new Set<string>()
+  /** Queue dispatches in flight: their rows are ours in the database before their runs are launched here. */
+  #dispatches = 0
+  #dispatchesDone: { promise: Promise<void>, resolve: () => void } | undefined
 
   /** `runningEpoch` tells the epoch a workflow's run in this process holds, if it has one. */
   constructor (runningEpoch: (workflowId: string) => string | undefined) {
@@ -57,6 +60,38 @@ export class Ownership {
       if (n === 0) this.#starting.delete(workflowId)
       else this.#starting.set(workflowId, n)
     }
+  }
+
+  /**
+   * Marks a queue dispatch in flight until the returned function is called,
+   * after its runs were launched. A dispatch commits rows as PENDING under
+   * this executor and launches them only when its answer arrives: a recovery
+   * pass reading in between would find them ours and not running, and run
+   * them a second time (its claim fencing the first run, whose first step
+   * may have had its side effect by then).
+   */
+  dispatching (): () => void {
+    this.#dispatches++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      if (--this.#dispatches === 0) {
+        this.#dispatchesDone?.resolve()
+        this.#dispatchesDone = undefined
+      }
+    }
+  }
+
+  /** Resolves once no queue dispatch is in flight here (at once if none is). */
+  dispatched (): Promise<void> {
+    if (this.#dispatches === 0) return Promise.resolve()
+    if (this.#dispatchesDone === undefined) {
+      let resolve!: () => void
+      const promise = new Promise<void>((r) => { resolve = r })
+      this.#dispatchesDone = { promise, resolve }
+    }
+    return this.#dispatchesDone.promise
   }
 
   /**

@@ -202,6 +202,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     transactions: pools.transactions, sql, tables, logger, clock, signal, executorId, names,
     appVersion: options.appVersion,
     polling: options.transactionPooling,
+    dispatching: () => ownership.dispatching(),
     // First runs: nothing recorded to read, no claim to count.
     run: async (row) => {
       const def = definitions.get(row.name)!
