@@ -105,6 +105,23 @@ t.test('the client\'s other calls, against an engine on the same schema', async 
   await t.rejects(client.cancel('nope'), { code: 'DBOS_ERR_WORKFLOW_NOT_FOUND' })
 })
 
+t.test('a workflow a client enqueues gets its definition\'s timeout from the instance that runs it', async (t) => {
+  const hold = defineWorkflow('holds', async (ctx) => {
+    await ctx.step('long', () => new Promise((resolve) => setTimeout(resolve, 3000)))
+    return 'finished'
+  }, { timeoutMs: 300 })
+  const q = defineQueue('timed')
+  const schema = uniqueSchema()
+  const app = await buildApp(t, { workflows: [hold], queues: [q], schema })
+  await app.ready()
+  const client = new WorkflowClient({ databaseUrl, schema, pollMs: 100 })
+  t.teardown(() => client.close())
+  const handle = await client.enqueue('timed', 'holds', undefined)
+  await t.rejects(handle.getResult({ timeoutMs: 20_000 }), { code: 'DBOS_ERR_WORKFLOW_TIMEOUT' }, 'cancelled at the definition\'s timeout')
+  const own = await client.enqueue('timed', 'holds', undefined, { timeoutMs: 10_000 })
+  t.equal(await own.getResult({ timeoutMs: 20_000 }), 'finished', 'a timeout of its own wins')
+})
+
 t.test('a client refuses bad options, and answers 503 when the database is unreachable', async (t) => {
   const saved = process.env.DATABASE_URL
   delete process.env.DATABASE_URL

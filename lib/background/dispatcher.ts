@@ -38,6 +38,8 @@ export interface DispatcherDeps {
   executorId (): string
   appVersion: string | null
   names (): string[]
+  /** The definitions' default timeouts (names and milliseconds, in step), for workflows enqueued without one. */
+  defaultTimeouts (): { names: string[], timeoutsMs: number[] }
   /** Runs a workflow this dispatcher took (as recovery resumes one: no steps recorded yet); launches it before it returns. */
   run (row: ClaimedRow): Promise<void>
   /** Marks a dispatch in flight until the returned function is called (Ownership.dispatching). */
@@ -114,7 +116,7 @@ export class Dispatcher {
       let runs: Promise<void>[]
       try {
         result = await untilReachable(() => dispatch(d.transactions, d.tables, {
-          queue: this.#queue, executorId: d.executorId(), names: d.names(), appVersion: d.appVersion, limits: this.#limits, batch: BATCH
+          queue: this.#queue, executorId: d.executorId(), names: d.names(), defaultTimeouts: d.defaultTimeouts(), appVersion: d.appVersion, limits: this.#limits, batch: BATCH
         }), { signal: d.signal, stopped: () => STOPPED, unreachable: isConnectionError })
         runs = result.claimed.map((row) => d.run(row).catch((err) => {
           d.logger.error({ event: 'queue.run_failed', err, workflowId: row.workflow_id }, 'could not run a dequeued workflow; it stays PENDING for recovery')

@@ -16,6 +16,7 @@ import { lostRuns } from '../store/adoption.js'
 import { Notifications } from '../store/listener.js'
 import { getOutcome, identify, releaseWorkflows } from '../store/workflows.js'
 import { untilReachable } from '../core/retry.js'
+import { MAX_TIMEOUT_MS } from '../core/start-checks.js'
 import { DatabaseUnavailableError, EngineStoppedError, UnknownWorkflowError, WorkflowCancelledError, WorkflowTimeoutError } from '../errors.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import { Checkpoints } from '../writes/checkpoints.js'
@@ -203,6 +204,11 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     appVersion: options.appVersion,
     polling: options.transactionPooling,
     dispatching: () => ownership.dispatching(),
+    defaultTimeouts: () => {
+      // Only ones a start would accept (a bad one is refused at each start, with its code).
+      const withTimeout = [...definitions.values()].filter((d) => { const ms = d.options.timeoutMs; return typeof ms === 'number' && ms > 0 && ms <= MAX_TIMEOUT_MS })
+      return { names: withTimeout.map((d) => d.name), timeoutsMs: withTimeout.map((d) => d.options.timeoutMs!) }
+    },
     // First runs: nothing recorded to read, no claim to count.
     run: async (row) => {
       const def = definitions.get(row.name)!

@@ -112,6 +112,8 @@ export interface DispatchScope {
   queue: string
   executorId: string
   names: string[]
+  /** Definitions' default timeouts, for workflows enqueued without one by a process that lacks the definition (a WorkflowClient). */
+  defaultTimeouts: { names: string[], timeoutsMs: number[] }
   appVersion: string | null
   limits: QueueLimits
   /** Most workflows one dispatch takes. */
@@ -138,14 +140,17 @@ export interface Dispatched {
  */
 export async function dispatch (sql: Sql, t: Tables, s: DispatchScope): Promise<Dispatched> {
   return sql.begin(async (tx) => {
+    const defaultTimeout = tx`(SELECT d.ms FROM unnest(${s.defaultTimeouts.names}::text[], ${s.defaultTimeouts.timeoutsMs}::float8[]) AS d(name, ms) WHERE d.name = w.name)`
     await tx`SELECT 1 FROM ${t.queues} WHERE name = ${s.queue} FOR UPDATE`
     const free = await freeSlots(tx, t, s)
     const candidates = free === 0 ? [] : s.limits.partitioned ? await partitionedCandidates(tx, t, s, free) : await readyCandidates(tx, t, s, free)
     const claimed = candidates.length === 0 ? [] : await tx<ClaimedRow[]>`
-      UPDATE ${t.workflows}
+      UPDATE ${t.workflows} AS w
       SET status = 'PENDING', executor_id = ${s.executorId}, epoch = epoch + 1, dequeued_at = clock_timestamp(), updated_at = now(),
-          -- A queued workflow's timeout counts from now, when it starts.
-          deadline_at = clock_timestamp() + timeout_ms * interval '1 millisecond'
+          -- A queued workflow's timeout counts from now, when it starts;
+          -- without one of its own, its definition's default applies.
+          timeout_ms = coalesce(timeout_ms, ${defaultTimeout}),
+          deadline_at = clock_timestamp() + coalesce(timeout_ms, ${defaultTimeout}) * interval '1 millisecond'
       WHERE workflow_id = ANY(${candidates}::text[]) AND status = 'ENQUEUED'
       RETURNING workflow_id, name, input, request_id, epoch::text AS epoch, attempts, deadline_at`
     const [next] = await tx<{ ready: boolean, next: number | null }[]>`
