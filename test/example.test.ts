@@ -90,8 +90,15 @@ t.test('the README tour against docs/example/app.js', async (t) => {
     const started = await call('POST', '/reports', { sections: 4 })
     t.equal(started.status, 202)
     const id = started.body.workflowId as string
+    // Live: the first event comes while the workflow still runs (4 steps of 500 ms).
+    const res = await fetch(`${base}/reports/${id}/progress`)
+    t.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8')
+    const reader = res.body!.getReader()
+    const first = new TextDecoder().decode((await reader.read()).value)
+    t.match(first, /^id: 0\ndata: \{"section":1,"of":4,"percent":25\}\n\n/, 'the first event')
+    t.equal((await call('GET', `/jobs/${id}`)).body.status, 'PENDING', 'it came before the workflow finished')
+    await reader.cancel()
     const live = await call('GET', `/reports/${id}/progress`)
-    t.equal(live.headers.get('content-type'), 'text/event-stream; charset=utf-8')
     t.equal(live.text, [0, 1, 2, 3].map((i) =>
       `id: ${i}\ndata: ${JSON.stringify({ section: i + 1, of: 4, percent: 25 * (i + 1) })}\n\n`).join('') + 'event: end\ndata: {}\n\n',
     'every value, in order, then the end')
