@@ -84,6 +84,15 @@ t.test('the README tour against docs/example/app.js', async (t) => {
     t.equal(again.status, 409)
     t.equal(again.body.code, 'DBOS_ERR_WORKFLOW_FINISHED')
     t.equal((await call('GET', '/expenses/nope')).status, 404)
+
+    // With an Idempotency-Key, a retried approval is delivered once and is no error.
+    const other = (await call('POST', '/expenses', { employee: 'erin', amount: 35 })).body.workflowId as string
+    const key = { 'idempotency-key': `approve-${other}` }
+    t.same((await call('POST', `/expenses/${other}/approve`, { by: 'bob' }, key)).body, { sent: true })
+    await pollUntil(async () => (await call('GET', `/expenses/${other}`)).body.status === 'SUCCESS', { what: 'the second report to finish' })
+    const retried = await call('POST', `/expenses/${other}/approve`, { by: 'bob' }, key)
+    t.same([retried.status, retried.body], [200, { sent: true }], 'the retry with the key is no error')
+    t.equal(logged('expense reimbursed').length, 2, 'each report reimbursed once')
   })
 
   await t.test('progress over Server-Sent Events, resumed with Last-Event-ID', async (t) => {

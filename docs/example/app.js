@@ -301,8 +301,11 @@ app.post('/expenses/:id/approve', {
   }
 }, async (req) => {
   // Delivered exactly once to the workflow's ctx.recv('approval'). 404 for an
-  // unknown workflow, 409 DBOS_ERR_WORKFLOW_FINISHED once it has finished.
-  await app.workflows.send(req.params.id, { approved: req.body.approved ?? true, by: req.body.by }, { topic: 'approval' })
+  // unknown workflow, 409 DBOS_ERR_WORKFLOW_FINISHED once it has finished. With
+  // an Idempotency-Key header, a retried request delivers nothing new (and is
+  // no error, also after the workflow finished).
+  await app.workflows.send(req.params.id, { approved: req.body.approved ?? true, by: req.body.by },
+    { topic: 'approval', idempotencyKey: req.workflows.idempotencyKey })
   return { sent: true }
 })
 
