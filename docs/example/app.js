@@ -320,11 +320,9 @@ app.post('/reports', {
 
 // Server-Sent Events: one event per stream value (its id is the value's
 // offset), then `event: end`. A client reconnecting with Last-Event-ID: N
-// gets the values after N.
-app.get('/reports/:id/progress', async (req, reply) => {
-  await app.workflows.getStatus(req.params.id) // 404 before the stream starts
-  return sse(req, reply, app.workflows.readStream(req.params.id, 'progress', { from: lastEventId(req) }))
-})
+// gets the values after N. An unknown id is 404.
+app.get('/reports/:id/progress', (req, reply) =>
+  sse(req, reply, app.workflows.readStream(req.params.id, 'progress', { from: lastEventId(req) })))
 
 // ---------------------------------------------------------------- cancel, resume, fork
 
