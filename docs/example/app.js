@@ -1,13 +1,17 @@
 // The example app from the README: background jobs, an idempotent payment
-// endpoint, a crash-and-recover demo and durable reminders. Plain JavaScript on purpose: the
-// library needs no TypeScript. Run it with `npm start` (builds first).
+// endpoint, a crash-and-recover demo, durable reminders, an expense report
+// waiting for a person's approval, progress over Server-Sent Events, cancel,
+// resume and fork, an email queue, a cron schedule and a durable route.
+// Plain JavaScript on purpose: the library needs no TypeScript. Run it with
+// `npm start` (builds first).
 //
 // Without DATABASE_URL it starts an embedded Postgres with its data in
-// .dbos/pgdata, so workflows survive restarts with zero set-up.
+// .dbos/pgdata, so workflows survive restarts with zero set-up. DBOS_SCHEMA
+// picks the schema of its tables (default dbos).
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
-import dbosPlugin, { defineWorkflow } from 'fastify-dbos'
+import dbosPlugin, { defineQueue, defineSchedule, defineWorkflow, lastEventId, sse } from 'fastify-dbos'
 
 // No genReqId needed for workflows: the plugin records a generated request id
 // (unique across restarts) and adds it to req.log as dbosRequestId.
@@ -93,10 +97,94 @@ const sendReminder = defineWorkflow('sendReminder', async (ctx, { message, inSec
   })
 })
 
+// A human approval: the report says it awaits approval (an event any route
+// can read), then waits for a message from the approver. A long wait holds no
+// memory and survives restarts: the workflow is suspended until the message
+// (or the timeout) comes.
+const expenseReport = defineWorkflow('expenseReport', async (ctx, { employee, amount, description }) => {
+  await ctx.setEvent('status', { state: 'awaiting approval', employee, amount, description })
+  const decision = await ctx.recv('approval', { timeoutMs: 7 * 24 * 3600 * 1000 })
+  if (decision === null) {
+    await ctx.setEvent('status', { state: 'expired' })
+    return { approved: false, reason: 'no decision within a week' }
+  }
+  if (!decision.approved) {
+    await ctx.setEvent('status', { state: 'rejected', by: decision.by })
+    return { approved: false, by: decision.by }
+  }
+  const payout = await ctx.step('reimburse', () => {
+    app.log.info({ workflowId: ctx.workflowId, employee, amount }, 'expense reimbursed')
+    return { employee, amount, paidAt: new Date().toISOString() }
+  })
+  await ctx.setEvent('status', { state: 'reimbursed', by: decision.by, paidAt: payout.paidAt })
+  return { approved: true, by: decision.by, payout }
+})
+
+// Progress a client can follow: each step writes to the workflow's
+// 'progress' stream, which GET /reports/:id/progress sends as Server-Sent
+// Events. The stream is stored, so a client that reconnects with
+// Last-Event-ID gets the rest, even from another instance or after a restart.
+const buildReport = defineWorkflow('buildReport', async (ctx, { sections }) => {
+  for (let i = 1; i <= sections; i++) {
+    await ctx.step(`section-${i}`, () => sleep(500))
+    await ctx.writeStream('progress', { section: i, of: sections, percent: Math.round(100 * i / sections) })
+  }
+  await ctx.closeStream('progress')
+  return { sections }
+})
+
+// Fork: an order whose third step fails while the carrier is offline (flip
+// it with PUT /carrier). Forking the failed order from that step reuses the
+// recorded charge and reservation: the card is not charged again.
+let carrierOnline = false
+
+const placeOrder = defineWorkflow('placeOrder', async (ctx, { item, amount }) => {
+  const charge = await ctx.step('charge', () => {
+    app.log.info({ workflowId: ctx.workflowId, amount }, 'card charged')
+    return { chargeId: `ch_${randomUUID().slice(0, 8)}`, amount }
+  })
+  const reservation = await ctx.step('reserveStock', () => ({ item, reservedAt: new Date().toISOString() }))
+  const shipment = await ctx.step('ship', () => {
+    if (!carrierOnline) throw new Error('carrier API unavailable')
+    return { trackingNumber: `TRK-${randomUUID().slice(0, 8)}` }
+  })
+  return { ...charge, ...reservation, ...shipment }
+})
+
+// A queue: its workflows wait their turn (status ENQUEUED). At most 2 emails
+// are sent at once and at most 30 a minute, across every instance of the app
+// on this database.
+const emails = defineQueue('emails', { concurrency: 2, rateLimit: { limit: 30, periodMs: 60_000 } })
+
+const sendEmail = defineWorkflow('sendEmail', async (ctx, { to, subject }) => {
+  return ctx.step('deliver', async () => {
+    await sleep(1000) // stands in for the email provider
+    app.log.info({ workflowId: ctx.workflowId, to, subject }, 'email sent')
+    return { to, subject, sentAt: new Date().toISOString() }
+  })
+})
+
+// A cron schedule: every minute, one workflow per tick across all instances
+// (its id is the schedule's name and the tick's time). Ticks missed while
+// the app was down are skipped (the default; missed: 'backfill' runs them).
+const minutelyDigest = defineWorkflow('minutelyDigest', async (ctx, { scheduledAt, schedule }) => {
+  return ctx.step('count', async () => {
+    const recent = await app.workflows.list({ createdAfter: new Date(scheduledAt.getTime() - 60_000), limit: 1000 })
+    app.log.info({ workflowId: ctx.workflowId, schedule, recent: recent.length }, 'digest: workflows created in the last minute')
+    return { scheduledAt: scheduledAt.toISOString(), workflowsLastMinute: recent.length }
+  })
+})
+const digest = defineSchedule('minutely-digest', '* * * * *', minutelyDigest)
+
 // ---------------------------------------------------------------- plugin
 
 // No databaseUrl: the plugin uses DATABASE_URL, or starts an embedded Postgres.
-await app.register(dbosPlugin, { workflows: [processJob, processPayment, recoveryDemo, sendReminder] })
+await app.register(dbosPlugin, {
+  workflows: [processJob, processPayment, recoveryDemo, sendReminder, expenseReport, buildReport, placeOrder, sendEmail, minutelyDigest],
+  queues: [emails],
+  schedules: [digest],
+  schema: process.env.DBOS_SCHEMA || undefined
+})
 
 // ---------------------------------------------------------------- routes
 
@@ -123,6 +211,7 @@ app.get('/jobs/:id', async (req) => {
     output: status.output,
     error: status.error?.message,
     attempts: status.attempts,
+    queueName: status.queueName ?? undefined,
     createdAt: status.createdAt,
     completedAt: status.completedAt,
     wakeAt: status.wakeAt ?? undefined,
@@ -169,14 +258,192 @@ app.post('/reminders', {
 })
 
 app.get('/workflows', async (req) => {
-  const { status, name, requestId } = req.query
+  const { status, name, requestId, queue } = req.query
   // Empty query parameters (?status=) mean "any".
   const workflows = await app.workflows.list({
-    status: status || undefined, name: name || undefined, requestId: requestId || undefined, limit: 20
+    status: status || undefined, name: name || undefined, requestId: requestId || undefined, queueName: queue || undefined, limit: 20
   })
   return workflows.map((w) => ({
-    workflowId: w.workflowId, name: w.name, status: w.status, requestId: w.requestId, createdAt: w.createdAt
+    workflowId: w.workflowId, name: w.name, status: w.status, requestId: w.requestId, queueName: w.queueName ?? undefined, createdAt: w.createdAt
   }))
+})
+
+// ---------------------------------------------------------------- approval
+
+app.post('/expenses', {
+  schema: {
+    body: {
+      type: 'object',
+      required: ['employee', 'amount'],
+      properties: { employee: { type: 'string', minLength: 1 }, amount: { type: 'number', exclusiveMinimum: 0 }, description: { type: 'string' } }
+    }
+  }
+}, async (req, reply) => {
+  const { employee, amount, description = '' } = req.body
+  const handle = await req.workflows.start(expenseReport, { employee, amount, description })
+  return reply.code(202).send({ workflowId: handle.workflowId })
+})
+
+app.get('/expenses/:id', async (req) => {
+  const status = await app.workflows.getStatus(req.params.id) // 404 for an unknown id
+  // The latest 'status' event; waits up to a second for the first one.
+  const state = await app.workflows.getEvent(req.params.id, 'status', { timeoutMs: 1000 })
+  return { workflowId: status.workflowId, status: status.status, ...state, result: status.output }
+})
+
+app.post('/expenses/:id/approve', {
+  schema: {
+    body: {
+      type: 'object',
+      required: ['by'],
+      properties: { by: { type: 'string', minLength: 1 }, approved: { type: 'boolean' } }
+    }
+  }
+}, async (req) => {
+  // Delivered exactly once to the workflow's ctx.recv('approval'). 404 for an
+  // unknown workflow, 409 DBOS_ERR_WORKFLOW_FINISHED once it has finished. With
+  // an Idempotency-Key header, a retried request delivers nothing new (and is
+  // no error, also after the workflow finished).
+  await app.workflows.send(req.params.id, { approved: req.body.approved ?? true, by: req.body.by },
+    { topic: 'approval', idempotencyKey: req.workflows.idempotencyKey })
+  return { sent: true }
+})
+
+// ---------------------------------------------------------------- progress stream
+
+app.post('/reports', {
+  schema: { body: { type: 'object', properties: { sections: { type: 'integer', minimum: 1, maximum: 100 } } } }
+}, async (req, reply) => {
+  const handle = await req.workflows.start(buildReport, { sections: req.body?.sections ?? 5 })
+  return reply.code(202).send({ workflowId: handle.workflowId })
+})
+
+// Server-Sent Events: one event per stream value (its id is the value's
+// offset), then `event: end`. A client reconnecting with Last-Event-ID: N
+// gets the values after N. An unknown id is 404.
+app.get('/reports/:id/progress', (req, reply) =>
+  sse(req, reply, app.workflows.readStream(req.params.id, 'progress', { from: lastEventId(req) })))
+
+// ---------------------------------------------------------------- cancel, resume, fork
+
+app.post('/workflows/:id/cancel', async (req) => {
+  // The workflow stops at its next step boundary, on whichever instance runs it.
+  await app.workflows.cancel(req.params.id)
+  return { workflowId: req.params.id, status: (await app.workflows.getStatus(req.params.id)).status }
+})
+
+app.post('/workflows/:id/resume', async (req, reply) => {
+  // Continues a CANCELLED or failed workflow from its last completed step.
+  const handle = await app.workflows.resume(req.params.id)
+  return reply.code(202).send({ workflowId: handle.workflowId })
+})
+
+app.post('/workflows/:id/fork', {
+  schema: { body: { type: 'object', required: ['fromStep'], properties: { fromStep: { type: 'integer', minimum: 0 } } } }
+}, async (req, reply) => {
+  // A new workflow with the same input: steps before fromStep keep their
+  // recorded results, the rest run again.
+  const handle = await app.workflows.fork(req.params.id, { fromStep: req.body.fromStep })
+  return reply.code(202).send({ workflowId: handle.workflowId })
+})
+
+app.post('/orders', {
+  schema: {
+    body: {
+      type: 'object',
+      required: ['item', 'amount'],
+      properties: { item: { type: 'string', minLength: 1 }, amount: { type: 'number', exclusiveMinimum: 0 } }
+    }
+  }
+}, async (req, reply) => {
+  const handle = await req.workflows.start(placeOrder, { item: req.body.item, amount: req.body.amount })
+  return reply.code(202).send({ workflowId: handle.workflowId })
+})
+
+app.put('/carrier', {
+  schema: { body: { type: 'object', required: ['online'], properties: { online: { type: 'boolean' } } } }
+}, async (req) => {
+  carrierOnline = req.body.online
+  return { online: carrierOnline }
+})
+
+// ---------------------------------------------------------------- queue
+
+app.post('/emails', {
+  schema: {
+    body: {
+      type: 'object',
+      required: ['to', 'subject'],
+      properties: { to: { type: 'string', minLength: 1 }, subject: { type: 'string' } }
+    }
+  }
+}, async (req, reply) => {
+  // Answers at once; the email waits its turn on the queue. With an
+  // idempotency key the workflow's id is the key: a retried request gets the
+  // same workflow back and enqueues nothing new.
+  const handle = await req.workflows.enqueue(emails, sendEmail, { to: req.body.to, subject: req.body.subject })
+  return reply.code(202).send({ workflowId: handle.workflowId })
+})
+
+app.post('/newsletter', {
+  schema: { body: { type: 'object', required: ['subscribers'], properties: { subscribers: { type: 'integer', minimum: 1, maximum: 1000 } } } }
+}, async (req, reply) => {
+  // One workflow per subscriber, all on the queue at once; they run two at a
+  // time. With an idempotency key K their ids are K, K::2, K::3, ..., so a
+  // retried request finds them instead of enqueueing more.
+  const ids = []
+  for (let i = 1; i <= req.body.subscribers; i++) {
+    const handle = await req.workflows.enqueue(emails, sendEmail, { to: `subscriber-${i}@example.com`, subject: 'Our newsletter' })
+    ids.push(handle.workflowId)
+  }
+  return reply.code(202).send({ enqueued: ids })
+})
+
+// ---------------------------------------------------------------- schedules
+
+app.get('/schedules', () => app.workflows.schedules.list())
+
+app.post('/schedules/:name/pause', async (req) => {
+  // Its ticks are skipped on every instance until it is resumed.
+  await app.workflows.schedules.pause(req.params.name)
+  return { name: req.params.name, paused: true }
+})
+
+app.post('/schedules/:name/resume', async (req) => {
+  await app.workflows.schedules.resume(req.params.name)
+  return { name: req.params.name, paused: false }
+})
+
+// ---------------------------------------------------------------- a durable route
+
+// The handler is itself a workflow: its steps are checkpointed and its
+// response (status, headers, body) is stored. A retry with the same
+// Idempotency-Key (or dbos-idempotency-key) header gets the stored response,
+// marked idempotent-replayed: true, and nothing runs again. A request cut
+// short by a crash finishes when the app starts again.
+app.post('/checkout', {
+  config: { durable: true },
+  schema: {
+    body: {
+      type: 'object',
+      required: ['amount', 'userId'],
+      properties: { amount: { type: 'number', exclusiveMinimum: 0 }, userId: { type: 'string', minLength: 1 } }
+    }
+  }
+}, async (req, reply) => {
+  const { amount, userId } = req.body
+  const paymentId = await req.transaction('recordPayment', async (sql) => {
+    await sql`CREATE TABLE IF NOT EXISTS example_payments (
+      id serial PRIMARY KEY, workflow_id text NOT NULL, user_id text NOT NULL,
+      amount numeric NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`
+    const [row] = await sql`
+      INSERT INTO example_payments (workflow_id, user_id, amount)
+      VALUES (${req.workflowId}, ${userId}, ${amount}) RETURNING id`
+    return row.id
+  })
+  const receipt = await req.step('sendReceipt', () => `receipt-${paymentId}`)
+  reply.code(201).header('x-payment-id', String(paymentId))
+  return { paymentId, receipt, amount, userId }
 })
 
 // ---------------------------------------------------------------- lifecycle
