@@ -19,6 +19,13 @@ export class AppWorkflows {
   /** This process's executor id: the owner recorded on the workflows it starts. */
   get executorId (): string { return this.#engine.executorId }
 
+  /**
+   * The URL of the database the engine uses, once it is ready: the given
+   * one, or the embedded Postgres's (with its password), for a
+   * WorkflowClient in a script to reach the same workflows.
+   */
+  get databaseUrl (): string | undefined { return this.#engine.databaseUrl }
+
   start<I, O> (def: WorkflowDefinition<I, O>, input: I, options?: StartOptions): Promise<WorkflowHandle<O>> {
     return this.#engine.startWorkflow(def, input, options)
   }

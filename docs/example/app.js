@@ -9,9 +9,15 @@
 // .dbos/pgdata, so workflows survive restarts with zero set-up. DBOS_SCHEMA
 // picks the schema of its tables (default dbos).
 import { randomUUID } from 'node:crypto'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import dbosPlugin, { defineQueue, defineSchedule, defineWorkflow, lastEventId, sse } from 'fastify-dbos'
+
+/** Where the app leaves the embedded Postgres's URL for docs/example/client.js. */
+const EMBEDDED_URL_FILE = fileURLToPath(new URL('../../.dbos/example-database-url', import.meta.url))
 
 // No genReqId needed for workflows: the plugin records a generated request id
 // (unique across restarts) and adds it to req.log as dbosRequestId.
@@ -466,6 +472,12 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 
 try {
   await app.listen({ port: Number(process.env.PORT ?? 3000), host: process.env.HOST ?? '127.0.0.1' })
+  if (process.env.DATABASE_URL === undefined) {
+    // The embedded Postgres's port changes from one start to the next: leave
+    // its URL where docs/example/client.js finds it (readable by us only).
+    mkdirSync(dirname(EMBEDDED_URL_FILE), { recursive: true })
+    writeFileSync(EMBEDDED_URL_FILE, app.workflows.databaseUrl, { mode: 0o600 })
+  }
 } catch (err) {
   // A start-up failure (the embedded Postgres could not start, the port is
   // taken): its message says what failed and what to do, a stack would bury it.
