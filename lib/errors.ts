@@ -41,7 +41,8 @@ function define<A extends unknown[]> (code: string, statusCode: number, format: 
 }
 
 export const InvalidIdempotencyKeyError = define('DBOS_ERR_INVALID_IDEMPOTENCY_KEY', 400,
-  (why: string) => `Invalid dbos-idempotency-key header: ${why}`)
+  // Not a default parameter: define() counts the format's parameters (Function.length stops at one).
+  (why: string, header?: string) => `Invalid ${header ?? 'dbos-idempotency-key'} header: ${why}`)
 
 export const InvalidRequestIdError = define('DBOS_ERR_INVALID_REQUEST_ID', 400,
   (why: string) => `Invalid dbos-request-id header: ${why}`)

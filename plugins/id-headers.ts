@@ -43,11 +43,11 @@ function occurrences (rawHeaders: string[], name: string): number {
  * escapes) are taken off. Several of the headers with different keys are
  * refused: which one would the client mean?
  */
-export function readKeyHeaders (request: FastifyRequest, names: string[], check: (value: string) => string | undefined): IdHeader {
+export function readKeyHeaders (request: FastifyRequest, names: string[], check: (value: string) => string | undefined): IdHeader & { header?: string } {
   let found: IdHeader = ABSENT
   for (const name of names) {
     const header = readIdHeader(request, name, (value) => check(unquote(value)))
-    if (header.invalid !== undefined) return header
+    if (header.invalid !== undefined) return { ...header, header: name }
     if (header.value === undefined) continue
     const value = unquote(header.value)
     if (found.value !== undefined && found.value !== value) return { invalid: `was sent in two headers (${names.join(', ')}) with different values` }

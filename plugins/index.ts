@@ -68,7 +68,7 @@ const plugin: FastifyPluginCallback<FastifyDbosOptions> = (fastify: FastifyInsta
     request.log = reply.log = request.log.child({ dbosRequestId: requestId })
     reply.header(requestIdHeader, requestId)
     const key = readKeyHeaders(request, keyHeaders, invalidKeyReason)
-    if (key.invalid !== undefined) return next(new InvalidIdempotencyKeyError(key.invalid))
+    if (key.invalid !== undefined) return next(new InvalidIdempotencyKeyError(key.invalid, key.header))
     const scope = idempotencyKeyScope === undefined ? undefined : () => idempotencyKeyScope(request)
     request.workflows = new RequestWorkflows(engine, requestId, key.value, scope)
     next()

@@ -272,6 +272,7 @@ t.test('idempotencyKeyHeaders and requestIdHeader choose the headers', async (t)
   const bad = await app.inject({ method: 'POST', url: '/op', headers: { 'x-op-key': 'a::b' }, payload: {} })
   t.equal(bad.statusCode, 400)
   t.equal(errorBody(bad).code, 'DBOS_ERR_INVALID_IDEMPOTENCY_KEY', 'the key rules apply to the chosen header')
+  t.match(errorBody(bad).message, /^Invalid x-op-key header: /i, 'the message names the header that was sent')
 })
 
 t.test('without a key a durable route still runs as a workflow, with a generated id, every time', async (t) => {
