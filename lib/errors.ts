@@ -105,6 +105,10 @@ export const WorkflowCancelledError = define('DBOS_ERR_WORKFLOW_CANCELLED', 409,
 export const WorkflowFencedError = define('DBOS_ERR_WORKFLOW_FENCED', 409,
   (workflowId: string) => `This process no longer owns workflow ${workflowId}; another executor took it over`)
 
+/** A WorkflowClient call after its close(): a bug in the caller, not an outage. */
+export const ClientClosedError = define('DBOS_ERR_CLIENT_CLOSED', 500,
+  () => 'This WorkflowClient was closed; make a new one')
+
 export const EngineStoppedError = define('DBOS_ERR_ENGINE_STOPPED', 503,
   (workflowId: string) => `The engine stopped while workflow ${workflowId} was running; it stays PENDING and resumes on the next start`)
 

@@ -131,4 +131,8 @@ t.test('a client refuses bad options, and answers 503 when the database is unrea
   const unreachable = new WorkflowClient({ databaseUrl: 'postgres://postgres@127.0.0.1:1/postgres' })
   await t.rejects(unreachable.enqueue('work', 'talker', {}), { code: 'DBOS_ERR_DATABASE_UNAVAILABLE', statusCode: 503 })
   await unreachable.close()
+  const closed = new WorkflowClient({ databaseUrl })
+  await closed.close()
+  await t.rejects(closed.getStatus('x'), { code: 'DBOS_ERR_CLIENT_CLOSED' }, 'after close(): its own code, not an outage')
+  await t.rejects(closed.enqueue('work', 'talker', {}), { code: 'DBOS_ERR_CLIENT_CLOSED' })
 })

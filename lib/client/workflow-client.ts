@@ -9,7 +9,7 @@ import type { DeleteFinishedOptions, EnqueueOptions, ForkOptions, GetEventOption
 import { consoleLogger, type Logger } from '../core/logger.js'
 import { unstorableTextReason } from '../core/text.js'
 import {
-  DatabaseUnavailableError, InvalidArgumentError, InvalidOptionError
+  ClientClosedError, DatabaseUnavailableError, InvalidArgumentError, InvalidOptionError
 } from '../errors.js'
 import type { ListFilter } from '../list-filter.js'
 import type { EventInfo, StepInfo, StreamValue, WorkflowPage, WorkflowStatus } from '../status.js'
@@ -102,6 +102,7 @@ export class WorkflowClient {
 
   /** Connects, and brings the schema up to date, once. */
   async #open (): Promise<void> {
+    if (this.#abort.signal.aborted) throw new ClientClosedError()
     this.#ready ??= (async () => {
       try {
         await Promise.all([openPool(this.#sql), openPool(this.#transactions)])
