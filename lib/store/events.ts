@@ -8,19 +8,28 @@ import { ownerOf, type DirectWrite, type StepOfWrite } from './owner.js'
  * Keyed by the step, so a replay writes nothing twice.
  */
 export async function setEvent (sql: Sql, t: Tables, s: StepOfWrite, key: string, value: string): Promise<DirectWrite> {
+  return publish(sql, t, s, key, sql`
+    INSERT INTO ${t.events} (workflow_id, key, step_id, value)
+    SELECT ${s.workflowId}, ${key}, ${s.stepId}, ${value} FROM owner
+    ON CONFLICT (workflow_id, step_id) DO NOTHING
+    RETURNING 1`)
+}
+
+/**
+ * A published value (`insert`, which selects FROM owner) and its step's
+ * checkpoint in one statement, only while the workflow is the run's, then
+ * announced on the events channel (getEvent and readStream waiters).
+ */
+async function publish (sql: Sql, t: Tables, s: StepOfWrite, key: string, insert: ReturnType<Sql>): Promise<DirectWrite> {
   const [row] = await sql<{ owned: boolean, written: boolean }[]>`
     WITH owner AS (${ownerOf(sql, t, s.workflowId, s.epoch)}),
-    ev AS (
-      INSERT INTO ${t.events} (workflow_id, key, step_id, value)
-      SELECT ${s.workflowId}, ${key}, ${s.stepId}, ${value} FROM owner
-      ON CONFLICT (workflow_id, step_id) DO NOTHING
-      RETURNING 1),
+    published AS (${insert}),
     step AS (
       INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at)
       SELECT ${s.workflowId}, ${s.stepId}, ${s.name}, ${s.output}, NULL, ${s.startedAt} FROM owner
       ON CONFLICT (workflow_id, step_id) DO NOTHING
       RETURNING 1),
-    note AS (SELECT pg_notify(${t.eventsChannel}, ${s.workflowId} || E'\\n' || ${key}) FROM ev)
+    note AS (SELECT pg_notify(${t.eventsChannel}, ${s.workflowId} || E'\\n' || ${key}) FROM published)
     SELECT EXISTS (SELECT 1 FROM owner) AS owned, (SELECT count(*) FROM step) + (SELECT count(*) FROM note) > 0 AS written`
   return !row!.owned ? 'fenced' : row!.written ? 'written' : 'recorded'
 }
@@ -46,21 +55,11 @@ export async function listEvents (sql: Sql, t: Tables, workflowId: string): Prom
  * and its step's checkpoint in one statement, as setEvent.
  */
 export async function writeStream (sql: Sql, t: Tables, s: StepOfWrite, key: string, offset: number, value: string | null, closed: boolean): Promise<DirectWrite> {
-  const [row] = await sql<{ owned: boolean, written: boolean }[]>`
-    WITH owner AS (${ownerOf(sql, t, s.workflowId, s.epoch)}),
-    v AS (
-      INSERT INTO ${t.streams} (workflow_id, key, "offset", step_id, value, closed)
-      SELECT ${s.workflowId}, ${key}, ${offset}, ${s.stepId}, ${value}::text, ${closed} FROM owner
-      ON CONFLICT (workflow_id, key, "offset") DO NOTHING
-      RETURNING 1),
-    step AS (
-      INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at)
-      SELECT ${s.workflowId}, ${s.stepId}, ${s.name}, ${s.output}, NULL, ${s.startedAt} FROM owner
-      ON CONFLICT (workflow_id, step_id) DO NOTHING
-      RETURNING 1),
-    note AS (SELECT pg_notify(${t.eventsChannel}, ${s.workflowId} || E'\\n' || ${key}) FROM v)
-    SELECT EXISTS (SELECT 1 FROM owner) AS owned, (SELECT count(*) FROM step) + (SELECT count(*) FROM note) > 0 AS written`
-  return !row!.owned ? 'fenced' : row!.written ? 'written' : 'recorded'
+  return publish(sql, t, s, key, sql`
+    INSERT INTO ${t.streams} (workflow_id, key, "offset", step_id, value, closed)
+    SELECT ${s.workflowId}, ${key}, ${offset}, ${s.stepId}, ${value}::text, ${closed} FROM owner
+    ON CONFLICT (workflow_id, key, "offset") DO NOTHING
+    RETURNING 1`)
 }
 
 export interface StreamRow { offset: number, value: string | null, closed: boolean }
