@@ -90,13 +90,8 @@ export class WakeUps {
    * runs in the background of an idle app. Never throws: if the read fails,
    * a pass in the background retries it.
    */
-  async start (): Promise<void> {
-    try {
-      const next = await this.#next()
-      if (next !== null) this.#learn(next)
-    } catch {
-      this.#fire()
-    }
+  start (): Promise<void> {
+    return this.refresh()
   }
 
   /** Clears the timer and waits for a pass in progress, which launches what it already claimed. */
