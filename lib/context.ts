@@ -1,6 +1,7 @@
 /** What a running workflow sees: its id and the durable operations it may call. */
 import type postgres from 'postgres'
 import type { RetryPolicy } from './core/retry.js'
+import type { QueueDefinition } from './queue.js'
 
 /** The postgres.js transaction handle ctx.transaction passes to its function. */
 export type TransactionSql = postgres.TransactionSql
@@ -111,6 +112,19 @@ export interface SendOptions {
 export interface ChildOptions {
   /** The child's id. Default: `<parent id>-<position of the call>`. */
   workflowId?: string
+  /**
+   * Enqueue the child on this queue (one in the engine's `queues`) instead
+   * of starting it at once: it waits its turn within the queue's limits, and
+   * its timeout counts from when it is taken (a parent's deadline does not
+   * carry over to a queued child).
+   */
+  queue?: QueueDefinition
+  /** With `queue`: as for enqueue. */
+  priority?: number
+  /** With `queue`: as for enqueue. */
+  partitionKey?: string
+  /** With `queue`: as for enqueue. */
+  delayMs?: number
 }
 
 /** A child workflow, seen from its parent. */

@@ -16,6 +16,7 @@ import { lostRuns } from '../store/adoption.js'
 import { Notifications } from '../store/listener.js'
 import { getOutcome, identify, releaseWorkflows } from '../store/workflows.js'
 import { untilReachable } from '../core/retry.js'
+import { unavailableAs503 } from '../store/unavailable.js'
 import { MAX_TIMEOUT_MS } from '../core/start-checks.js'
 import { DatabaseUnavailableError, EngineStoppedError, UnknownWorkflowError, WorkflowCancelledError, WorkflowTimeoutError } from '../errors.js'
 import type { WorkflowDefinition } from '../workflow.js'
@@ -147,7 +148,13 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       startChild: async (def, input, o) => {
         if (definitions.get(def.name) !== def) throw new UnknownWorkflowError(def.name)
         // A parent waits out an outage, as its checkpoints do: a child start is part of its progress.
-        await untilReachable(() => starts.start(def, input, { workflowId: o.workflowId, requestId: o.requestId }, { parentId: o.parentId, derivedId: true }), {
+        const internal = { parentId: o.parentId, derivedId: true }
+        const start = o.enqueue === undefined
+          ? () => starts.start(def, input, { workflowId: o.workflowId, requestId: o.requestId }, internal)
+          : () => unavailableAs503(() => enqueuer.enqueue(o.enqueue!.queue, def, input, {
+            workflowId: o.workflowId, requestId: o.requestId, priority: o.enqueue!.priority, partitionKey: o.enqueue!.partitionKey, delayMs: o.enqueue!.delayMs
+          }, internal))
+        await untilReachable(start, {
           signal,
           stopped: () => new EngineStoppedError(o.parentId),
           unreachable: (err) => err instanceof DatabaseUnavailableError

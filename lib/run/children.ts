@@ -62,7 +62,9 @@ export async function startChild<I, O> (run: RunCore, def: WorkflowDefinition<I,
   run.assertRunning()
   const startedAt = run.startTime()
   const workflowId = options.workflowId ?? `${run.workflowId}-${stepId}`
-  await run.deps.startChild(def, input, { workflowId, parentId: run.workflowId, requestId: run.requestId })
+  const { queue, priority, partitionKey, delayMs } = options
+  const enqueue = queue === undefined ? undefined : { queue, priority, partitionKey, delayMs }
+  await run.deps.startChild(def, input, { workflowId, parentId: run.workflowId, requestId: run.requestId, enqueue })
   run.issueWrite(stepId, 'startChild', { output: serialize(workflowId), error: null }, startedAt)
   return new RunChildHandle<O>(run, workflowId)
 }

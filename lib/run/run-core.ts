@@ -14,6 +14,10 @@ import type { Sql, Tables } from '../store/connect.js'
 import type { StepRow, StepWrite } from '../store/rows.js'
 import type { RunWrites } from '../writes/run-writes.js'
 import type { WorkflowDefinition } from '../workflow.js'
+import type { QueueDefinition } from '../queue.js'
+
+/** How a child started with `queue` is enqueued. */
+export interface ChildEnqueue { queue: QueueDefinition, priority?: number, partitionKey?: string, delayMs?: number }
 
 export interface RunDeps {
   /** For reads (a transaction's checkpoint, after a lost connection). */
@@ -40,7 +44,7 @@ export interface RunDeps {
   /** After a recv suspended the workflow: claims it again at once if a message came meanwhile. */
   checkMessages (workflowId: string): void
   /** Starts a child workflow (idempotent: its id is deterministic). */
-  startChild (def: WorkflowDefinition<any, any>, input: unknown, o: { workflowId: string, parentId: string, requestId: string | null }): Promise<void>
+  startChild (def: WorkflowDefinition<any, any>, input: unknown, o: { workflowId: string, parentId: string, requestId: string | null, enqueue?: ChildEnqueue }): Promise<void>
   /** Another workflow's result (rejects with its error), as getResult. */
   resultOf (workflowId: string): Promise<unknown>
   /**
