@@ -34,10 +34,11 @@ export async function recv<T> (run: RunCore, topic: string = '', options: RecvOp
   // The deadline, and every earlier step, durable before a message is consumed.
   await run.confirmIssued()
   const { sql, tables } = run.deps
+  const sentBy = deadline === Infinity ? null : new Date(deadline)
   for (;;) {
     run.assertRunning()
     const startedAt = run.startTime()
-    const got = await receiveMessage(sql, tables, { workflowId: run.workflowId, epoch: run.epoch, topic, stepId: recvStep, name: RECV_STEP, startedAt })
+    const got = await receiveMessage(sql, tables, { workflowId: run.workflowId, epoch: run.epoch, topic, stepId: recvStep, name: RECV_STEP, startedAt, sentBy })
     if (got.outcome === 'received') return deserialize(got.message) as T
     if (got.outcome === 'recorded') return ownRecord(run, recvStep) as T
     if (got.outcome === 'fenced') {
@@ -83,9 +84,11 @@ async function suspendUntilMessage (run: RunCore, topic: string, deadline: numbe
     const result = await suspendForMessage(sql, tables, { workflowId: run.workflowId, epoch: run.epoch, topic, wakeAt })
     if (result === 'fenced') throw new WorkflowFencedError(run.workflowId)
     if (result === 'message-waiting') return false
-    // A message sent while the suspension was written may have been
-    // announced before it committed: look once more, now that it has.
-    run.deps.checkMessages(run.workflowId)
+    // The wake-up scheduler must know of the timeout, or the recv would
+    // return null only once some message woke it. And a message sent while
+    // the suspension was written may have been announced before it
+    // committed: look once more, now that it has.
+    run.deps.recvSuspended(run.workflowId, wakeAt.getTime())
     return true
   })
 }

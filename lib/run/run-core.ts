@@ -37,8 +37,12 @@ export interface RunDeps {
   timedOut (workflowId: string): Promise<void>
   /** Resolves when a message to this workflow is announced, or after `ms` (a poll); never rejects. */
   messageArrived (workflowId: string, ms: number): Promise<void>
-  /** After a recv suspended the workflow: claims it again at once if a message came meanwhile. */
-  checkMessages (workflowId: string): void
+  /**
+   * After a recv suspended the workflow until `wakeAt` (its timeout): the
+   * wake-up timer is armed for it, and the workflow claimed again at once if
+   * a message came meanwhile.
+   */
+  recvSuspended (workflowId: string, wakeAt: number): void
   /** Starts a child workflow (idempotent: its id is deterministic). */
   startChild (def: WorkflowDefinition<any, any>, input: unknown, o: { workflowId: string, parentId: string, requestId: string | null }): Promise<void>
   /** Another workflow's result (rejects with its error), as getResult. */
