@@ -235,7 +235,11 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
     definition: (name) => definitions.get(name),
     identify: (workflowId) => identify(sql, tables, workflowId),
     runHere: (workflowId) => claimAndResume(recovery, workflowId),
-    cancelledHere: (ids, reason) => runs.cancel(ids, reason)
+    cancelledHere: (ids, reason) => {
+      runs.cancel(ids, reason)
+      // Waiters here on a run stopping at its next step boundary learn it now, from the database.
+      for (const id of ids) results.wake(id)
+    }
   })
   /** `<executor>\n<workflow id>[\n<kind>]` payloads: the workflow id when the executor is this one. */
   const mine = (payload: string): string | undefined => {
@@ -266,7 +270,9 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
         notify: (payload) => {
           const id = mine(payload)
           const Reason = payload.endsWith('\ntimeout') ? WorkflowTimeoutError : WorkflowCancelledError
-          if (id !== undefined) runs.cancel([id], (w) => new Reason(w))
+          if (id === undefined) return
+          runs.cancel([id], (w) => new Reason(w))
+          results.wake(id)
         },
         resubscribed: () => {}
       })

@@ -78,7 +78,8 @@ function recordedDeadline (run: RunCore, stepId: number, timeoutMs: number): num
  * one is waiting already, returns so that the caller receives it.
  */
 async function suspendUntilMessage (run: RunCore, topic: string, deadline: number): Promise<void> {
-  const wakeAt = new Date(Math.min(deadline, run.deps.now() + MAX_WAIT_MS))
+  // Woken by the workflow's own deadline if that is earlier, to be cancelled then.
+  const wakeAt = new Date(Math.min(deadline, run.deadline, run.deps.now() + MAX_WAIT_MS))
   const { sql, tables } = run.deps
   return run.suspendWith(wakeAt.getTime(), async () => {
     const result = await suspendForMessage(sql, tables, { workflowId: run.workflowId, epoch: run.epoch, topic, wakeAt })
