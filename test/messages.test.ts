@@ -8,7 +8,7 @@ import t from 'tap'
 import { defineWorkflow, type Engine } from '../lib/index.js'
 import { kLocalRuns } from '../lib/core/symbols.js'
 import { adminSql, buildEngine, pollUntil } from './helpers/db.js'
-import { gate } from './helpers/workflows.js'
+import { gate, sharedSchema } from './helpers/workflows.js'
 
 function table (engine: Engine, name: string): string {
   return `${engine.options.schema}.${name}`
@@ -223,4 +223,23 @@ t.test('bad sends and recvs are refused with their codes', async (t) => {
   t.same(await bad.getResult({ timeoutMs: 20_000 }), Array(6).fill('DBOS_ERR_INVALID_CALL'),
     'negative, NaN, huge and non-number timeouts, an unstorable topic: refused in the workflow')
   t.same(await engine.listSteps(bad.workflowId), [], 'refused calls take no position')
+})
+
+t.test('two instances: the waiter suspends on one, senders on both; each message consumed once, in order per sender', async (t) => {
+  const processes = sharedSchema(t, 'msg2')
+  const [owner, other] = await Promise.all([
+    processes.start({ workflows: all, executorId: 'owner', sleepInMemoryMaxMs: 0 }),
+    processes.start({ workflows: all, executorId: 'other', sleepInMemoryMaxMs: 0 })
+  ])
+  const sql = adminSql(t)
+  const h = await owner.startWorkflow(collector, { n: 100, topic: 'x' })
+  await Promise.all(Array.from({ length: 10 }, async (_, s) => {
+    const via = s % 2 === 0 ? owner : other
+    for (let i = 0; i < 10; i++) await via.send(h.workflowId, { s, i }, { topic: 'x' })
+  }))
+  const got = await other.getResult(h.workflowId, { timeoutMs: 45_000 }) as { s: number, i: number }[]
+  t.equal(new Set(got.map((m) => `${m.s}:${m.i}`)).size, 100, 'all 100, none twice')
+  for (let s = 0; s < 10; s++) t.same(got.filter((m) => m.s === s).map((m) => m.i), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], `sender ${s} in order`)
+  const [row] = await sql<{ executor_id: string }[]>`SELECT executor_id FROM ${sql(processes.schema + '.workflows')} WHERE workflow_id = ${h.workflowId}`
+  t.equal(row!.executor_id, 'owner', 'woken where it is owned, whoever sent')
 })
