@@ -109,7 +109,10 @@ const busy = defineWorkflow('busy', async (ctx) => {
   return 'done'
 })
 
-const all = [stepTimeout, threeSteps, abortable, failsOnce, paid, sleeper, waitsForever, parent, busy]
+/** The definition's default timeout applies when the start gives none. */
+const timedByDefault = defineWorkflow('timedByDefault', async (ctx) => ctx.recv('never'), { timeoutMs: 1000 })
+
+const all = [stepTimeout, threeSteps, abortable, failsOnce, paid, sleeper, waitsForever, parent, busy, timedByDefault]
 
 t.test('a step timeout aborts the step\'s signal and fails it with DBOS_ERR_STEP_TIMEOUT', async (t) => {
   const engine = await buildEngine(t, { workflows: all })
@@ -280,4 +283,25 @@ t.test('fork reuses the steps before fromStep and reruns the rest', async (t) =>
   t.match(await rejection(engine.fork(original.workflowId, { fromStep: 4 })), { code: 'DBOS_ERR_INVALID_FORK_STEP', statusCode: 400 })
   t.match(await rejection(engine.fork(original.workflowId, { fromStep: -1 })), { statusCode: 400 })
   t.match(await rejection(engine.fork('no-such', { fromStep: 0 })), { code: 'DBOS_ERR_WORKFLOW_NOT_FOUND', statusCode: 404 })
+})
+
+t.test('the definition\'s default timeout, and bad timeouts refused at the start', async (t) => {
+  const engine = await buildEngine(t, { workflows: all })
+  const h = await engine.startWorkflow(timedByDefault, undefined)
+  t.ok((await engine.getStatus(h.workflowId)).deadlineAt instanceof Date, 'a deadline from the definition')
+  t.match(await rejection(h.getResult({ timeoutMs: 20_000 })), { code: 'DBOS_ERR_WORKFLOW_TIMEOUT' })
+  for (const timeoutMs of [-1, Number.NaN, 1e300]) {
+    t.match(await rejection(engine.startWorkflow(abortable, undefined, { timeoutMs })), { statusCode: 400 }, `timeoutMs ${timeoutMs}`)
+  }
+})
+
+t.test('cancelling a parent cancels its children', async (t) => {
+  const engine = await buildEngine(t, { workflows: all })
+  const h = await engine.startWorkflow(parent, undefined)
+  const child = `${h.workflowId}-0`
+  await pollUntil(async () => (await engine.list({ parentId: h.workflowId })).length === 1, { what: 'the child' })
+  await engine.cancel(h.workflowId)
+  t.match(await rejection(engine.getResult(child, { timeoutMs: 10_000 })), { code: 'DBOS_ERR_WORKFLOW_CANCELLED', statusCode: 409 })
+  t.same((await engine.list({ parentId: h.workflowId })).map((w) => w.status), ['CANCELLED'])
+  t.equal((await engine.getStatus(h.workflowId)).status, 'CANCELLED')
 })
