@@ -106,6 +106,11 @@ t.test('readStream: values as they come, ends on close; from resumes at an offse
   t.same(await collect(engine.readStream(h.workflowId, 's', { from: 3 })), [], 'past the last value: ends at once')
   await engine.send(h.workflowId, 'x', { topic: 'end' })
   t.equal(await h.getResult({ timeoutMs: 20_000 }), 'DBOS_ERR_STREAM_CLOSED', 'writing after the close is refused')
+  t.match(await rejection(collect(engine.readStream('no-such', 's'))), { code: 'DBOS_ERR_WORKFLOW_NOT_FOUND', statusCode: 404 })
+  for (const from of [-1, 1.5, Number.NaN]) {
+    t.match(await rejection(collect(engine.readStream(h.workflowId, 's', { from }))), { statusCode: 400 }, `from ${from}`)
+  }
+  t.same(await collect(engine.readStream(h.workflowId, 'never-written')), [], 'a stream never written ends once the workflow has finished')
 })
 
 t.test('readStream ends when the workflow finishes without closing', async (t) => {
