@@ -236,6 +236,13 @@ t.test('cancel from another engine and from a WorkflowClient on the same schema'
     await pollUntil(() => counter.get(`${h.workflowId}:aborted:DBOS_ERR_WORKFLOW_CANCELLED`) === 1, { what: `the owner's step signal to abort (${who})` })
     t.equal(counter.get(`${h.workflowId}:after`), 0)
     t.equal((await other.getStatus(h.workflowId)).status, 'CANCELLED')
+    // A run stuck in a step that ignores its signal: the owner's waiters learn of the cancel at once anyway.
+    const stuck = await owner.startWorkflow(threeSteps, undefined)
+    await pollUntil(() => gateOf(stuck.workflowId).entered > 0, { what: 'step two to begin' })
+    const waiting = rejection(stuck.getResult({ timeoutMs: 10_000 }))
+    await control.cancel(stuck.workflowId)
+    t.match(await waiting, { code: 'DBOS_ERR_WORKFLOW_CANCELLED' }, `the ${who}'s cancel reached the owner's waiter while the step still runs`)
+    gateOf(stuck.workflowId).open()
   }
 })
 
@@ -304,4 +311,21 @@ t.test('cancelling a parent cancels its children', async (t) => {
   t.match(await rejection(engine.getResult(child, { timeoutMs: 10_000 })), { code: 'DBOS_ERR_WORKFLOW_CANCELLED', statusCode: 409 })
   t.same((await engine.list({ parentId: h.workflowId })).map((w) => w.status), ['CANCELLED'])
   t.equal((await engine.getStatus(h.workflowId)).status, 'CANCELLED')
+})
+
+t.test('a workflow cancelled while suspended in recv, resumed, receives a message sent after', async (t) => {
+  const processes = sharedSchema(t, 'cxrecv')
+  const owner = await processes.start({ workflows: all, executorId: 'owner', sleepInMemoryMaxMs: 0 })
+  const other = await processes.start({ workflows: all, executorId: 'other', sleepInMemoryMaxMs: 0 })
+  const h = await owner.startWorkflow(waitsForever, undefined)
+  await pollUntil(async () => (await owner.getStatus(h.workflowId)).wakeAt !== null, { what: 'the recv to suspend' })
+  const result = rejection(owner.getResult(h.workflowId, { timeoutMs: 15_000 }))
+  await other.cancel(h.workflowId)
+  t.match(await result, { code: 'DBOS_ERR_WORKFLOW_CANCELLED' })
+  t.match(await rejection(other.send(h.workflowId, 'too late', { topic: 'never' })), { code: 'DBOS_ERR_WORKFLOW_FINISHED' }, 'a cancelled workflow takes no messages')
+  const resumed = await other.resume(h.workflowId)
+  await pollUntil(async () => (await other.getStatus(h.workflowId)).wakeAt !== null, { what: 'the resumed recv to suspend again' })
+  await owner.send(h.workflowId, 'after resume', { topic: 'never' })
+  t.equal(await resumed.getResult({ timeoutMs: 20_000 }), 'after resume')
+  t.equal((await owner.getStatus(h.workflowId)).executorId, 'other', 'resumed where resume was called')
 })
