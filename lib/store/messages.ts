@@ -106,11 +106,15 @@ export type Suspended = 'suspended' | 'message-waiting' | 'fenced'
  * already (then the run receives it instead). A message sent while this
  * statement runs may not be seen by it, and its notification may come before
  * this commits: the run makes one more claim after it (see run/messages.ts).
+ * `sentBy` as for receiveMessage: a message the recv would not take is not
+ * one waiting for it (the run would only look again and again).
  */
-export async function suspendForMessage (sql: Sql, t: Tables, s: { workflowId: string, epoch: string, topic: string, wakeAt: Date }): Promise<Suspended> {
+export async function suspendForMessage (sql: Sql, t: Tables, s: { workflowId: string, epoch: string, topic: string, wakeAt: Date, sentBy: Date | null }): Promise<Suspended> {
   const [row] = await sql<{ owned: boolean, waiting: boolean, suspended: boolean }[]>`
     WITH waiting AS (
-      SELECT 1 FROM ${t.messages} WHERE workflow_id = ${s.workflowId} AND topic = ${s.topic} AND consumed_step IS NULL LIMIT 1),
+      SELECT 1 FROM ${t.messages} WHERE workflow_id = ${s.workflowId} AND topic = ${s.topic} AND consumed_step IS NULL
+        AND (${s.sentBy}::timestamptz IS NULL OR created_at <= ${s.sentBy}::timestamptz)
+      LIMIT 1),
     done AS (
       UPDATE ${t.workflows}
       SET wake_at = least(${s.wakeAt}::timestamptz, deadline_at), waiting_topic = ${s.topic}, updated_at = now()
