@@ -160,7 +160,7 @@ export class RunCore {
    */
   assertRunning (): void {
     if (this.#suspension !== undefined) throw this.#suspension
-    if (this.#stopped === undefined && this.deps.now() >= this.deadline) {
+    if (this.#stopped === undefined && this.deadline !== Infinity && this.deps.now() >= this.deadline) {
       // The deadline timer may not have fired yet (a busy event loop), or its
       // cancellation is still being written: no step begins past the deadline.
       this.#expire()
