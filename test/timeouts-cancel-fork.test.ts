@@ -329,3 +329,19 @@ t.test('a workflow cancelled while suspended in recv, resumed, receives a messag
   t.equal(await resumed.getResult({ timeoutMs: 20_000 }), 'after resume')
   t.equal((await owner.getStatus(h.workflowId)).executorId, 'other', 'resumed where resume was called')
 })
+
+t.test('resume continues a MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow from its last completed step', async (t) => {
+  const engine = await buildEngine(t, { workflows: all })
+  const sql = adminSql(t)
+  const h = await engine.startWorkflow(threeSteps, undefined)
+  await pollUntil(() => gateOf(h.workflowId).entered > 0, { what: 'step two to begin' })
+  await engine.cancel(h.workflowId)
+  gateOf(h.workflowId).open()
+  await pollUntil(() => engine.listSteps(h.workflowId).then((s) => s.length === 1), { what: 'step one recorded' })
+  // As recovery leaves a workflow that crashed too often.
+  await sql`UPDATE ${sql(engine.options.schema + '.workflows')} SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', attempts = 5 WHERE workflow_id = ${h.workflowId}`
+  const resumed = await engine.resume(h.workflowId)
+  t.equal(await resumed.getResult({ timeoutMs: 20_000 }), 6)
+  t.equal(counter.get(`${h.workflowId}:one`), 1, 'step one replayed')
+  t.equal((await engine.getStatus(h.workflowId)).attempts, 1, 'a fresh attempts count')
+})
