@@ -142,3 +142,16 @@ t.test('the definition\'s default timeout, and bad timeouts refused at the start
     t.match(await rejection(engine.startWorkflow(abortable, undefined, { timeoutMs })), { statusCode: 400 }, `timeoutMs ${timeoutMs}`)
   }
 })
+
+t.test('a running step\'s signal aborts when the engine stops (past shutdownTimeoutMs); the workflow stays PENDING', async (t) => {
+  const processes = sharedSchema(t, 'stopsig')
+  // The stop lets runs finish for shutdownTimeoutMs first, then cuts them short.
+  const engine = await processes.start({ workflows: all, shutdownTimeoutMs: 200 })
+  const sql = adminSql(t)
+  const h = await engine.startWorkflow(abortable, undefined)
+  await pollUntil(async () => (await engine.getStatus(h.workflowId)).status === 'PENDING', { what: 'started' })
+  await engine.stop()
+  t.equal(counter.get(`${h.workflowId}:aborted:DBOS_ERR_ENGINE_STOPPED`), 1, 'the step saw the stop')
+  const [row] = await sql<{ status: string }[]>`SELECT status FROM ${sql(processes.schema + '.workflows')} WHERE workflow_id = ${h.workflowId}`
+  t.equal(row!.status, 'PENDING', 'left for the next start')
+})
