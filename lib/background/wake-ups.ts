@@ -114,6 +114,11 @@ export class WakeUps {
     this.#learn(wakeAt)
   }
 
+  /** A suspension recorded elsewhere (a long ctx.recv's timeout): the timer fires by `wakeAt`. */
+  expect (wakeAt: number): void {
+    this.#learn(wakeAt)
+  }
+
   /**
    * Looks for the earliest wake-up again (work adopted from another executor
    * may sleep until earlier than anything known here). Never throws.

@@ -144,7 +144,10 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       timedOut: (workflowId) => control.timeOut(workflowId).catch((err) => logger.error({ event: 'timeout.failed', err, workflowId },
         'could not record that a workflow timed out; it is cancelled when it next runs')),
       messageArrived: (workflowId, ms) => messageWaits.wait(workflowId, ms),
-      checkMessages: (workflowId) => wakeUps.messaged([workflowId]),
+      recvSuspended: (workflowId, wakeAt) => {
+        wakeUps.expect(wakeAt)
+        wakeUps.messaged([workflowId])
+      },
       startChild: async (def, input, o) => {
         if (definitions.get(def.name) !== def) throw new UnknownWorkflowError(def.name)
         // A parent waits out an outage, as its checkpoints do: a child start is part of its progress.

@@ -34,10 +34,11 @@ export async function recv<T> (run: RunCore, topic: string = '', options: RecvOp
   // The deadline, and every earlier step, durable before a message is consumed.
   await run.confirmIssued()
   const { sql, tables } = run.deps
+  const sentBy = deadline === Infinity ? null : new Date(deadline)
   for (;;) {
     run.assertRunning()
     const startedAt = run.startTime()
-    const got = await receiveMessage(sql, tables, { workflowId: run.workflowId, epoch: run.epoch, topic, stepId: recvStep, name: RECV_STEP, startedAt })
+    const got = await receiveMessage(sql, tables, { workflowId: run.workflowId, epoch: run.epoch, topic, stepId: recvStep, name: RECV_STEP, startedAt, sentBy })
     if (got.outcome === 'received') return deserialize(got.message) as T
     if (got.outcome === 'recorded') return ownRecord(run, recvStep) as T
     if (got.outcome === 'fenced') {
@@ -50,7 +51,7 @@ export async function recv<T> (run: RunCore, topic: string = '', options: RecvOp
       run.issueWrite(recvStep, RECV_STEP, { output: 'null', error: null }, startedAt)
       return null
     }
-    if (left > run.deps.sleepInMemoryMaxMs) await suspendUntilMessage(run, topic, deadline)
+    if (left > run.deps.sleepInMemoryMaxMs) await suspendUntilMessage(run, topic, deadline, sentBy)
     else await run.deps.messageArrived(run.workflowId, Math.min(left, MESSAGE_POLL_MS))
   }
 }
@@ -76,16 +77,19 @@ function recordedDeadline (run: RunCore, stepId: number, timeoutMs: number): num
  * workflow is resumed by replay then, and this recv finds the message. If
  * one is waiting already, returns so that the caller receives it.
  */
-async function suspendUntilMessage (run: RunCore, topic: string, deadline: number): Promise<void> {
-  const wakeAt = new Date(Math.min(deadline, run.deps.now() + MAX_WAIT_MS))
+async function suspendUntilMessage (run: RunCore, topic: string, deadline: number, sentBy: Date | null): Promise<void> {
+  // Woken by the workflow's own deadline if that is earlier, to be cancelled then.
+  const wakeAt = new Date(Math.min(deadline, run.deadline, run.deps.now() + MAX_WAIT_MS))
   const { sql, tables } = run.deps
   return run.suspendWith(wakeAt.getTime(), async () => {
-    const result = await suspendForMessage(sql, tables, { workflowId: run.workflowId, epoch: run.epoch, topic, wakeAt })
+    const result = await suspendForMessage(sql, tables, { workflowId: run.workflowId, epoch: run.epoch, topic, wakeAt, sentBy })
     if (result === 'fenced') throw new WorkflowFencedError(run.workflowId)
     if (result === 'message-waiting') return false
-    // A message sent while the suspension was written may have been
-    // announced before it committed: look once more, now that it has.
-    run.deps.checkMessages(run.workflowId)
+    // The wake-up scheduler must know of the timeout, or the recv would
+    // return null only once some message woke it. And a message sent while
+    // the suspension was written may have been announced before it
+    // committed: look once more, now that it has.
+    run.deps.recvSuspended(run.workflowId, wakeAt.getTime())
     return true
   })
 }

@@ -41,8 +41,12 @@ export interface RunDeps {
   timedOut (workflowId: string): Promise<void>
   /** Resolves when a message to this workflow is announced, or after `ms` (a poll); never rejects. */
   messageArrived (workflowId: string, ms: number): Promise<void>
-  /** After a recv suspended the workflow: claims it again at once if a message came meanwhile. */
-  checkMessages (workflowId: string): void
+  /**
+   * After a recv suspended the workflow until `wakeAt` (its timeout): the
+   * wake-up timer is armed for it, and the workflow claimed again at once if
+   * a message came meanwhile.
+   */
+  recvSuspended (workflowId: string, wakeAt: number): void
   /** Starts a child workflow (idempotent: its id is deterministic). */
   startChild (def: WorkflowDefinition<any, any>, input: unknown, o: { workflowId: string, parentId: string, requestId: string | null, enqueue?: ChildEnqueue }): Promise<void>
   /** Another workflow's result (rejects with its error), as getResult. */
@@ -85,6 +89,9 @@ export class RunCore {
   /** Set once the run must stop: it no longer owns the workflow (fence), or it was cancelled (cancel). */
   #stopped: Error | undefined
   #deadlineTimer: LongTimer | undefined
+  /** The workflow's timeout, ms since the epoch by the database's clock (Infinity: none). */
+  readonly deadline: number
+  #expired = false
   /** Aborts this run's waits: on engine stop (deps.signal) and on fence(). Made on first use. */
   #abort: AbortController | undefined
   #unlinkStop: (() => void) | undefined
@@ -96,15 +103,9 @@ export class RunCore {
     this.epoch = epoch
     this.requestId = requestId
     this.#recorded = new Map(recorded.map((s) => [s.step_id, s]))
+    this.deadline = deadline === null ? Infinity : deadline.getTime()
     if (deadline !== null) {
-      // Past its deadline the workflow is cancelled: in the database (for
-      // every instance and its children) and here, at once.
-      // Recorded first, so that a caller told of the timeout finds it in
-      // getStatus; the run stops either way (the engine stops it once the
-      // cancellation is written, or here if it could not be).
-      this.#deadlineTimer = new LongTimer(Math.max(0, deadline.getTime() - deps.now()), () => {
-        void deps.timedOut(workflowId).finally(() => this.cancel(new WorkflowTimeoutError(workflowId)))
-      })
+      this.#deadlineTimer = new LongTimer(Math.max(0, this.deadline - deps.now()), () => this.#expire())
     }
     // A start that cannot be written leaves no workflow (start() reports
     // why): the run must write nothing, and every later checkpoint wait
@@ -157,11 +158,34 @@ export class RunCore {
     if (this.#suspension !== undefined) throw this.#suspension
   }
 
-  /** Throws once the run must not go on: it suspended, it was fenced off, or the engine is stopping. */
+  /**
+   * Throws once the run must not go on: it suspended, it was fenced off, the
+   * engine is stopping, or its deadline passed.
+   */
   assertRunning (): void {
     if (this.#suspension !== undefined) throw this.#suspension
+    if (this.#stopped === undefined && this.deadline !== Infinity && this.deps.now() >= this.deadline) {
+      // The deadline timer may not have fired yet (a busy event loop), or its
+      // cancellation is still being written: no step begins past the deadline.
+      this.#expire()
+      this.#stop(new WorkflowTimeoutError(this.workflowId))
+    }
     if (this.#stopped !== undefined) throw this.#stopped
     if (this.deps.signal.aborted) throw new EngineStoppedError(this.workflowId)
+  }
+
+  /**
+   * Past its deadline the workflow is cancelled: in the database (for every
+   * instance and its children) and here. Recorded first, so that a caller
+   * told of the timeout finds it in getStatus; the run stops either way (the
+   * engine stops it once the cancellation is written, or here if it could
+   * not be). Once.
+   */
+  #expire (): void {
+    if (this.#expired) return
+    this.#expired = true
+    this.#deadlineTimer?.clear()
+    void this.deps.timedOut(this.workflowId).finally(() => this.cancel(new WorkflowTimeoutError(this.workflowId)))
   }
 
   /**
@@ -285,7 +309,8 @@ export class RunCore {
    */
   async suspend (wakeAt: number): Promise<never> {
     await this.suspendWith(wakeAt, async () => {
-      await this.deps.suspend(this.workflowId, this.epoch, wakeAt)
+      // Woken by its deadline if that is earlier, to be cancelled then.
+      await this.deps.suspend(this.workflowId, this.epoch, Math.min(wakeAt, this.deadline))
       return true
     })
     throw this.#suspension

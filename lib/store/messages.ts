@@ -42,9 +42,11 @@ export type Received = { outcome: 'received', message: string } | { outcome: 'no
  * and only if the step that returns it is recorded. Only while the workflow
  * is the run's (ownerOf) and the step is not recorded yet ('recorded': an
  * earlier try did, its answer lost). SKIP LOCKED: two parallel recvs of one
- * run take different messages.
+ * run take different messages. `sentBy`: the recv's deadline; a message sent
+ * after it (the oldest one, so that order holds) is left for the next recv,
+ * also when the run looks only later (woken late, or resumed after a crash).
  */
-export async function receiveMessage (sql: Sql, t: Tables, r: { workflowId: string, epoch: string, topic: string, stepId: number, name: string, startedAt: Date }): Promise<Received> {
+export async function receiveMessage (sql: Sql, t: Tables, r: { workflowId: string, epoch: string, topic: string, stepId: number, name: string, startedAt: Date, sentBy: Date | null }): Promise<Received> {
   const [row] = await sql<{ owned: boolean, done: boolean, message: string | null, got: boolean }[]>`
     WITH owner AS (${ownerOf(sql, t, r.workflowId, r.epoch)}),
     done AS (
@@ -57,6 +59,7 @@ export async function receiveMessage (sql: Sql, t: Tables, r: { workflowId: stri
           AND EXISTS (SELECT 1 FROM owner) AND NOT EXISTS (SELECT 1 FROM done)
         ORDER BY seq LIMIT 1
         FOR UPDATE SKIP LOCKED)
+        AND (${r.sentBy}::timestamptz IS NULL OR created_at <= ${r.sentBy}::timestamptz)
       RETURNING message),
     step AS (
       INSERT INTO ${t.steps} (workflow_id, step_id, name, output, error, started_at)
@@ -103,11 +106,15 @@ export type Suspended = 'suspended' | 'message-waiting' | 'fenced'
  * already (then the run receives it instead). A message sent while this
  * statement runs may not be seen by it, and its notification may come before
  * this commits: the run makes one more claim after it (see run/messages.ts).
+ * `sentBy` as for receiveMessage: a message the recv would not take is not
+ * one waiting for it (the run would only look again and again).
  */
-export async function suspendForMessage (sql: Sql, t: Tables, s: { workflowId: string, epoch: string, topic: string, wakeAt: Date }): Promise<Suspended> {
+export async function suspendForMessage (sql: Sql, t: Tables, s: { workflowId: string, epoch: string, topic: string, wakeAt: Date, sentBy: Date | null }): Promise<Suspended> {
   const [row] = await sql<{ owned: boolean, waiting: boolean, suspended: boolean }[]>`
     WITH waiting AS (
-      SELECT 1 FROM ${t.messages} WHERE workflow_id = ${s.workflowId} AND topic = ${s.topic} AND consumed_step IS NULL LIMIT 1),
+      SELECT 1 FROM ${t.messages} WHERE workflow_id = ${s.workflowId} AND topic = ${s.topic} AND consumed_step IS NULL
+        AND (${s.sentBy}::timestamptz IS NULL OR created_at <= ${s.sentBy}::timestamptz)
+      LIMIT 1),
     done AS (
       UPDATE ${t.workflows}
       SET wake_at = least(${s.wakeAt}::timestamptz, deadline_at), waiting_topic = ${s.topic}, updated_at = now()

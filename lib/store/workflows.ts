@@ -104,9 +104,12 @@ export async function listWorkflows (sql: Sql, t: Tables, f: ListFilter, after?:
   const conditions = [
     f.parentId !== undefined && sql`parent_id = ${f.parentId}`,
     f.queueName !== undefined && sql`queue_name = ${f.queueName}`,
+    // ::text first: a parameter cast straight to timestamptz is typed
+    // timestamptz, and postgres.js then sends it through a JS Date, which
+    // drops the microseconds (rows of one millisecond were skipped or repeated).
     after !== undefined && (desc
-      ? sql`(created_at, workflow_id) < (${after.createdAt}::timestamptz, ${after.workflowId})`
-      : sql`(created_at, workflow_id) > (${after.createdAt}::timestamptz, ${after.workflowId})`),
+      ? sql`(created_at, workflow_id) < (${after.createdAt}::text::timestamptz, ${after.workflowId}::text)`
+      : sql`(created_at, workflow_id) > (${after.createdAt}::text::timestamptz, ${after.workflowId}::text)`),
     f.name !== undefined && sql`name = ${f.name}`,
     f.status !== undefined && sql`status = ${f.status}`,
     f.requestId !== undefined && sql`request_id = ${f.requestId}`,
