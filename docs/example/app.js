@@ -206,10 +206,11 @@ app.post('/jobs', {
 // Works for any workflow id, not only jobs. An unknown id throws the library's
 // DBOS_ERR_WORKFLOW_NOT_FOUND, which Fastify answers with 404.
 app.get('/jobs/:id', async (req) => {
-  const [status, steps] = await Promise.all([
-    app.workflows.getStatus(req.params.id),
-    app.workflows.listSteps(req.params.id)
-  ])
+  // The status first, then the steps: a workflow seen finished then has all
+  // its steps (they commit with its outcome). Read in parallel, the steps
+  // could be read just before a last step and the outcome committed.
+  const status = await app.workflows.getStatus(req.params.id)
+  const steps = await app.workflows.listSteps(req.params.id)
   return {
     workflowId: status.workflowId,
     name: status.name,
