@@ -168,13 +168,16 @@ function printPrimitives (p) {
   const count = w('ours')?.count ?? w('dbos')?.count ?? 10_000
   console.log('\nprimitives (statements counted at the drivers):')
   printTable(['', 'ours', 'DBOS 5.3', 'ours vs DBOS'], [
-    ['send→recv→setEvent→getEvent p50 (ms)', k('ours', 'roundTrip.p50'), k('dbos', 'roundTrip.p50'), ratio('roundTrip.p50', 'lower')],
+    ['round trip p50 (ms), 5 ms apart', k('ours', 'roundTrip.p50'), k('dbos', 'roundTrip.p50'), ratio('roundTrip.p50', 'lower')],
     ['round trip p99 (ms)', k('ours', 'roundTrip.p99'), k('dbos', 'roundTrip.p99'), ratio('roundTrip.p99', 'lower')],
+    ['back to back: p50 / p90 (ms)', ...['ours', 'dbos'].map((kind) => `${k(kind, 'roundTrip.backToBack.p50')} / ${k(kind, 'roundTrip.backToBack.p90')}`), ''],
+    ['back to back: over 100 ms', ...['ours', 'dbos'].map((kind) => `${k(kind, 'roundTrip.backToBack.over100ms', 0)} of ${k(kind, 'roundTrip.backToBack.n', 0)}`), ''],
     ['statements per round trip', k('ours', 'roundTrip.driverStatementsPerOp'), k('dbos', 'roundTrip.driverStatementsPerOp'), ''],
     ['getEvent (set) p50 / p99 (ms)', `${k('ours', 'getEvent.p50', 3)} / ${k('ours', 'getEvent.p99')}`, `${k('dbos', 'getEvent.p50', 3)} / ${k('dbos', 'getEvent.p99')}`, ratio('getEvent.p50', 'lower')],
     ['statements per getEvent', k('ours', 'getEvent.driverStatementsPerOp'), k('dbos', 'getEvent.driverStatementsPerOp'), ''],
     [`${fmt(count)} in recv: all waiting (s)`, fmt(w('ours')?.waitingMs / 1000, 1), fmt(w('dbos')?.waitingMs / 1000, 1), ''],
     ['heap bytes per waiting workflow', fmt(perWaiter('ours')), fmt(perWaiter('dbos')), ''],
+    ['ours: quiet after (s), heap bytes each then', w('ours') === undefined ? '-' : `${fmt(w('ours').quietMs / 1000, 1)}, ${fmt((w('ours').afterQuiet - w('ours').before) / w('ours').count)}`, '', ''],
     ['heap MB before / all waiting / all done', ...['ours', 'dbos'].map((kind) => w(kind) === undefined ? '-' : [w(kind).before, w(kind).afterWaiting, w(kind).afterDone].map((b) => fmt(b / 2 ** 20, 1)).join(' / ')), ''],
     ['statements/s while all wait', fmt(w('ours')?.idleStatementsPerSecond, 1), fmt(w('dbos')?.idleStatementsPerSecond, 1), ''],
     ['one message to each: sends done (s)', fmt(w('ours')?.sentMs / 1000, 2), fmt(w('dbos')?.sentMs / 1000, 2), ''],
@@ -183,7 +186,8 @@ function printPrimitives (p) {
   ])
   if (w('ours') !== undefined) {
     const per = perWaiter('ours')
-    console.log(`  [${per < ID_BYTES ? 'met' : 'NOT met'}] ${fmt(count)} workflows waiting in recv hold < ${ID_BYTES} bytes of heap each: ${fmt(per)} bytes`)
+    const quiet = (w('ours').afterQuiet - w('ours').before) / w('ours').count
+    console.log(`  [${per < ID_BYTES ? 'met' : 'NOT met'}] ${fmt(count)} workflows waiting in recv hold < ${ID_BYTES} bytes of heap each: ${fmt(per)} bytes once all wait, ${fmt(quiet)} once the engine is quiet`)
   }
 }
 

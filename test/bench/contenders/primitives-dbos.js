@@ -36,23 +36,43 @@ export async function open (systemDatabaseUrl) {
   const doneCount = async () => (await probe`SELECT count(*)::int AS n FROM dbos.workflow_status WHERE name = 'waiter' AND status = 'SUCCESS'`)[0].n
   return {
     commands: {
-      async roundTrip ({ warmup, runs }) {
-        const handle = await DBOS.startWorkflow(echo)(warmup + runs)
+      /**
+       * send → the workflow's recv → its setEvent → getEvent returns, one at
+       * a time: `runs` after `warmup`, each after `gapMs` of idle (the echo
+       * waits in recv when the message comes), then `backToBack` more with no
+       * gap (the next send as soon as the answer is there), for up to `backToBackMaxMs`.
+       */
+      async roundTrip ({ warmup, runs, gapMs, backToBack, backToBackMaxMs }) {
+        const handle = await DBOS.startWorkflow(echo)(warmup + runs + backToBack)
         const id = handle.workflowID
-        const once = async (i) => {
-          await DBOS.send(id, i, 'ping')
-          const got = await DBOS.getEvent(id, `pong:${i}`, 10)
-          if (got !== i) throw new Error(`round trip ${i}: got ${got}`)
+        let i = 0
+        const once = async () => {
+          const n = i++
+          await DBOS.send(id, n, 'ping')
+          const got = await DBOS.getEvent(id, `pong:${n}`, 10)
+          if (got !== n) throw new Error(`round trip ${n}: got ${got}`)
         }
-        for (let i = 0; i < warmup; i++) await once(i)
+        const gap = () => new Promise((resolve) => setTimeout(resolve, gapMs))
+        for (let k = 0; k < warmup; k++) { await once(); await gap() }
         const m = mark()
         const samples = []
-        for (let i = warmup; i < warmup + runs; i++) {
+        for (let k = 0; k < runs; k++) {
+          await gap()
           const t0 = performance.now()
-          await once(i)
+          await once()
           samples.push(performance.now() - t0)
         }
         const out = { ...summary(samples), ...since(m, runs) }
+        const fast = []
+        const t1 = performance.now()
+        while (fast.length < backToBack && performance.now() - t1 < backToBackMaxMs) {
+          const t0 = performance.now()
+          await once()
+          fast.push(performance.now() - t0)
+        }
+        out.backToBack = summary(fast)
+        // Let the echo finish: the rest of its messages at once.
+        while (i < warmup + runs + backToBack) { const n = i++; await DBOS.send(id, n, 'ping') }
         await handle.getResult()
         return out
       },
@@ -83,7 +103,7 @@ export async function open (systemDatabaseUrl) {
         const afterWaiting = heap()
         const idle = mark()
         await new Promise((resolve) => setTimeout(resolve, idleMs))
-        const idleStatements = since(idle, 1).driverStatements
+        const idleStats = since(idle, 1)
         const t1 = performance.now()
         const sends = mark()
         await pool(count, concurrency, (i) => DBOS.send(`w-${i}`, i, 'go'))
@@ -92,7 +112,7 @@ export async function open (systemDatabaseUrl) {
         await until(doneCount, count, { everyMs: 20, timeoutMs })
         const deliveredMs = performance.now() - t1
         const all = since(sends, count)
-        return { count, before, afterWaiting, afterDone: heap(), startedMs, waitingMs, idleStatementsPerSecond: idleStatements / (idleMs / 1000), sentMs, deliveredMs, sendStatementsPerOp: sendStatements.driverStatementsPerOp, deliverStatementsPerOp: all.driverStatementsPerOp }
+        return { count, before, afterWaiting, afterDone: heap(), startedMs, waitingMs, idleStatementsPerSecond: idleStats.driverStatements / (idleMs / 1000), idleTop: idleStats.top, sentMs, deliveredMs, sendStatementsPerOp: sendStatements.driverStatementsPerOp, deliverStatementsPerOp: all.driverStatementsPerOp, deliverTop: all.top }
       }
     },
     async close () {

@@ -41,24 +41,43 @@ export async function open (databaseUrl) {
   const tally = async (where) => (await probe.unsafe(`SELECT count(*)::int AS bench_probe FROM dbos.workflows WHERE name = 'waiter' AND ${where}`))[0].bench_probe
   return {
     commands: {
-      /** send → the workflow's recv → its setEvent → getEvent returns, one at a time. */
-      async roundTrip ({ warmup, runs }) {
-        const handle = await engine.startWorkflow(echo, { n: warmup + runs })
+      /**
+       * send → the workflow's recv → its setEvent → getEvent returns, one at
+       * a time: `runs` after `warmup`, each after `gapMs` of idle (the echo
+       * waits in recv when the message comes), then `backToBack` more with no
+       * gap (the next send as soon as the answer is there), for up to `backToBackMaxMs`.
+       */
+      async roundTrip ({ warmup, runs, gapMs, backToBack, backToBackMaxMs }) {
+        const handle = await engine.startWorkflow(echo, { n: warmup + runs + backToBack })
         const id = handle.workflowId
-        const once = async (i) => {
-          await engine.send(id, i, { topic: 'ping' })
-          const got = await engine.getEvent(id, `pong:${i}`, { timeoutMs: 10_000 })
-          if (got !== i) throw new Error(`round trip ${i}: got ${got}`)
+        let i = 0
+        const once = async () => {
+          const n = i++
+          await engine.send(id, n, { topic: 'ping' })
+          const got = await engine.getEvent(id, `pong:${n}`, { timeoutMs: 10_000 })
+          if (got !== n) throw new Error(`round trip ${n}: got ${got}`)
         }
-        for (let i = 0; i < warmup; i++) await once(i)
+        const gap = () => new Promise((resolve) => setTimeout(resolve, gapMs))
+        for (let k = 0; k < warmup; k++) { await once(); await gap() }
         const m = mark()
         const samples = []
-        for (let i = warmup; i < warmup + runs; i++) {
+        for (let k = 0; k < runs; k++) {
+          await gap()
           const t0 = performance.now()
-          await once(i)
+          await once()
           samples.push(performance.now() - t0)
         }
         const out = { ...summary(samples), ...since(m, runs) }
+        const fast = []
+        const t1 = performance.now()
+        while (fast.length < backToBack && performance.now() - t1 < backToBackMaxMs) {
+          const t0 = performance.now()
+          await once()
+          fast.push(performance.now() - t0)
+        }
+        out.backToBack = summary(fast)
+        // Let the echo finish: the rest of its messages at once.
+        while (i < warmup + runs + backToBack) { const n = i++; await engine.send(id, n, { topic: 'ping' }) }
         await handle.getResult()
         return out
       },
@@ -93,9 +112,20 @@ export async function open (databaseUrl) {
         await until(() => tally('waiting_topic IS NOT NULL'), count, { everyMs: 100, timeoutMs })
         const waitingMs = performance.now() - t0
         const afterWaiting = heap()
+        // Then until the engine is quiet (at most 2 statements in 500 ms, a
+        // heartbeat): each suspension is followed by one more look for a message.
+        let last = mark().queries
+        for (;;) {
+          await new Promise((resolve) => setTimeout(resolve, 500))
+          const now = mark().queries
+          if (now - last <= 2 || performance.now() - t0 > timeoutMs) break
+          last = now
+        }
+        const quietMs = performance.now() - t0
+        const afterQuiet = heap()
         const idle = mark()
         await new Promise((resolve) => setTimeout(resolve, idleMs))
-        const idleStatements = since(idle, 1).driverStatements
+        const idleStats = since(idle, 1)
         const t1 = performance.now()
         const sends = mark()
         await pool(count, concurrency, (i) => engine.send(`w-${i}`, i, { topic: 'go' }))
@@ -104,7 +134,7 @@ export async function open (databaseUrl) {
         await until(() => tally("status = 'SUCCESS'"), count, { everyMs: 20, timeoutMs })
         const deliveredMs = performance.now() - t1
         const all = since(sends, count)
-        return { count, before, afterWaiting, afterDone: heap(), startedMs, waitingMs, idleStatementsPerSecond: idleStatements / (idleMs / 1000), sentMs, deliveredMs, sendStatementsPerOp: sendStatements.driverStatementsPerOp, deliverStatementsPerOp: all.driverStatementsPerOp }
+        return { count, before, afterWaiting, afterQuiet, afterDone: heap(), startedMs, waitingMs, quietMs, idleStatementsPerSecond: idleStats.driverStatements / (idleMs / 1000), idleTop: idleStats.top, sentMs, deliveredMs, sendStatementsPerOp: sendStatements.driverStatementsPerOp, deliverStatementsPerOp: all.driverStatementsPerOp, deliverTop: all.top }
       }
     },
     async close () {
