@@ -36,7 +36,7 @@ const PLAN = {
   primitives: process.env.BENCH_PRIMITIVES === '0'
     ? undefined
     : {
-        roundTrip: { warmup: Number(process.env.BENCH_RT_WARMUP ?? 100), runs: 500, gapMs: 5, backToBack: 100, backToBackMaxMs: 8000 },
+        roundTrip: { warmup: Number(process.env.BENCH_RT_WARMUP ?? 100), runs: 500, gapMs: 5, backToBack: 100, backToBackMaxMs: 5000 },
         getEvent: { warmup: 200, runs: 1000 },
         waiting: process.env.BENCH_RECV_WAITING === '0'
           ? undefined
@@ -48,9 +48,9 @@ const PLAN = {
         workerConcurrency: 64,
         enqueueConcurrency: 64,
         // Workflows per throughput run, by contender (DBOS dispatches once a second by default).
-        throughput: { ours: Number(process.env.BENCH_QUEUE_WORKFLOWS ?? 6000), dbos: 640, pgboss: Number(process.env.BENCH_QUEUE_WORKFLOWS ?? 6000) },
+        throughput: { ours: Number(process.env.BENCH_QUEUE_WORKFLOWS ?? 4000), dbos: 384, pgboss: Number(process.env.BENCH_QUEUE_WORKFLOWS ?? 3000) },
         instances: (process.env.BENCH_QUEUE_INSTANCES ?? '1,3').split(',').map(Number),
-        latency: { samples: 200, maxMs: 12_000, gapMs: 20 },
+        latency: { samples: 150, maxMs: 8000, gapMs: 20 },
         timeoutMs: 120_000
       },
   scaleOut: {

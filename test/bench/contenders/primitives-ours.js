@@ -112,13 +112,18 @@ export async function open (databaseUrl) {
         await until(() => tally('waiting_topic IS NOT NULL'), count, { everyMs: 100, timeoutMs })
         const waitingMs = performance.now() - t0
         const afterWaiting = heap()
-        // Then until the engine is quiet (at most 2 statements in 500 ms, a
-        // heartbeat): each suspension is followed by one more look for a message.
+        // Then until the engine is quiet: each suspension is followed by one
+        // more look for a message. Quiet: three 500 ms windows in a row with
+        // at most 2 statements sent (a heartbeat) and none of the engine's
+        // statements running in the database (a slow one sends nothing while it runs).
         let last = mark().queries
-        for (;;) {
+        for (let calm = 0; calm < 3 && performance.now() - t0 < timeoutMs;) {
           await new Promise((resolve) => setTimeout(resolve, 500))
           const now = mark().queries
-          if (now - last <= 2 || performance.now() - t0 > timeoutMs) break
+          const [{ bench_probe: running }] = await probe`
+            SELECT count(*)::int AS bench_probe FROM pg_stat_activity
+            WHERE datname = current_database() AND state <> 'idle' AND pid <> pg_backend_pid()`
+          calm = now - last <= 2 && running === 0 ? calm + 1 : 0
           last = now
         }
         const quietMs = performance.now() - t0
