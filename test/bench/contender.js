@@ -8,16 +8,24 @@ import { performance } from 'node:perf_hooks'
 import { countPgQueries, queryCounts } from './query-count.js'
 
 const [kind, databaseUrl, options = '{}'] = process.argv.slice(2)
-if (kind === 'dbos') {
+// Kinds: ours, dbos, ceiling, instance, and the primitives and queue phases'
+// primitives-ours, primitives-dbos, queue-ours, queue-dbos, queue-pgboss.
+const opened = JSON.parse(options)
+// Environment a contender reads when its library loads (DBOS's executor id: DBOS__VMID).
+Object.assign(process.env, opened.env ?? {})
+if (kind === 'dbos' || kind.endsWith('-dbos')) {
   // DBOS issues overlapping client.query() calls, which pg 8 reports once as deprecated: noise here.
   process.noDeprecation = true
   // The same pg module instance DBOS loads.
   const require = createRequire(createRequire(import.meta.url).resolve('@dbos-inc/dbos-sdk'))
   countPgQueries(require('pg'))
+} else if (kind.endsWith('-pgboss')) {
+  // pg-boss (ESM) on node-postgres: the pg module instance it imports.
+  countPgQueries(createRequire(import.meta.resolve('pg-boss'))('pg'))
 } else {
   register('./postgres-hooks.js', import.meta.url)
 }
-const contender = await (await import(`./contenders/${kind}.js`)).open(databaseUrl, JSON.parse(options))
+const contender = await (await import(`./contenders/${kind}.js`)).open(databaseUrl, opened)
 
 const commands = {
   /** One workflow at a time: per-run latency after a warm-up. */

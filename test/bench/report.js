@@ -11,10 +11,14 @@ export function printReport (report) {
     `${server.embedded ? '(embedded)' : '(DATABASE_URL)'}, synchronous_commit=${server.settings.synchronous_commit}, ` +
     `fsync=${server.settings.fsync}, shared_buffers=${server.settings.shared_buffers}; ${rounds.length} rounds, medians; ` +
     `statements from ${server.pgss ? 'pg_stat_statements' : 'the drivers'}\n`)
-  printTable(['', 'ours', 'DBOS 5.3', 'ceiling (INSERT)', 'ours vs DBOS', 'ours vs ceiling'], tableRows(report, m))
-  printRounds(rounds)
-  printTargets(m, report)
-  printStatements(rounds)
+  if (rounds.length > 0) {
+    printTable(['', 'ours', 'DBOS 5.3', 'ceiling (INSERT)', 'ours vs DBOS', 'ours vs ceiling'], tableRows(report, m))
+    printRounds(rounds)
+    printTargets(m, report)
+    printStatements(rounds)
+  }
+  if (report.primitives !== undefined) printPrimitives(report.primitives)
+  if (report.queues !== undefined) printQueues(report.queues)
   if (report.scaleOut !== undefined) printScaleOut(report.scaleOut, report.plan.scaleOut)
 }
 
@@ -153,6 +157,70 @@ function printScaleOut ({ instances, failover }, plan) {
     console.log(`  [${met ? 'met' : 'NOT met'}] ${r.heartbeatMs}/${r.leaseMs}: no completed step ran twice, every adopted workflow succeeded` +
       (r.leaseMs === 3000 ? `; [${r.lastFinishedMs <= 5000 ? 'met' : 'NOT met'}] last adopted finished within 5 s of the kill` : ''))
   }
+}
+
+/** Messages and events, ours against DBOS (primitives.js). */
+function printPrimitives (p) {
+  const k = (kind, path, digits = 2) => fmt(get(p[kind], path), digits)
+  const ratio = (path, word) => times(get(p.dbos, path) / get(p.ours, path), word)
+  const w = (kind) => p[kind]?.waiting
+  const perWaiter = (kind) => w(kind) === undefined ? NaN : (w(kind).afterWaiting - w(kind).before) / w(kind).count
+  const count = w('ours')?.count ?? w('dbos')?.count ?? 10_000
+  console.log('\nprimitives (statements counted at the drivers):')
+  printTable(['', 'ours', 'DBOS 5.3', 'ours vs DBOS'], [
+    ['round trip p50 (ms), 5 ms apart', k('ours', 'roundTrip.p50'), k('dbos', 'roundTrip.p50'), ratio('roundTrip.p50', 'lower')],
+    ['round trip p99 (ms)', k('ours', 'roundTrip.p99'), k('dbos', 'roundTrip.p99'), ratio('roundTrip.p99', 'lower')],
+    ['back to back: p50 / p90 (ms)', ...['ours', 'dbos'].map((kind) => `${k(kind, 'roundTrip.backToBack.p50')} / ${k(kind, 'roundTrip.backToBack.p90')}`), ''],
+    ['back to back: over 100 ms', ...['ours', 'dbos'].map((kind) => `${k(kind, 'roundTrip.backToBack.over100ms', 0)} of ${k(kind, 'roundTrip.backToBack.n', 0)}`), ''],
+    ['statements per round trip', k('ours', 'roundTrip.driverStatementsPerOp'), k('dbos', 'roundTrip.driverStatementsPerOp'), ''],
+    ['getEvent (set) p50 / p99 (ms)', `${k('ours', 'getEvent.p50', 3)} / ${k('ours', 'getEvent.p99')}`, `${k('dbos', 'getEvent.p50', 3)} / ${k('dbos', 'getEvent.p99')}`, ratio('getEvent.p50', 'lower')],
+    ['statements per getEvent', k('ours', 'getEvent.driverStatementsPerOp'), k('dbos', 'getEvent.driverStatementsPerOp'), ''],
+    [`${fmt(count)} in recv: all waiting (s)`, fmt(w('ours')?.waitingMs / 1000, 1), fmt(w('dbos')?.waitingMs / 1000, 1), ''],
+    ['heap bytes per waiting workflow', fmt(perWaiter('ours')), fmt(perWaiter('dbos')), ''],
+    ['ours: quiet after (s), heap bytes each then', w('ours') === undefined ? '-' : `${fmt(w('ours').quietMs / 1000, 1)}, ${fmt((w('ours').afterQuiet - w('ours').before) / w('ours').count)}`, '', ''],
+    ['heap MB before / all waiting / all done', ...['ours', 'dbos'].map((kind) => w(kind) === undefined ? '-' : [w(kind).before, w(kind).afterWaiting, w(kind).afterDone].map((b) => fmt(b / 2 ** 20, 1)).join(' / ')), ''],
+    ['statements/s while all wait', fmt(w('ours')?.idleStatementsPerSecond, 1), fmt(w('dbos')?.idleStatementsPerSecond, 1), ''],
+    ['one message to each: sends done (s)', fmt(w('ours')?.sentMs / 1000, 2), fmt(w('dbos')?.sentMs / 1000, 2), ''],
+    ['one message to each: all finished (s)', fmt(w('ours')?.deliveredMs / 1000, 2), fmt(w('dbos')?.deliveredMs / 1000, 2), times(w('dbos')?.deliveredMs / w('ours')?.deliveredMs, 'faster')],
+    ['statements per delivery (send to done)', k('ours', 'waiting.deliverStatementsPerOp'), k('dbos', 'waiting.deliverStatementsPerOp'), '']
+  ])
+  if (w('ours') !== undefined) {
+    const per = perWaiter('ours')
+    const quiet = (w('ours').afterQuiet - w('ours').before) / w('ours').count
+    console.log(`  [${per < ID_BYTES ? 'met' : 'NOT met'}] ${fmt(count)} workflows waiting in recv hold < ${ID_BYTES} bytes of heap each: ${fmt(per)} bytes once all wait, ${fmt(quiet)} once the engine is quiet`)
+  }
+}
+
+/** Queues: ours against DBOS and pg-boss, 1 and 3 instances (queues.js). */
+function printQueues (q) {
+  const names = { ours: 'ours', dbos: 'DBOS 5.3', pgboss: 'pg-boss 12' }
+  const kinds = Object.keys(q)
+  console.log('\nqueues: a 1-step workflow (pg-boss: a job), workerConcurrency 64 per instance; statements counted at the drivers:')
+  const rows = []
+  for (const kind of kinds) {
+    for (const r of q[kind]) {
+      rows.push([`${names[kind]}, ${r.count} instance${r.count === 1 ? '' : 's'}`, fmt(r.throughput.perSecond), fmt(r.throughput.workflows),
+        fmt(r.throughput.driverStatementsPerOp, 2), fmt(r.throughput.nodeCpuUsPerOp), fmt(r.latency.p50, 1), fmt(r.latency.p99, 1), fmt(r.latency.n), r.latency.byInstance.join('+')])
+    }
+  }
+  printTable(['', 'enqueue→done wf/s', 'workflows', 'statements/wf', 'Node CPU µs/wf', 'enqueue→start p50 ms', 'p99 ms', 'samples', 'started on'], rows)
+  const best = (kind, count) => q[kind]?.find((r) => r.count === count)
+  for (const count of [1, 3]) {
+    const ours = best('ours', count)
+    if (ours === undefined) continue
+    const vs = (kind) => best(kind, count) === undefined ? '-' : times(ours.throughput.perSecond / best(kind, count).throughput.perSecond, '')
+    console.log(`  ${count} instance${count === 1 ? '' : 's'}: ours vs DBOS ${vs('dbos')}, vs pg-boss ${vs('pgboss')}`)
+  }
+  const one = best('ours', 1)
+  const three = best('ours', 3)
+  if (one !== undefined && best('dbos', 1) !== undefined) {
+    console.log(`  [${one.throughput.perSecond / best('dbos', 1).throughput.perSecond >= 10 ? 'met' : 'NOT met'}] >= 10x DBOS's queue throughput (1 instance)`)
+  }
+  if (one !== undefined && best('pgboss', 1) !== undefined) {
+    console.log(`  [${one.throughput.perSecond > best('pgboss', 1).throughput.perSecond ? 'met' : 'NOT met'}] ahead of pg-boss (1 instance)`)
+  }
+  const lat = three ?? one
+  if (lat !== undefined) console.log(`  [${lat.latency.p50 < 5 ? 'met' : 'NOT met'}] p50 enqueue-to-start under 5 ms (${lat.count} instances): ${fmt(lat.latency.p50, 2)} ms`)
 }
 
 function printTable (header, rows) {

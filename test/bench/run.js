@@ -8,6 +8,8 @@ import os from 'node:os'
 import autocannon from 'autocannon'
 import { spawnContender } from './child.js'
 import { printReport } from './report.js'
+import { benchPrimitives } from './primitives.js'
+import { benchQueues } from './queues.js'
 import { benchScaleOut } from './scale-out.js'
 import { openServer, statementDelta } from './server.js'
 
@@ -18,7 +20,12 @@ const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2))
 // instances, BENCH_FAILOVER=0 the kill -9, BENCH_FAILOVER_SHORT=0 its short-lease
 // variant, BENCH_FAILOVER_RUNS=n repeats each failover n times; BENCH_FAILOVER_RATE
 // (workflows/s per instance, default 100) and BENCH_FAILOVER_STEP_MS (default 20) set its load.
-const KINDS = (process.env.BENCH_ONLY ?? 'ours,dbos,ceiling').split(',')
+// BENCH_CORE=0 skips the rounds (idle, one at a time, 64 in flight, HTTP); BENCH_PRIMITIVES=0 the
+// primitives phase (primitives.js), BENCH_RECV_WAITING=0 only its 10,000 waiting in recv;
+// BENCH_QUEUES=0 the queue phase (queues.js). pgboss is a contender of the queue phase only.
+const KINDS = (process.env.BENCH_ONLY ?? 'ours,dbos,ceiling,pgboss').split(',')
+const CORE_KINDS = process.env.BENCH_CORE === '0' ? [] : KINDS.filter((k) => ['ours', 'dbos', 'ceiling'].includes(k))
+const LIBRARIES = KINDS.filter((k) => k === 'ours' || k === 'dbos')
 const PLAN = {
   latency: { warmup: 1000, runs: 1000 },
   throughput: { concurrency: 64, warmupMs: 1000, durationMs: 3000 },
@@ -26,6 +33,26 @@ const PLAN = {
   memory: { count: 10_000 },
   sleeping: { count: 10_000, sleepMs: 60_000, timeoutMs: 300_000 },
   idleMs: 2000,
+  primitives: process.env.BENCH_PRIMITIVES === '0'
+    ? undefined
+    : {
+        roundTrip: { warmup: Number(process.env.BENCH_RT_WARMUP ?? 100), runs: 500, gapMs: 5, backToBack: 100, backToBackMaxMs: 5000 },
+        getEvent: { warmup: 200, runs: 1000 },
+        waiting: process.env.BENCH_RECV_WAITING === '0'
+          ? undefined
+          : { count: Number(process.env.BENCH_RECV_COUNT ?? 10_000), concurrency: 64, idleMs: 2000, timeoutMs: 300_000 }
+      },
+  queues: process.env.BENCH_QUEUES === '0'
+    ? undefined
+    : {
+        workerConcurrency: 64,
+        enqueueConcurrency: 64,
+        // Workflows per throughput run, by contender (DBOS dispatches once a second by default).
+        throughput: { ours: Number(process.env.BENCH_QUEUE_WORKFLOWS ?? 4000), dbos: 384, pgboss: Number(process.env.BENCH_QUEUE_WORKFLOWS ?? 3000) },
+        instances: (process.env.BENCH_QUEUE_INSTANCES ?? '1,3').split(',').map(Number),
+        latency: { samples: 150, maxMs: 8000, gapMs: 20 },
+        timeoutMs: 120_000
+      },
   scaleOut: {
     instances: process.env.BENCH_INSTANCES === '0' ? [] : [1, 3],
     idleMs: 10_000,
@@ -57,31 +84,36 @@ log(`Postgres ${server.settings.server_version} (${server.embedded ? `embedded, 
 const rounds = []
 const memory = {}
 const sleeping = {}
+let primitives
+let queues
 let scaleOut
 try {
-  for (let round = 1; round <= ROUNDS; round++) {
+  for (let round = 1; round <= (CORE_KINDS.length > 0 ? ROUNDS : 0); round++) {
     const results = {}
-    for (const kind of KINDS) {
+    for (const kind of CORE_KINDS) {
       log(`round ${round}/${ROUNDS}: ${kind}`)
       results[kind] = await benchContender(kind)
     }
     rounds.push(results)
   }
-  for (const kind of process.env.BENCH_MEMORY === '0' ? [] : KINDS.filter((k) => k !== 'ceiling')) {
+  for (const kind of process.env.BENCH_MEMORY === '0' ? [] : LIBRARIES) {
     log(`memory: ${kind}, ${PLAN.memory.count} workflows`)
     memory[kind] = await withContender(kind, (c) => c.call('memory', PLAN.memory))
   }
-  for (const kind of process.env.BENCH_SLEEPING === '0' ? [] : KINDS.filter((k) => k !== 'ceiling')) {
+  for (const kind of process.env.BENCH_SLEEPING === '0' ? [] : LIBRARIES) {
     log(`sleeping: ${kind}, ${PLAN.sleeping.count} workflows`)
     sleeping[kind] = await withContender(kind, (c) => c.call('sleeping', PLAN.sleeping))
   }
+  if (PLAN.primitives !== undefined && LIBRARIES.length > 0) primitives = await benchPrimitives(server, PLAN.primitives, LIBRARIES, log)
+  const queueKinds = KINDS.filter((k) => ['ours', 'dbos', 'pgboss'].includes(k))
+  if (PLAN.queues !== undefined && queueKinds.length > 0) queues = await benchQueues(server, PLAN.queues, queueKinds, log)
   if (KINDS.includes('ours')) scaleOut = await benchScaleOut(server, PLAN.scaleOut, log)
 } finally {
   await server.close()
 }
 
 const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }
-const report = { date: new Date().toISOString(), machine, server: { embedded: server.embedded, pgss: server.pgss, settings: server.settings }, plan: PLAN, rounds, memory, sleeping, scaleOut }
+const report = { date: new Date().toISOString(), machine, server: { embedded: server.embedded, pgss: server.pgss, settings: server.settings }, plan: PLAN, rounds, memory, sleeping, primitives, queues, scaleOut }
 await mkdir('.dbos', { recursive: true })
 await writeFile(RESULTS_FILE, JSON.stringify(report, null, 2))
 printReport(report)
