@@ -12,37 +12,7 @@ import type { Sql, Tables } from '../store/connect.js'
 import { getEvent, listEvents, readStream } from '../store/events.js'
 import { sendMessage } from '../store/messages.js'
 import { checkTimeout } from '../core/timers.js'
-
-/** Waiters for announcements under a key; one Set per key, gone when empty. */
-export class Announcements {
-  readonly #waiters = new Map<string, Set<() => void>>()
-
-  /** Resolves on the next announce(key), or after `ms`. */
-  wait (key: string, ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      let set = this.#waiters.get(key)
-      if (set === undefined) this.#waiters.set(key, set = new Set())
-      const done = (): void => {
-        clearTimeout(timer)
-        set!.delete(done)
-        if (set!.size === 0 && this.#waiters.get(key) === set) this.#waiters.delete(key)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      set.add(done)
-    })
-  }
-
-  announce (key: string): void {
-    const set = this.#waiters.get(key)
-    if (set !== undefined) for (const done of [...set]) done()
-  }
-
-  /** Everyone looks again (notifications may have been lost). */
-  announceAll (): void {
-    for (const key of [...this.#waiters.keys()]) this.announce(key)
-  }
-}
+import type { Announcements, AnnouncementWatch } from '../core/announcements.js'
 
 export interface MessagingDeps {
   sql: Sql
@@ -91,14 +61,19 @@ export class Messaging {
     text('key', key)
     const deadline = Date.now() + checkTimeout(options.timeoutMs)
     const { sql, tables } = this.#deps
-    for (;;) {
-      const row = await getEvent(sql, tables, workflowId, key)
-      if (row.status === null) throw new WorkflowNotFoundError(workflowId)
-      if (row.value !== null) return deserialize(row.value)
-      if (!['PENDING', 'ENQUEUED'].includes(row.status)) return null
-      const left = deadline - Date.now()
-      if (left <= 0 || this.#deps.signal.aborted) return null
-      await this.#wait(workflowId, key, left)
+    const watch = this.#watch(workflowId, key)
+    try {
+      for (;;) {
+        const row = await getEvent(sql, tables, workflowId, key)
+        if (row.status === null) throw new WorkflowNotFoundError(workflowId)
+        if (row.value !== null) return deserialize(row.value)
+        if (!['PENDING', 'ENQUEUED'].includes(row.status)) return null
+        const left = deadline - Date.now()
+        if (left <= 0 || this.#deps.signal.aborted) return null
+        await watch.next(Math.min(left, this.#deps.pollMs))
+      }
+    } finally {
+      watch.close()
     }
   }
 
@@ -119,24 +94,30 @@ export class Messaging {
     let next = options.from ?? 0
     if (!Number.isSafeInteger(next) || next < 0) throw new InvalidArgumentError('from must be a non-negative integer offset')
     const { sql, tables } = this.#deps
-    for (;;) {
-      const { status, rows } = await readStream(sql, tables, workflowId, key, next, STREAM_PAGE)
-      if (status === null) throw new WorkflowNotFoundError(workflowId)
-      for (const row of rows) {
-        if (row.closed) return
-        next = row.offset + 1
-        yield { offset: row.offset, value: deserialize(row.value!) }
+    const watch = this.#watch(workflowId, key)
+    try {
+      for (;;) {
+        const { status, rows } = await readStream(sql, tables, workflowId, key, next, STREAM_PAGE)
+        if (status === null) throw new WorkflowNotFoundError(workflowId)
+        for (const row of rows) {
+          if (row.closed) return
+          next = row.offset + 1
+          yield { offset: row.offset, value: deserialize(row.value!) }
+        }
+        if (rows.length === STREAM_PAGE) continue
+        // Finished when the values were read: all of them were there already.
+        if (!['PENDING', 'ENQUEUED'].includes(status) || this.#deps.signal.aborted) return
+        if (rows.length === 0) await watch.next(this.#deps.pollMs)
       }
-      if (rows.length === STREAM_PAGE) continue
-      // Finished when the values were read: all of them were there already.
-      if (!['PENDING', 'ENQUEUED'].includes(status) || this.#deps.signal.aborted) return
-      if (rows.length === 0) await this.#wait(workflowId, key, Infinity)
+    } finally {
+      watch.close()
     }
   }
 
-  async #wait (workflowId: string, key: string, ms: number): Promise<void> {
+  /** Announcements of `key` of `workflowId` from now on (made before the read it guards). */
+  #watch (workflowId: string, key: string): AnnouncementWatch {
     void this.#deps.listenEvents()
-    await this.#deps.events.wait(`${workflowId}\n${key}`, Math.min(ms, this.#deps.pollMs))
+    return this.#deps.events.watch(`${workflowId}\n${key}`)
   }
 }
 

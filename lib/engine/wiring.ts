@@ -26,7 +26,8 @@ import { LocalRuns } from './local-runs.js'
 import { Ownership } from './ownership.js'
 import { Control } from './control.js'
 import { Enqueuer } from '../client/enqueue.js'
-import { Announcements, Messaging } from '../client/messaging.js'
+import { Messaging } from '../client/messaging.js'
+import { Announcements } from '../core/announcements.js'
 import { Queries } from '../client/queries.js'
 import { ResultWaiters } from '../client/results.js'
 import { Starts } from './starts.js'
@@ -143,7 +144,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt),
       timedOut: (workflowId) => control.timeOut(workflowId).catch((err) => logger.error({ event: 'timeout.failed', err, workflowId },
         'could not record that a workflow timed out; it is cancelled when it next runs')),
-      messageArrived: (workflowId, ms) => messageWaits.wait(workflowId, ms),
+      watchMessages: (workflowId) => messageWaits.watch(workflowId),
       recvSuspended: (workflowId, wakeAt) => {
         wakeUps.expect(wakeAt)
         wakeUps.messaged([workflowId])

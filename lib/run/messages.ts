@@ -17,6 +17,7 @@ import { findOwnStep } from '../store/steps.js'
 import { receiveMessage, sendMessage, suspendForMessage } from '../store/messages.js'
 import { checkKey, checkTimeoutMs, MAX_WAIT_MS } from './arguments.js'
 import { restore, type RunCore } from './run-core.js'
+import type { AnnouncementWatch } from '../core/announcements.js'
 
 const DEADLINE_STEP = 'recv.deadline'
 const RECV_STEP = 'recv'
@@ -33,8 +34,19 @@ export async function recv<T> (run: RunCore, topic: string = '', options: RecvOp
   if (replayed !== undefined) return replayed.value as T | null
   // The deadline, and every earlier step, durable before a message is consumed.
   await run.confirmIssued()
-  const { sql, tables } = run.deps
   const sentBy = deadline === Infinity ? null : new Date(deadline)
+  // Watched from before the first read: a message announced while a read
+  // runs wakes the next wait at once, not at its poll.
+  const watch = run.deps.watchMessages(run.workflowId)
+  try {
+    return await receive<T>(run, topic, recvStep, deadline, sentBy, watch)
+  } finally {
+    watch.close()
+  }
+}
+
+async function receive<T> (run: RunCore, topic: string, recvStep: number, deadline: number, sentBy: Date | null, watch: AnnouncementWatch): Promise<T | null> {
+  const { sql, tables } = run.deps
   for (;;) {
     run.assertRunning()
     const startedAt = run.startTime()
@@ -52,7 +64,7 @@ export async function recv<T> (run: RunCore, topic: string = '', options: RecvOp
       return null
     }
     if (left > run.deps.sleepInMemoryMaxMs) await suspendUntilMessage(run, topic, deadline, sentBy)
-    else await run.deps.messageArrived(run.workflowId, Math.min(left, MESSAGE_POLL_MS))
+    else await watch.next(Math.min(left, MESSAGE_POLL_MS))
   }
 }
 

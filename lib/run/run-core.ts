@@ -15,6 +15,7 @@ import type { StepRow, StepWrite } from '../store/rows.js'
 import type { RunWrites } from '../writes/run-writes.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import type { QueueDefinition } from '../queue.js'
+import type { AnnouncementWatch } from '../core/announcements.js'
 
 /** How a child started with `queue` is enqueued. */
 export interface ChildEnqueue { queue: QueueDefinition, priority?: number, partitionKey?: string, delayMs?: number }
@@ -40,7 +41,7 @@ export interface RunDeps {
   /** The run's deadline passed: cancels the workflow (and its children) in the database, and stops this run. Never rejects. */
   timedOut (workflowId: string): Promise<void>
   /** Resolves when a message to this workflow is announced, or after `ms` (a poll); never rejects. */
-  messageArrived (workflowId: string, ms: number): Promise<void>
+  watchMessages (workflowId: string): AnnouncementWatch
   /**
    * After a recv suspended the workflow until `wakeAt` (its timeout): the
    * wake-up timer is armed for it, and the workflow claimed again at once if
