@@ -79,7 +79,9 @@ export async function receiveMessage (sql: Sql, t: Tables, r: { workflowId: stri
  * epoch, wake_at and waiting_topic cleared), as the wake-up scheduler claims
  * due sleepers. `ids` narrows it to workflows a notification named; without
  * it, every one (after the LISTEN connection was re-established, or an
- * adoption). FOR UPDATE SKIP LOCKED, as claimDue.
+ * adoption). FOR UPDATE SKIP LOCKED, as claimDue. Two statements, not one
+ * with `ids IS NULL OR ...`: under a generic plan that one cannot use the
+ * primary key, and each claim looked at every waiting workflow's messages.
  */
 export async function claimMessaged (sql: Sql, t: Tables, executorId: string, appVersion: string | null, names: string[], ids: string[] | null, limit: number): Promise<ClaimedRow[]> {
   return sql<ClaimedRow[]>`
@@ -88,7 +90,7 @@ export async function claimMessaged (sql: Sql, t: Tables, executorId: string, ap
     WHERE workflow_id IN (
       SELECT w.workflow_id FROM ${t.workflows} w
       WHERE w.executor_id = ${executorId} AND w.status = 'PENDING' AND w.waiting_topic IS NOT NULL
-        AND (${ids}::text[] IS NULL OR w.workflow_id = ANY(${ids}::text[]))
+        ${ids === null ? sql`` : sql`AND w.workflow_id = ANY(${ids}::text[])`}
         AND w.name = ANY(${names}::text[]) AND w.app_version IS NOT DISTINCT FROM ${appVersion}::text
         AND EXISTS (
           SELECT 1 FROM ${t.messages} m
