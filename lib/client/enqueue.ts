@@ -8,7 +8,9 @@ import {
 } from '../errors.js'
 import type { QueueDefinition } from '../queue.js'
 import type { Sql, Tables } from '../store/connect.js'
-import { debounce, enqueueWorkflow, type Runner } from '../store/queues.js'
+import { debounce, enqueueWorkflow, enqueueWorkflows, type QueuedRow, type Runner } from '../store/queues.js'
+import { Batcher } from '../core/batcher.js'
+import { isConnectionError } from '../store/pg-errors.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import { prepareInput } from '../core/inputs.js'
 
@@ -25,9 +27,21 @@ const MAX_DELAY_MS = 1e14
 
 export class Enqueuer {
   readonly #deps: EnqueueDeps
+  /**
+   * Enqueues on our own pool made at once share one statement and one
+   * commit: each commit that notifies takes a database-wide lock, so alone
+   * they cannot share a disk flush, and enqueueing was the queues' limit.
+   */
+  readonly #batch: Batcher<QueuedRow, boolean>
 
   constructor (deps: EnqueueDeps) {
     this.#deps = deps
+    this.#batch = new Batcher(async (rows) => {
+      const inserted = await enqueueWorkflows(deps.sql, deps.tables, rows)
+      // Two enqueues of one id in a batch: the first was inserted; the
+      // other is checked against it by enqueueWorkflow (same input, or 422).
+      return rows.map((r) => inserted.delete(r.workflowId))
+    }, { maxInFlight: Math.max(1, deps.sql.options.max - 1), maxBatch: 1000, isolateOnError: (err) => !isConnectionError(err) })
   }
 
   /**
@@ -67,6 +81,10 @@ export class Enqueuer {
       if ('heldBy' in debounced) throw new InvalidArgumentError(`debounce key ${JSON.stringify(db.key)} is held by a waiting workflow of another definition (${JSON.stringify(debounced.heldBy)}) in queue ${JSON.stringify(q.name)}`)
       return debounced.workflowId
     }
+    // Batched unless in the caller's transaction; a row the batch did not
+    // insert met a conflict, which enqueueWorkflow reads (or inserts it, if
+    // what was in the way is gone).
+    if (options.sql === undefined && await this.#batch.push(row)) return workflowId
     const result = await enqueueWorkflow(sql, this.#deps.tables, row)
     if (result.enqueued) return result.workflowId
     if ('deduplicated' in result) throw new QueueDeduplicatedError(q.name, deduplicationId!)

@@ -75,6 +75,37 @@ export async function enqueueWorkflow (sql: Runner, t: Tables, r: QueuedRow): Pr
 }
 
 /**
+ * Many enqueues in one statement and one commit (the Enqueuer batches those
+ * made on our own pool at once): each row is inserted as enqueueWorkflow
+ * would, in the order given (their queue_seq, so first in first out), and
+ * each queue they went on is announced once. Returns the ids inserted; a row
+ * that met a conflict (its id, deduplication id) is not among them, and the
+ * caller sends it through enqueueWorkflow to learn what was in the way.
+ */
+export async function enqueueWorkflows (sql: Sql, t: Tables, rows: QueuedRow[]): Promise<Set<string>> {
+  const col = <K extends keyof QueuedRow>(k: K): QueuedRow[K][] => rows.map((r) => r[k])
+  const inserted = await sql<{ workflow_id: string }[]>`
+    WITH ins AS (
+      INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch,
+                                  parent_id, timeout_ms, queue_name, priority, queue_seq, visible_at, partition_key, deduplication_id)
+      SELECT v.workflow_id, v.name, 'ENQUEUED', v.input, v.input_hash, v.request_id, ${UNOWNED}, v.app_version, 1,
+             v.parent_id, v.timeout_ms, v.queue_name, v.priority, nextval(${t.schema + '.queue_seq'}::regclass),
+             clock_timestamp() + v.delay_ms * interval '1 millisecond', v.partition_key, v.deduplication_id
+      FROM unnest(${col('workflowId')}::text[], ${col('name')}::text[], ${col('input')}::text[], ${col('inputHash')}::text[],
+                  ${col('requestId')}::text[], ${col('appVersion')}::text[], ${col('parentId')}::text[], ${col('timeoutMs')}::float8[],
+                  ${col('queue')}::text[], ${col('priority')}::int[], ${col('delayMs')}::float8[], ${col('partitionKey')}::text[],
+                  ${col('deduplicationId')}::text[])
+           WITH ORDINALITY AS v(workflow_id, name, input, input_hash, request_id, app_version, parent_id, timeout_ms,
+                                queue_name, priority, delay_ms, partition_key, deduplication_id, ord)
+      ORDER BY v.ord
+      ON CONFLICT DO NOTHING
+      RETURNING workflow_id, queue_name),
+    note AS (SELECT pg_notify(${t.queueChannel}, q.queue_name) FROM (SELECT DISTINCT queue_name FROM ins) q)
+    SELECT workflow_id, (SELECT count(*) FROM note) AS notified FROM ins`
+  return new Set(inserted.map((r) => r.workflow_id))
+}
+
+/**
  * A debounced enqueue: while a workflow of this queue with `key` is still
  * ENQUEUED, it takes the new input and waits `periodMs` more (a burst
  * collapses into one workflow, started with the last input); otherwise a
