@@ -10,7 +10,9 @@ import type { GetEventOptions, ReadStreamOptions, SendOptions } from '../calls.j
 import type { EventInfo, StreamValue } from '../status.js'
 import type { Sql, Tables } from '../store/connect.js'
 import { getEvent, listEvents, readStream } from '../store/events.js'
-import { sendMessage } from '../store/messages.js'
+import { sendMessage, sendMessages, type SendResult } from '../store/messages.js'
+import { Batcher } from '../core/batcher.js'
+import { isConnectionError } from '../store/pg-errors.js'
 import { checkTimeout } from '../core/timers.js'
 import type { Announcements, AnnouncementWatch } from '../core/announcements.js'
 
@@ -32,9 +34,12 @@ const STREAM_PAGE = 100
 
 export class Messaging {
   readonly #deps: MessagingDeps
+  readonly #sends: Batcher<{ to: string, topic: string, message: string }, string | null>
 
   constructor (deps: MessagingDeps) {
     this.#deps = deps
+    this.#sends = new Batcher((rows) => sendMessages(deps.sql, deps.tables, rows),
+      { maxInFlight: Math.max(1, deps.sql.options.max - 1), maxBatch: 1000, isolateOnError: (err) => !isConnectionError(err) })
   }
 
   /**
@@ -46,7 +51,12 @@ export class Messaging {
     text('workflowId', to)
     const topic = text('topic', options.topic ?? '')
     const idempotencyKey = options.idempotencyKey === undefined ? null : text('idempotencyKey', options.idempotencyKey)
-    const result = await sendMessage(this.#deps.sql, this.#deps.tables, { to, topic, message: serialize(message, 'a message'), idempotencyKey })
+    const stored = serialize(message, 'a message')
+    // Without a key, batched with the sends made at once (one statement, one
+    // commit: a commit that notifies cannot share its disk flush with others).
+    const result = idempotencyKey === null
+      ? sendOutcome(await this.#sends.push({ to, topic, message: stored }))
+      : await sendMessage(this.#deps.sql, this.#deps.tables, { to, topic, message: stored, idempotencyKey })
     if (result === 'not-found') throw new WorkflowNotFoundError(to)
     if (result === 'finished') throw new WorkflowFinishedError(to)
   }
@@ -127,4 +137,10 @@ function text (what: string, value: unknown): string {
   const bad = unstorableTextReason(value)
   if (bad !== undefined) throw new InvalidArgumentError(`${what} ${bad}`)
   return value
+}
+
+/** A batched send's answer: the target's status then (see sendMessages). */
+function sendOutcome (status: string | null): SendResult {
+  if (status === null) return 'not-found'
+  return status === 'PENDING' || status === 'ENQUEUED' ? 'sent' : 'finished'
 }

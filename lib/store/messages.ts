@@ -34,6 +34,33 @@ export async function sendMessage (sql: Sql, t: Tables, m: { to: string, topic: 
   return 'finished'
 }
 
+/**
+ * Many sends without an idempotency key in one statement and one commit
+ * (the Messaging class batches those made at once): each as sendMessage
+ * would, in the order given, each waiter's owner told once. Returns each
+ * target's status when the message was sent (PENDING or ENQUEUED: sent;
+ * another: finished, nothing sent), or null for an unknown workflow.
+ */
+export async function sendMessages (sql: Sql, t: Tables, rows: { to: string, topic: string, message: string }[]): Promise<(string | null)[]> {
+  const result = await sql<{ ord: string, status: string | null }[]>`
+    WITH v AS (
+      SELECT * FROM unnest(${rows.map((r) => r.to)}::text[], ${rows.map((r) => r.topic)}::text[], ${rows.map((r) => r.message)}::text[])
+        WITH ORDINALITY AS v(workflow_id, topic, message, ord)),
+    target AS (
+      SELECT v.ord, v.workflow_id, v.topic, v.message, w.status, w.executor_id
+      FROM v LEFT JOIN ${t.workflows} w ON w.workflow_id = v.workflow_id),
+    sent AS (
+      INSERT INTO ${t.messages} (workflow_id, topic, message)
+      SELECT workflow_id, topic, message FROM target WHERE status IN ('PENDING', 'ENQUEUED') ORDER BY ord
+      RETURNING 1),
+    note AS (
+      SELECT pg_notify(${t.messagesChannel}, p.payload)
+      FROM (SELECT DISTINCT executor_id || E'\\n' || workflow_id AS payload FROM target WHERE status IN ('PENDING', 'ENQUEUED')) p)
+    SELECT ord::text, status, (SELECT count(*) FROM note) + (SELECT count(*) FROM sent) AS written FROM target ORDER BY ord`
+  const byOrd = new Map(result.map((r) => [Number(r.ord), r.status]))
+  return rows.map((_r, i) => byOrd.get(i + 1) ?? null)
+}
+
 export type Received = { outcome: 'received', message: string } | { outcome: 'none' | 'recorded' | 'fenced' }
 
 /**
