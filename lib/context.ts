@@ -115,8 +115,8 @@ export interface ChildOptions {
   /**
    * Enqueue the child on this queue (one in the engine's `queues`) instead
    * of starting it at once: it waits its turn within the queue's limits, and
-   * its timeout counts from when it is taken (a parent's deadline does not
-   * carry over to a queued child).
+   * its timeout counts from when it is taken (a parent that times out or is
+   * cancelled cancels it, waiting or running).
    */
   queue?: QueueDefinition
   /** With `queue`: as for enqueue. */
