@@ -44,3 +44,23 @@ t.test('a child enqueued on a queue the engine lacks fails its parent with DBOS_
   const handle = await engine.startWorkflow(parent, undefined)
   await t.rejects(handle.getResult({ timeoutMs: 20_000 }), { code: 'DBOS_ERR_UNKNOWN_QUEUE' })
 })
+
+t.test('a parent that times out cancels its queued children, waiting or running', async (t) => {
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  t.teardown(() => release())
+  const slow = defineWorkflow('slowQueuedChild', async (ctx) => ctx.step('wait', () => gate))
+  const one = defineQueue('oneSlot', { concurrency: 1 })
+  const parent = defineWorkflow('impatientParent', async (ctx) => {
+    const running = await ctx.startChild(slow, 1, { queue: one })
+    const waiting = await ctx.startChild(slow, 2, { queue: one })
+    await running.getResult()
+    return waiting.workflowId
+  }, { timeoutMs: 500 })
+  const engine = await buildEngine(t, { schema: uniqueSchema(), workflows: [parent, slow], queues: [one] })
+  const handle = await engine.startWorkflow(parent, undefined)
+  await t.rejects(handle.getResult({ timeoutMs: 20_000 }), { code: 'DBOS_ERR_WORKFLOW_TIMEOUT' })
+  const children = await engine.list({ parentId: handle.workflowId })
+  t.equal(children.length, 2)
+  t.ok(children.every((c) => c.status === 'CANCELLED'), `both cancelled: ${children.map((c) => c.status).join(', ')}`)
+})
