@@ -65,7 +65,10 @@ t.test('three instances: global, per-instance and per-partition limits hold; pri
     // The recorded starts come after their dequeue: at least 4 periods' worth of windows.
     const starts = of(rated).map((i) => i.start).sort((a, b) => a - b)
     t.ok(starts.at(-1)! - starts[0]! >= 2000, '10 starts at 3 per second span at least 3 windows (2 s between the 1st and the 7th and beyond)')
-    t.ok(new Set(of(rated).map((i) => i.executor)).size >= 2, 'more than one instance took work')
+    // Not asserted: which instances took them. When a window reopens, the
+    // first dispatcher to look takes its whole share, and one instance may be
+    // first every time; the limit above is what holds across them.
+    t.comment(`rate-limited work taken by: ${[...groupBy(of(rated), (i) => i.executor)].map(([k, v]) => `${k} ${v.length}`).join(', ')}`)
   })
 
   t.test('workerConcurrency 1: one at a time on each instance, the instances in parallel', async (t) => {
