@@ -13,7 +13,7 @@ import {
   WorkflowNotFoundError, WorkflowNotResumableError
 } from '../errors.js'
 import type { Sql, Tables } from '../store/connect.js'
-import { cancelTree, deleteFinished, fork, reopen } from '../store/control.js'
+import { cancelTree, deleteFinished, fork, reopen, type CancelledRun } from '../store/control.js'
 
 export interface ControlSql {
   sql: Sql
@@ -29,7 +29,7 @@ export function checkId (workflowId: unknown): asserts workflowId is string {
 }
 
 /** Cancels a workflow and its unfinished descendants; the ids cancelled. 404 if unknown. */
-export async function cancelWorkflow (d: ControlSql, workflowId: string, error: string | null = null): Promise<string[]> {
+export async function cancelWorkflow (d: ControlSql, workflowId: string, error: string | null = null): Promise<CancelledRun[]> {
   checkId(workflowId)
   const cancelled = await cancelTree(d.sql, d.tables, workflowId, error)
   if (cancelled === null) throw new WorkflowNotFoundError(workflowId)

@@ -8,7 +8,7 @@ import type { DeleteFinishedOptions, ForkOptions } from '../calls.js'
 import {
   cancelWorkflow, checkId, deleteFinishedInBatches, forkTarget, forkWorkflow, reopenWorkflow, type ControlSql
 } from '../client/control.js'
-import { cancelTree } from '../store/control.js'
+import { cancelTree, type CancelledRun } from '../store/control.js'
 import { UNOWNED, announceAdoptable } from '../store/executors.js'
 import type { WorkflowDefinition } from '../workflow.js'
 
@@ -20,8 +20,8 @@ export interface ControlDeps extends ControlSql {
   identify (workflowId: string): Promise<{ name: string, appVersion: string | null } | undefined>
   /** Claims and runs a PENDING workflow of this executor here (recovery's claimAndResume). */
   runHere (workflowId: string): Promise<void>
-  /** Stops the runs here of these workflows, cancelled (their owners elsewhere hear the cancel channel). */
-  cancelledHere (workflowIds: string[], reason: (workflowId: string) => Error): void
+  /** Stops the runs here of these workflows at these epochs, cancelled (their owners elsewhere hear the cancel channel). */
+  cancelledHere (cancelled: CancelledRun[], reason: (workflowId: string) => Error): void
 }
 
 export class Control {
@@ -43,9 +43,13 @@ export class Control {
     this.#deps.cancelledHere(cancelled, (id) => new WorkflowCancelledError(id))
   }
 
-  /** The engine's own cancellation of a workflow past its deadline (the run here stops by itself). */
-  async timeOut (workflowId: string): Promise<void> {
-    const cancelled = await cancelTree(this.#deps.sql, this.#deps.tables, workflowId, serialize(new WorkflowTimeoutError(workflowId)))
+  /**
+   * The engine's own cancellation of a workflow past its deadline (the run
+   * here stops by itself). Only while it is still at the run's epoch: a run
+   * that was cancelled and resumed meanwhile is not this run's to time out.
+   */
+  async timeOut (workflowId: string, epoch: string): Promise<void> {
+    const cancelled = await cancelTree(this.#deps.sql, this.#deps.tables, workflowId, serialize(new WorkflowTimeoutError(workflowId)), epoch)
     this.#deps.cancelledHere(cancelled ?? [], (id) => id === workflowId ? new WorkflowTimeoutError(id) : new WorkflowCancelledError(id))
   }
 

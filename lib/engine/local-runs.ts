@@ -126,9 +126,17 @@ export class LocalRuns {
     return fenced
   }
 
-  /** Stops the runs here of these workflows, which were cancelled: each ends at its next ctx call with `reason(id)`. */
-  cancel (workflowIds: string[], reason: (workflowId: string) => Error): void {
-    for (const id of workflowIds) this.#running.get(id)?.run.cancel(reason(id))
+  /**
+   * Stops the runs here of these workflows, which were cancelled: each ends
+   * at its next ctx call with `reason(id)`. Only a run at the cancelled epoch
+   * or an older one: a cancel heard late (its notification) must not stop the
+   * run a resume has started since.
+   */
+  cancel (cancelled: { workflowId: string, epoch: string }[], reason: (workflowId: string) => Error): void {
+    for (const { workflowId, epoch } of cancelled) {
+      const run = this.#running.get(workflowId)?.run
+      if (run !== undefined && BigInt(run.epoch) <= BigInt(epoch)) run.cancel(reason(workflowId))
+    }
   }
 
   /** Runs a graceful stop hands back. Not suspended ones still unwinding: their workflow waits for its wake-up, not for a recovery. */

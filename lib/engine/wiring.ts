@@ -25,6 +25,7 @@ import type { Database } from './database.js'
 import { LocalRuns } from './local-runs.js'
 import { Ownership } from './ownership.js'
 import { Control } from './control.js'
+import type { CancelledRun } from '../store/control.js'
 import { Enqueuer } from '../client/enqueue.js'
 import { Messaging } from '../client/messaging.js'
 import { Announcements } from '../core/announcements.js'
@@ -142,7 +143,7 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       sleepInMemoryMaxMs: options.sleepInMemoryMaxMs,
       now: () => clock.now(),
       suspend: (workflowId, epoch, wakeAt) => wakeUps.suspend(workflowId, epoch, wakeAt),
-      timedOut: (workflowId) => control.timeOut(workflowId).catch((err) => logger.error({ event: 'timeout.failed', err, workflowId },
+      timedOut: (workflowId, epoch) => control.timeOut(workflowId, epoch).catch((err) => logger.error({ event: 'timeout.failed', err, workflowId },
         'could not record that a workflow timed out; it is cancelled when it next runs')),
       watchMessages: (workflowId) => messageWaits.watch(workflowId),
       recvSuspended: (workflowId, wakeAt) => {
@@ -258,9 +259,9 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
    * ignores its signal), but the outcome is recorded already, and getResult
    * answers with it at once.
    */
-  const cancelHere = (ids: string[], reason: (workflowId: string) => Error): void => {
-    runs.cancel(ids, reason)
-    for (const id of ids) results.wake(id)
+  const cancelHere = (cancelled: CancelledRun[], reason: (workflowId: string) => Error): void => {
+    runs.cancel(cancelled, reason)
+    for (const { workflowId } of cancelled) results.wake(workflowId)
   }
   /** `<executor>\n<workflow id>[\n<kind>]` payloads: the workflow id when the executor is this one. */
   const mine = (payload: string): string | undefined => {
@@ -289,9 +290,11 @@ export function wire (db: Database, { options, url, definitions, signal }: WireC
       }),
       notifications.listen(tables.cancelChannel, {
         notify: (payload) => {
+          // `<executor>\n<workflow id>\n<timeout|cancel>\n<epoch>`
           const id = mine(payload)
-          const Reason = payload.endsWith('\ntimeout') ? WorkflowTimeoutError : WorkflowCancelledError
-          if (id !== undefined) cancelHere([id], (w) => new Reason(w))
+          const [, , kind, epoch] = payload.split('\n')
+          const Reason = kind === 'timeout' ? WorkflowTimeoutError : WorkflowCancelledError
+          if (id !== undefined && epoch !== undefined) cancelHere([{ workflowId: id, epoch }], (w) => new Reason(w))
         },
         resubscribed: () => {}
       })

@@ -39,7 +39,7 @@ export interface RunDeps {
    */
   suspend (workflowId: string, epoch: string, wakeAt: number): Promise<void>
   /** The run's deadline passed: cancels the workflow (and its children) in the database, and stops this run. Never rejects. */
-  timedOut (workflowId: string): Promise<void>
+  timedOut (workflowId: string, epoch: string): Promise<void>
   /** Resolves when a message to this workflow is announced, or after `ms` (a poll); never rejects. */
   watchMessages (workflowId: string): AnnouncementWatch
   /**
@@ -186,7 +186,7 @@ export class RunCore {
     if (this.#expired) return
     this.#expired = true
     this.#deadlineTimer?.clear()
-    void this.deps.timedOut(this.workflowId).finally(() => this.cancel(new WorkflowTimeoutError(this.workflowId)))
+    void this.deps.timedOut(this.workflowId, this.epoch).finally(() => this.cancel(new WorkflowTimeoutError(this.workflowId)))
   }
 
   /**
@@ -231,6 +231,9 @@ export class RunCore {
   #stop (reason: Error): void {
     if (this.#stopped !== undefined) return
     this.#stopped = reason
+    // Stopped: its deadline is no longer its to enforce (a resume may have
+    // started a run of its own meanwhile, with no deadline).
+    this.#deadlineTimer?.clear()
     this.fail(reason)
     this.#abort?.abort(reason)
   }

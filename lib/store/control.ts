@@ -11,10 +11,10 @@ import { UNIQUE_VIOLATION } from './pg-errors.js'
  * DBOS_ERR_WORKFLOW_CANCELLED. Returns the ids cancelled, or null when there
  * is no such workflow.
  */
-export async function cancelTree (sql: Sql, t: Tables, workflowId: string, error: string | null): Promise<string[] | null> {
-  const rows = await sql<{ workflow_id: string | null }[]>`
+export async function cancelTree (sql: Sql, t: Tables, workflowId: string, error: string | null, epoch: string | null = null): Promise<CancelledRun[] | null> {
+  const rows = await sql<{ workflow_id: string | null, epoch: string | null }[]>`
     WITH RECURSIVE tree (workflow_id) AS (
-      SELECT workflow_id FROM ${t.workflows} WHERE workflow_id = ${workflowId}
+      SELECT workflow_id FROM ${t.workflows} WHERE workflow_id = ${workflowId} AND (${epoch}::bigint IS NULL OR epoch = ${epoch}::bigint)
       UNION
       SELECT w.workflow_id FROM ${t.workflows} w JOIN tree ON w.parent_id = tree.workflow_id),
     done AS (
@@ -22,21 +22,25 @@ export async function cancelTree (sql: Sql, t: Tables, workflowId: string, error
       SET status = 'CANCELLED', output = NULL, error = CASE WHEN w.workflow_id = ${workflowId} THEN ${error}::text END,
           completed_at = now(), updated_at = now(), wake_at = NULL, waiting_topic = NULL
       FROM tree WHERE w.workflow_id = tree.workflow_id AND w.status IN ('PENDING', 'ENQUEUED')
-      RETURNING w.workflow_id, w.executor_id, w.queue_name),
+      RETURNING w.workflow_id, w.executor_id, w.queue_name, w.epoch),
     note AS (
-      SELECT d.workflow_id,
+      SELECT d.workflow_id, d.epoch::text AS epoch,
              pg_notify(${t.cancelChannel}, d.executor_id || E'\\n' || d.workflow_id
-               || CASE WHEN d.workflow_id = ${workflowId} AND ${error}::text IS NOT NULL THEN E'\\ntimeout' ELSE E'\\ncancel' END),
+               || CASE WHEN d.workflow_id = ${workflowId} AND ${error}::text IS NOT NULL THEN E'\\ntimeout' ELSE E'\\ncancel' END
+               || E'\\n' || d.epoch::text),
              pg_notify(${t.channel}, d.workflow_id),
              -- A queued workflow's slot is free.
              CASE WHEN d.queue_name IS NOT NULL THEN pg_notify(${t.queueChannel}, d.queue_name) END
       FROM done d)
-    SELECT workflow_id FROM note
+    SELECT workflow_id, epoch FROM note
     UNION ALL
-    SELECT NULL WHERE EXISTS (SELECT 1 FROM tree)`
+    SELECT NULL, NULL WHERE EXISTS (SELECT 1 FROM tree)`
   if (rows.length === 0) return null
-  return rows.flatMap((r) => r.workflow_id === null ? [] : [r.workflow_id])
+  return rows.flatMap((r) => r.workflow_id === null ? [] : [{ workflowId: r.workflow_id, epoch: r.epoch! }])
 }
+
+/** A workflow cancelled, with the epoch of the run it stopped: a later run (after a resume) is not that one. */
+export interface CancelledRun { workflowId: string, epoch: string }
 
 /** 'enqueued': back on its queue (it was a queued workflow), for a dispatcher to take within the queue's limits. 'deduplicated': back on its queue it would share its deduplication id with another workflow waiting or running there. */
 export type ResumeResult = 'resumed' | 'enqueued' | 'running' | 'succeeded' | 'not-found' | { deduplicated: { queue: string, deduplicationId: string } }
@@ -71,7 +75,8 @@ export async function reopen (sql: Sql, t: Tables, workflowId: string, owner: st
       try {
         await tx.savepoint((sp) => sp`
           UPDATE ${t.workflows}
-          SET status = 'ENQUEUED', output = NULL, error = NULL, completed_at = NULL, attempts = 0, epoch = epoch + 1,
+          -- attempts 1, as a new enqueue: a dispatch counts none (its run is the first).
+          SET status = 'ENQUEUED', output = NULL, error = NULL, completed_at = NULL, attempts = 1, epoch = epoch + 1,
               executor_id = '', deadline_at = NULL, wake_at = NULL, waiting_topic = NULL, updated_at = now(),
               queue_seq = nextval(${t.schema + '.queue_seq'}), visible_at = clock_timestamp(), dequeued_at = NULL,
               debounce_key = NULL
@@ -109,13 +114,14 @@ export async function fork (sql: Sql, t: Tables, f: { sourceId: string, newId: s
     const [last] = await tx<{ step: number | null }[]>`SELECT max(step_id) AS step FROM ${t.steps} WHERE workflow_id = ${f.sourceId}`
     const limit = (last!.step ?? -1) + 1
     if (f.fromStep > limit) return { invalidStep: limit }
-    // attempts 0: the claim that runs it counts the first. A fork of a queued
-    // workflow waits on its queue (no deduplication id: it is another workflow).
+    // attempts 0: the claim that runs it counts the first; queued, 1, as a new
+    // enqueue (a dispatch counts none). A fork of a queued workflow waits on
+    // its queue (no deduplication id: it is another workflow).
     const queued = source.queue_name !== null
     const inserted = await tx`
       INSERT INTO ${t.workflows} (workflow_id, name, status, input, input_hash, request_id, executor_id, app_version, epoch, attempts,
                                   queue_name, priority, queue_seq, visible_at, partition_key, timeout_ms)
-      SELECT ${f.newId}, name, ${queued ? 'ENQUEUED' : 'PENDING'}, input, input_hash, request_id, ${queued ? '' : f.owner}, ${f.appVersion}::text, 1, 0,
+      SELECT ${f.newId}, name, ${queued ? 'ENQUEUED' : 'PENDING'}, input, input_hash, request_id, ${queued ? '' : f.owner}, ${f.appVersion}::text, 1, ${queued ? 1 : 0},
              queue_name, priority, CASE WHEN ${queued} THEN nextval(${t.schema + '.queue_seq'}) END,
              CASE WHEN ${queued} THEN clock_timestamp() END, partition_key, timeout_ms
       FROM ${t.workflows} WHERE workflow_id = ${f.sourceId}
