@@ -41,7 +41,8 @@ t.test('resume and fork of a queued workflow wait on its queue behind the one ru
   await engine.resume(failed.workflowId)
   const forked = await engine.fork(failed.workflowId, { fromStep: 0 })
   t.match(await engine.getStatus(failed.workflowId), { status: 'ENQUEUED', queueName: 'one' }, 'the resumed one waits on its queue')
-  t.match(await engine.getStatus(forked.workflowId), { status: 'ENQUEUED', queueName: 'one', attempts: 0 }, 'the fork waits on the queue too')
+  t.match(await engine.getStatus(forked.workflowId), { status: 'ENQUEUED', queueName: 'one', attempts: 1 }, 'the fork waits on the queue too, counted as a first run, as an enqueue')
+  t.match(await engine.getStatus(failed.workflowId), { attempts: 1 }, 'so does the resumed one')
   // Give the dispatcher every chance to break the limit.
   await new Promise((resolve) => setTimeout(resolve, 300))
   t.equal((await engine.getStatus(failed.workflowId)).status, 'ENQUEUED', 'still waiting while the holder runs')
@@ -51,4 +52,5 @@ t.test('resume and fork of a queued workflow wait on its queue behind the one ru
   t.equal(await failed.getResult({ timeoutMs: 20_000 }), 'done', 'the resumed one ran once the slot was free')
   t.equal(await forked.getResult({ timeoutMs: 20_000 }), 'done', 'the fork ran too')
   t.equal(most, 1, 'never more than one at a time')
+  for (const id of [failed.workflowId, forked.workflowId]) t.equal((await engine.getStatus(id)).attempts, 1, 'one attempt: its run, not a recovery')
 })
