@@ -35,7 +35,7 @@ export interface Claims {
   onlyStale (workflowId: string, epoch: string): boolean
   /** The claim on a workflow (release it when done), or undefined if another path holds it. */
   claim (workflowId: string): (() => void) | undefined
-  /** Resolves once no queue dispatch here is between its commit and the launch of its runs. */
+  /** Resolves once the queue dispatches in flight now have launched their runs. */
   dispatched (): Promise<void>
 }
 
@@ -78,6 +78,10 @@ export async function recoverUntilDone (deps: RecoveryDeps): Promise<void> {
 
 async function recoverOnce (deps: RecoveryDeps): Promise<void> {
   const pending = await listPending(deps.sql, deps.tables, deps.executorId(), deps.appVersion)
+  // A row a dispatch here had just taken when the list was read is ours and
+  // not running yet: wait for those dispatches to launch their runs before
+  // judging any row (see Ownership.dispatching).
+  await deps.claims.dispatched()
   const fresh: PendingRow[] = []
   const suspects: PendingRow[] = []
   for (const row of pending) {
@@ -112,9 +116,6 @@ async function recoverOnce (deps: RecoveryDeps): Promise<void> {
 
 /** Claims and resumes one workflow unless it runs here already (a stale run aside); true if it was resumed. */
 async function resumeUnlessRunning (deps: RecoveryDeps, { workflow_id: workflowId, epoch }: PendingRow): Promise<boolean> {
-  // A row a dispatch here just took is ours and not running yet: wait for
-  // its launch before judging (see Ownership.dispatching).
-  await deps.claims.dispatched()
   if (deps.signal.aborted || (deps.claims.busy(workflowId) && !deps.claims.onlyStale(workflowId, epoch))) return false
   try {
     await claimAndResume(deps, workflowId)

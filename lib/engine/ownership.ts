@@ -16,8 +16,7 @@ export class Ownership {
   /** Claims in progress: one at a time per workflow. */
   readonly #claiming = new Set<string>()
   /** Queue dispatches in flight: their rows are ours in the database before their runs are launched here. */
-  #dispatches = 0
-  #dispatchesDone: { promise: Promise<void>, resolve: () => void } | undefined
+  readonly #dispatches = new Set<Promise<void>>()
 
   /** `runningEpoch` tells the epoch a workflow's run in this process holds, if it has one. */
   constructor (runningEpoch: (workflowId: string) => string | undefined) {
@@ -71,27 +70,22 @@ export class Ownership {
    * may have had its side effect by then).
    */
   dispatching (): () => void {
-    this.#dispatches++
-    let released = false
+    let release!: () => void
+    const done = new Promise<void>((resolve) => { release = resolve })
+    this.#dispatches.add(done)
     return () => {
-      if (released) return
-      released = true
-      if (--this.#dispatches === 0) {
-        this.#dispatchesDone?.resolve()
-        this.#dispatchesDone = undefined
-      }
+      this.#dispatches.delete(done)
+      release()
     }
   }
 
-  /** Resolves once no queue dispatch is in flight here (at once if none is). */
+  /**
+   * Resolves once the queue dispatches in flight now have launched their
+   * runs (at once if none is). Later ones do not count: a dispatch that
+   * begins after a read cannot have put rows into it.
+   */
   dispatched (): Promise<void> {
-    if (this.#dispatches === 0) return Promise.resolve()
-    if (this.#dispatchesDone === undefined) {
-      let resolve!: () => void
-      const promise = new Promise<void>((r) => { resolve = r })
-      this.#dispatchesDone = { promise, resolve }
-    }
-    return this.#dispatchesDone.promise
+    return Promise.all([...this.#dispatches]).then(() => {})
   }
 
   /**
