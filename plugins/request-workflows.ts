@@ -15,6 +15,7 @@ import type { QueueDefinition } from '../lib/queue.js'
 import type { WorkflowHandle, GetResultOptions } from '../lib/handle.js'
 import { derivedWorkflowId, scopedKey } from '../lib/core/ids.js'
 import type { WorkflowDefinition } from '../lib/workflow.js'
+import type { PreparedInput } from '../lib/core/inputs.js'
 
 /**
  * run(): start options as for start() (`timeoutMs` is the workflow's
@@ -63,16 +64,8 @@ export class RequestWorkflows {
     if (options.workflowId !== undefined || key === undefined) {
       return this.#engine.startWorkflow(def, input, { ...options, requestId })
     }
-    const prepared = this.#engine.prepareInput(def, input)
-    // Everything up to the start call runs synchronously, so concurrent starts
-    // within one request are numbered in call order.
-    const known = this.#byInput.get(prepared.hash)
-    if (known !== undefined) return known
-    const n = ++this.#distinct
-    const workflowId = derivedWorkflowId(key, n)
-    const started = this.#engine.startWorkflow(def, input, { ...options, workflowId, requestId }, { prepared, derivedId: true })
-    this.#byInput.set(prepared.hash, started)
-    return started
+    return this.#derived(def, input, 'start', key, (prepared, workflowId) =>
+      this.#engine.startWorkflow(def, input, { ...options, workflowId, requestId }, { prepared, derivedId: true }))
   }
 
   /**
@@ -86,13 +79,26 @@ export class RequestWorkflows {
     if (options.workflowId !== undefined || options.debounce !== undefined || key === undefined) {
       return this.#engine.enqueue(queue, def, input, { ...options, requestId })
     }
+    const queueName = typeof queue === 'string' ? queue : queue?.name
+    return this.#derived(def, input, `enqueue:${queueName}`, key, (prepared, workflowId) =>
+      this.#engine.enqueue(queue, def, input, { ...options, workflowId, requestId }, { prepared, derivedId: true }))
+  }
+
+  /**
+   * The workflow this request makes of `def` and `input` in this way (a
+   * start, or an enqueue on one queue) under its key: the one it made
+   * already, or a new one with the next derived id. Everything up to the
+   * call runs synchronously, so concurrent calls within one request are
+   * numbered in call order.
+   */
+  #derived<O> (def: WorkflowDefinition<any, O>, input: unknown, kind: string, key: string, make: (prepared: PreparedInput, workflowId: string) => Promise<WorkflowHandle<O>>): Promise<WorkflowHandle<O>> {
     const prepared = this.#engine.prepareInput(def, input)
-    const known = this.#byInput.get(prepared.hash)
+    const seen = `${kind}\n${prepared.hash}`
+    const known = this.#byInput.get(seen)
     if (known !== undefined) return known
-    const workflowId = derivedWorkflowId(key, ++this.#distinct)
-    const enqueued = this.#engine.enqueue(queue, def, input, { ...options, workflowId, requestId }, { prepared, derivedId: true })
-    this.#byInput.set(prepared.hash, enqueued)
-    return enqueued
+    const made = make(prepared, derivedWorkflowId(key, ++this.#distinct))
+    this.#byInput.set(seen, made)
+    return made
   }
 
   /** Starts a workflow and waits for its result. */

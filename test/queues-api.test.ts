@@ -160,6 +160,23 @@ t.test('a route that enqueues under an idempotency key: a retried request enqueu
   t.equal(counter.get('run:k-2'), 1)
 })
 
+t.test('under one key, the same input started, and enqueued on two queues, makes three workflows; the same call twice makes one', async (t) => {
+  const wf = defineWorkflow('sameInput', async (_ctx, n: number) => n)
+  const a = defineQueue('qa')
+  const b = defineQueue('qb')
+  const app = await buildApp(t, { workflows: [wf], queues: [a, b], schema: uniqueSchema() })
+  app.post('/fan', async (req) => {
+    const handles = [
+      await req.workflows.start(wf, 1), await req.workflows.enqueue(a, wf, 1), await req.workflows.enqueue(b, wf, 1),
+      await req.workflows.enqueue('qa', wf, 1), await req.workflows.start(wf, 1)
+    ]
+    return handles.map((h) => h.workflowId)
+  })
+  const res = await app.inject({ method: 'POST', url: '/fan', headers: { [KEY]: 'fan-1' }, payload: {} })
+  t.same(res.json(), ['fan-1', 'fan-1::2', 'fan-1::3', 'fan-1::2', 'fan-1'])
+  t.match(await app.workflows.getStatus('fan-1::3'), { queueName: 'qb' }, 'the enqueue on the second queue is its own workflow, on that queue')
+})
+
 t.test('debounce: a burst collapses into one workflow that runs once, with the last input', async (t) => {
   const counter = new Counter()
   const wf = worker(counter)
