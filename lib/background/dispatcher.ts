@@ -70,8 +70,6 @@ export class Dispatcher {
     }
   }
 
-  get queue (): string { return this.#queue }
-
   async start (): Promise<void> {
     await ensureQueue(this.#deps.sql, this.#deps.tables, this.#queue)
     this.wake()

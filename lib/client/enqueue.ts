@@ -13,6 +13,7 @@ import { Batcher } from '../core/batcher.js'
 import { isConnectionError } from '../store/pg-errors.js'
 import type { WorkflowDefinition } from '../workflow.js'
 import { prepareInput } from '../core/inputs.js'
+import { MAX_DURATION_MS } from '../core/timers.js'
 
 export interface EnqueueDeps {
   sql: Sql
@@ -22,8 +23,7 @@ export interface EnqueueDeps {
   queues: Map<string, QueueDefinition> | null
 }
 
-/** About 3,170 years, as for sleeps. */
-const MAX_DELAY_MS = 1e14
+const MAX_DELAY_MS = MAX_DURATION_MS
 
 export class Enqueuer {
   readonly #deps: EnqueueDeps

@@ -7,9 +7,9 @@ import { nanoid } from 'nanoid'
 import { InvalidRequestIdError, InvalidTimeoutError, InvalidWorkflowIdError } from '../errors.js'
 import { invalidIdReason, MAX_DERIVED_ID_LENGTH, MAX_ID_LENGTH } from './ids.js'
 import { unstorableTextReason } from './text.js'
+import { MAX_DURATION_MS } from './timers.js'
 
-/** About 3,170 years, as for sleeps: every deadline stays within years Postgres and postgres.js agree on. */
-export const MAX_TIMEOUT_MS = 1e14
+export const MAX_TIMEOUT_MS = MAX_DURATION_MS
 
 /** The workflow's id: `given`, checked (a derived one may be longer), or a fresh one. */
 export function workflowIdFor (given: string | undefined, derived: boolean): string {

@@ -4,6 +4,15 @@ import { InvalidTimeoutError } from '../errors.js'
 /** setTimeout's longest delay: a longer one overflows and fires at once. */
 export const MAX_TIMER_MS = 2 ** 31 - 1
 
+/**
+ * The longest duration the engine accepts (sleeps, waits, timeouts, delays),
+ * about 3,170 years: keeps every wake-up time within years 0 to 9999 for
+ * millennia to come. A valid Date is not enough: postgres.js sends Dates as
+ * toISOString(), which writes later years as "+010000-...", and Postgres
+ * refuses that text, so a later wake-up time could never be recorded.
+ */
+export const MAX_DURATION_MS = 1e14
+
 /** Calls `fn` once after `ms` milliseconds, however long that is; clear() cancels it. */
 export class LongTimer {
   #timer: NodeJS.Timeout | undefined

@@ -1,6 +1,7 @@
 /** Checks of the arguments ctx operations take: refused at the call, before a position is taken. */
 import { unstorableTextReason } from '../core/text.js'
 import { InvalidCallError } from '../errors.js'
+import { MAX_DURATION_MS } from '../core/timers.js'
 
 /** A topic, event key or stream key: a string Postgres stores as it is. */
 export function checkKey (what: string, key: unknown): string {
@@ -10,8 +11,7 @@ export function checkKey (what: string, key: unknown): string {
   return key
 }
 
-/** About 3,170 years, as for sleeps: every deadline stays within years Postgres and postgres.js agree on. */
-export const MAX_WAIT_MS = 1e14
+export const MAX_WAIT_MS = MAX_DURATION_MS
 
 /** A timeout in ms: undefined and Infinity mean none; otherwise 0 to MAX_WAIT_MS. */
 export function checkTimeoutMs (timeoutMs: unknown): number {

@@ -3,16 +3,11 @@ import { serialize } from '../core/codec.js'
 import { sleep as wait } from '../core/retry.js'
 import { InvalidSleepDurationError, NondeterminismError } from '../errors.js'
 import type { RunCore } from './run-core.js'
+import { MAX_DURATION_MS } from '../core/timers.js'
 
 /** The step name under which ctx.sleep records its wake-up time. */
 export const SLEEP_STEP = 'sleep'
-/**
- * About 3,170 years: keeps every wake-up time within years 0 to 9999 for
- * millennia to come. A valid Date is not enough: postgres.js sends Dates as
- * toISOString(), which writes later years as "+010000-...", and Postgres
- * refuses that text, so a later wake-up time could never be recorded.
- */
-const MAX_SLEEP_MS = 1e14
+const MAX_SLEEP_MS = MAX_DURATION_MS
 /**
  * A replayed sleep with at most this much left waits in memory, whatever
  * sleepInMemoryMaxMs says. A run woken because the database's clock passed
